@@ -1,0 +1,109 @@
+"""LocalBackend: Balsam's services on an SQL engine (SQLite file or PostgreSQL server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from balsam.domain.states import JobState
+from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.jobs import EventOut, JobCreate, JobOut, StateUpdate
+from balsam.schemas.queries import Clause, JobQuery
+from balsam.schemas.sessions import ClaimRequest, SessionOut
+from balsam.services import apps, jobs, sessions
+from balsam.store.engine import make_engine
+from balsam.store.migrate import upgrade
+
+
+class LocalBackend:
+    """A Backend that runs the services in this process against ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, migrate: bool = False) -> LocalBackend:
+        """Connect to ``url``; with ``migrate``, bring the schema up to date first."""
+        engine = make_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    def create_app(self, spec: AppCreate) -> AppOut:
+        return apps.create_app(self.engine, spec)
+
+    def list_apps(self, clauses: list[Clause] | None = None) -> list[AppOut]:
+        return apps.list_apps(self.engine, clauses)
+
+    def get_app(self, name: str) -> AppOut:
+        return apps.get_app(self.engine, name)
+
+    def update_app(self, name: str, changes: AppUpdate) -> AppOut:
+        return apps.update_app(self.engine, name, changes)
+
+    def delete_app(self, name: str) -> None:
+        apps.delete_app(self.engine, name)
+
+    def create_jobs(self, specs: list[JobCreate]) -> list[JobOut]:
+        return jobs.create_jobs(self.engine, specs)
+
+    def query_jobs(self, query: JobQuery) -> list[JobOut]:
+        return jobs.query_jobs(self.engine, query)
+
+    def count_jobs(self, query: JobQuery) -> int:
+        return jobs.count_jobs(self.engine, query)
+
+    def count_by_state(self, query: JobQuery) -> dict[str, int]:
+        return jobs.count_by_state(self.engine, query)
+
+    def get_job(self, job_id: str) -> JobOut:
+        return jobs.get_job(self.engine, job_id)
+
+    def resolve_job_id(self, prefix: str) -> str:
+        return jobs.resolve_job_id(self.engine, prefix)
+
+    def update_jobs(self, query: JobQuery, values: dict[str, Any]) -> int:
+        return jobs.update_jobs(self.engine, query, values)
+
+    def set_state(self, job_id: str, state: JobState, message: str = "") -> JobOut:
+        return jobs.set_state(self.engine, job_id, state, message)
+
+    def delete_jobs(self, query: JobQuery) -> int:
+        return jobs.delete_jobs(self.engine, query)
+
+    def add_dependency(self, parent_id: str, child_id: str) -> None:
+        jobs.add_dependency(self.engine, parent_id, child_id)
+
+    def children_of(self, job_id: str) -> list[str]:
+        return jobs.children_of(self.engine, job_id)
+
+    def kill_jobs(self, job_id: str, recursive: bool = False) -> list[str]:
+        return jobs.kill_jobs(self.engine, job_id, recursive)
+
+    def history(self, job_id: str) -> list[EventOut]:
+        return jobs.history(self.engine, job_id)
+
+    def open_session(self, label: str, hostname: str, pid: int) -> SessionOut:
+        return sessions.open_session(self.engine, label, hostname, pid)
+
+    def heartbeat(self, session_id: int) -> list[str]:
+        return sessions.heartbeat(self.engine, session_id)
+
+    def close_session(self, session_id: int) -> None:
+        sessions.close_session(self.engine, session_id)
+
+    def expire_sessions(self, lease_seconds: float) -> list[int]:
+        return sessions.expire_sessions(self.engine, lease_seconds)
+
+    def claim_jobs(self, session_id: int, request: ClaimRequest) -> list[JobOut]:
+        return sessions.claim_jobs(self.engine, session_id, request)
+
+    def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[str]:
+        return sessions.record_updates(self.engine, session_id, updates)
+
+    def release_jobs(self, session_id: int, job_ids: list[str]) -> None:
+        sessions.release_jobs(self.engine, session_id, job_ids)
+
+    def close(self) -> None:
+        self.engine.dispose()

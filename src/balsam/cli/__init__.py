@@ -1,0 +1,1 @@
+"""The ``balsam`` command line (Click). One module per noun; main.py assembles them."""

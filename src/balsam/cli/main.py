@@ -1,0 +1,51 @@
+"""Entry point of the ``balsam`` command: assembles the command groups, maps errors to exits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from balsam.errors import BalsamError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="balsam")
+def cli() -> None:
+    """Balsam: run large campaigns of application runs on HPC machines."""
+
+
+def _register() -> None:
+    from balsam.cli import commands, db, launch
+
+    for module in (commands, db, launch):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a BalsamError becomes one line on stderr and its exit code."""
+    _register()
+    logging.basicConfig(level=os.environ.get("BALSAM_LOG_LEVEL", "WARNING"), format="%(message)s")
+    try:
+        cli.main(args=argv, prog_name="balsam", standalone_mode=False)
+    except BalsamError as exc:
+        if os.environ.get("BALSAM_CLI_TRACEBACK") == "1":
+            raise
+        click.echo(f"balsam: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("balsam: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure domain logic: job states, resource arithmetic, command rendering. Standard library only."""

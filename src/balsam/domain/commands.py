@@ -1,0 +1,98 @@
+"""Rendering a job's command line from its app and arguments.
+
+Jobs run without a shell: the app's executable and the job's args are split into argv with
+POSIX shell quoting rules and exec'd directly, so no argument can inject shell syntax. A shell
+is used only when the app itself asks for one: an envscript to source first, or shell syntax
+(pipes, redirections, variables, globs) in its executable. In that case each argument token is
+re-quoted before it reaches the shell, so arguments still cannot inject syntax.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+#: Characters that mean the app's executable is shell code rather than a program and its flags.
+SHELL_SYNTAX = frozenset("|&;<>()$`*?[]{}~\n")
+
+
+class CommandError(ValueError):
+    """An executable or argument string that cannot be parsed (unbalanced quotes)."""
+
+
+def split_words(text: str, what: str) -> list[str]:
+    """Split ``text`` like a POSIX shell would, or raise :class:`CommandError`."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise CommandError(f"cannot parse {what} {text!r}: {exc}") from None
+
+
+def needs_shell(executable: str, envscript: str | None = None) -> bool:
+    """True when the app sources an envscript or its executable holds unquoted shell syntax."""
+    if envscript:
+        return True
+    quote: str | None = None
+    escaped = False
+    for ch in executable:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quote != "'":
+            escaped = True
+        elif quote is not None:
+            if ch == quote:
+                quote = None
+            elif quote == '"' and ch in "$`":
+                return True
+        elif ch in "'\"":
+            quote = ch
+        elif ch in SHELL_SYNTAX:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class RenderedCommand:
+    """What to exec: an argv, or one shell script line when the app needs a shell."""
+
+    argv: list[str]
+    shell: bool
+
+    def display(self) -> str:
+        """The command as a user would type it."""
+        return self.argv[2] if self.shell else shlex.join(self.argv)
+
+
+def render_command(executable: str, args: str, envscript: str | None = None) -> RenderedCommand:
+    """Build the command for one run of ``executable`` with the job's ``args``."""
+    arg_words = split_words(args, "args") if args else []
+    if not needs_shell(executable, envscript):
+        argv = split_words(executable, "executable") + arg_words
+        if not argv:
+            raise CommandError("the app's executable is empty")
+        return RenderedCommand(argv=argv, shell=False)
+    script = executable
+    if arg_words:
+        script += " " + shlex.join(arg_words)
+    if envscript:
+        script = f". {shlex.quote(envscript)} && {script}"
+    return RenderedCommand(argv=["/bin/sh", "-c", script], shell=True)
+
+
+def parse_env_assignments(items: list[str]) -> dict[str, str]:
+    """Parse ``VAR=VALUE`` items (``--env``) into a dict, or raise ValueError."""
+    env: dict[str, str] = {}
+    for item in items:
+        for part in _split_colon_list(item):
+            name, sep, value = part.partition("=")
+            if not sep or not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+                raise ValueError(f"environment variable must be NAME=VALUE, got {part!r}")
+            env[name] = value
+    return env
+
+
+def _split_colon_list(item: str) -> list[str]:
+    """Balsam accepted ``A=1:B=2`` in one --env; keep that, unless the value holds a path list."""
+    if item.count("=") <= 1:
+        return [item]
+    return [p for p in item.split(":") if p]

@@ -1,0 +1,166 @@
+"""Balsam's job state machine, as data.
+
+Every state change on every backend goes through :func:`validate_transition`; steps that have
+nothing to do are skipped by :func:`fast_forward` inside the same write, and each hop is
+recorded as an event row by the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    """The states a job walks through (Balsam's names, kept)."""
+
+    CREATED = "CREATED"
+    """Just added; parents not yet examined."""
+    AWAITING_PARENTS = "AWAITING_PARENTS"
+    """Waits for every parent to reach JOB_FINISHED."""
+    READY = "READY"
+    """Parents done; input files are to be staged in."""
+    STAGED_IN = "STAGED_IN"
+    """Inputs are in the working directory; the preprocess step is next."""
+    PREPROCESSED = "PREPROCESSED"
+    """Ready to run: a launcher may claim it."""
+    RUNNING = "RUNNING"
+    """A launcher is running it."""
+    RUN_DONE = "RUN_DONE"
+    """The run exited 0; the postprocess step is next."""
+    POSTPROCESSED = "POSTPROCESSED"
+    """Postprocessed; outputs are to be staged out."""
+    JOB_FINISHED = "JOB_FINISHED"
+    """Done for good."""
+    RUN_TIMEOUT = "RUN_TIMEOUT"
+    """The launcher ran out of wall time and stopped the run."""
+    RUN_ERROR = "RUN_ERROR"
+    """The run exited non-zero (or could not start)."""
+    RESTART_READY = "RESTART_READY"
+    """Waits to be run again (after a timeout, an error retry or a lost launcher)."""
+    FAILED = "FAILED"
+    """Gave up: error with no retries left, or a parent failed."""
+    USER_KILLED = "USER_KILLED"
+    """Killed by a user (``balsam kill``) or by a parent's kill."""
+
+
+S = JobState
+
+#: Allowed moves. Resets (to READY or RESTART_READY) let a user rerun a finished or failed job.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.CREATED: frozenset({S.AWAITING_PARENTS, S.READY, S.FAILED, S.USER_KILLED}),
+    S.AWAITING_PARENTS: frozenset({S.READY, S.FAILED, S.USER_KILLED}),
+    S.READY: frozenset({S.STAGED_IN, S.AWAITING_PARENTS, S.FAILED, S.USER_KILLED}),
+    S.STAGED_IN: frozenset({S.PREPROCESSED, S.FAILED, S.USER_KILLED}),
+    S.PREPROCESSED: frozenset({S.RUNNING, S.FAILED, S.USER_KILLED}),
+    S.RUNNING: frozenset(
+        {S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.RESTART_READY, S.FAILED, S.USER_KILLED}
+    ),
+    S.RUN_DONE: frozenset({S.POSTPROCESSED, S.RUN_ERROR, S.FAILED, S.USER_KILLED}),
+    S.POSTPROCESSED: frozenset({S.JOB_FINISHED, S.FAILED, S.USER_KILLED}),
+    S.JOB_FINISHED: frozenset({S.READY, S.RESTART_READY}),
+    S.RUN_TIMEOUT: frozenset({S.RESTART_READY, S.POSTPROCESSED, S.FAILED, S.USER_KILLED}),
+    S.RUN_ERROR: frozenset({S.RESTART_READY, S.POSTPROCESSED, S.FAILED, S.USER_KILLED}),
+    S.RESTART_READY: frozenset({S.RUNNING, S.FAILED, S.USER_KILLED}),
+    S.FAILED: frozenset({S.READY, S.RESTART_READY}),
+    S.USER_KILLED: frozenset({S.READY, S.RESTART_READY}),
+}
+
+#: Jobs that will never change again unless a user resets them.
+TERMINAL_STATES: frozenset[JobState] = frozenset({S.JOB_FINISHED, S.FAILED, S.USER_KILLED})
+#: Jobs a launcher may start right away.
+RUNNABLE_STATES: frozenset[JobState] = frozenset({S.PREPROCESSED, S.RESTART_READY})
+#: Jobs a launcher can advance itself (stage in, preprocess) and then run.
+LAUNCHER_CLAIMABLE_STATES: frozenset[JobState] = frozenset(
+    {S.READY, S.STAGED_IN, S.PREPROCESSED, S.RESTART_READY}
+)
+#: Jobs that are still on their way (the backlog).
+ACTIVE_STATES: frozenset[JobState] = frozenset(set(JobState) - TERMINAL_STATES)
+#: States a user may set with ``balsam modify``: resets and give-ups.
+USER_SETTABLE_STATES: frozenset[JobState] = frozenset(
+    {S.READY, S.RESTART_READY, S.FAILED, S.USER_KILLED, S.JOB_FINISHED}
+)
+
+
+class TransitionError(ValueError):
+    """A state change that the transition table does not allow."""
+
+
+def parse_state(text: str) -> JobState:
+    """Return the state named ``text`` (case-insensitive) or raise ValueError."""
+    try:
+        return JobState(text.strip().upper())
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise ValueError(f"unknown job state {text!r} (one of: {names})") from None
+
+
+def validate_transition(current: JobState, new: JobState) -> None:
+    """Raise :class:`TransitionError` unless ``current -> new`` is in :data:`TRANSITIONS`."""
+    if new not in TRANSITIONS[current]:
+        raise TransitionError(f"cannot move a job from {current} to {new}")
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the fast-forward needs to know about a job to skip empty steps."""
+
+    has_unfinished_parents: bool = False
+    has_failed_parents: bool = False
+    needs_stage_in: bool = False
+    needs_preprocess: bool = False
+    needs_postprocess: bool = False
+    needs_stage_out: bool = False
+    handles_error: bool = False
+    handles_timeout: bool = False
+    retries_left: bool = False
+    timeout_retries_left: bool = False
+
+
+def next_automatic_state(state: JobState, facts: JobFacts) -> JobState | None:
+    """The state a job moves on to by itself from ``state``, or None if it must wait here."""
+    match state:
+        case S.CREATED | S.AWAITING_PARENTS:
+            if facts.has_failed_parents:
+                return S.FAILED
+            if facts.has_unfinished_parents:
+                return S.AWAITING_PARENTS if state is S.CREATED else None
+            return S.READY
+        case S.READY:
+            return None if facts.needs_stage_in else S.STAGED_IN
+        case S.STAGED_IN:
+            return None if facts.needs_preprocess else S.PREPROCESSED
+        case S.RUN_DONE:
+            return None if facts.needs_postprocess else S.POSTPROCESSED
+        case S.POSTPROCESSED:
+            return None if facts.needs_stage_out else S.JOB_FINISHED
+        case S.RUN_ERROR:
+            if facts.handles_error:
+                return None
+            return S.RESTART_READY if facts.retries_left else S.FAILED
+        case S.RUN_TIMEOUT:
+            if facts.handles_timeout:
+                return None
+            return S.RESTART_READY if facts.timeout_retries_left else S.FAILED
+        case _:
+            return None
+
+
+def fast_forward(state: JobState, facts: JobFacts) -> list[JobState]:
+    """The chain of states a job passes through by itself after arriving in ``state``.
+
+    Each hop is a valid transition; the list is empty when the job must wait in ``state``.
+    """
+    path: list[JobState] = []
+    current = state
+    while (nxt := next_automatic_state(current, facts)) is not None:
+        validate_transition(current, nxt)
+        path.append(nxt)
+        current = nxt
+    return path
+
+
+def names(states: Iterable[JobState]) -> list[str]:
+    """The sorted string values of ``states`` (for queries and messages)."""
+    return sorted(s.value for s in states)

@@ -1,0 +1,147 @@
+"""Job models: creation, update, output, state updates and history events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from balsam.domain.commands import CommandError, split_words
+from balsam.domain.resources import ResourceRequest, resource_problems
+from balsam.domain.states import JobState
+
+NAME_PATTERN = r"^[A-Za-z0-9_.+=@-]+$"
+
+
+class JobFields(BaseModel):
+    """The fields a user sets on a job (Balsam's names), shared by create and update."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(default="job", min_length=1, max_length=256, pattern=NAME_PATTERN)
+    workflow: str = Field(default="default", min_length=1, max_length=256, pattern=NAME_PATTERN)
+    description: str = ""
+    application: str = Field(min_length=1)
+    args: str = ""
+    num_nodes: int = 1
+    ranks_per_node: int = 1
+    threads_per_rank: int = 1
+    threads_per_core: int = 1
+    gpus_per_rank: int = 0
+    cpu_affinity: str = "none"
+    node_packing_count: int = 1
+    wall_time_minutes: int = Field(default=1, ge=0)
+    environ_vars: dict[str, str] = Field(default_factory=dict)
+    mpi_flags: str = ""
+    input_files: str = "*"
+    stage_in_url: str = ""
+    stage_out_files: str = ""
+    stage_out_url: str = ""
+    post_error_handler: bool = False
+    post_timeout_handler: bool = False
+    auto_timeout_retry: bool = True
+    wait_for_parents: bool = True
+    max_error_retries: int = Field(default=0, ge=0)
+    max_timeout_retries: int = Field(default=3, ge=0)
+    data: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("args")
+    @classmethod
+    def _args_parse(cls, value: str) -> str:
+        try:
+            split_words(value, "args")
+        except CommandError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _affinity(cls, value: str) -> str:
+        if value not in ("none", "depth", "core"):
+            raise ValueError("cpu_affinity must be one of none, depth, core")
+        return value
+
+    @model_validator(mode="after")
+    def _resources_possible(self) -> JobFields:
+        problems = resource_problems(self.resources())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resources(self) -> ResourceRequest:
+        """The job's resource request."""
+        return ResourceRequest(
+            num_nodes=self.num_nodes,
+            ranks_per_node=self.ranks_per_node,
+            threads_per_rank=self.threads_per_rank,
+            threads_per_core=self.threads_per_core,
+            gpus_per_rank=self.gpus_per_rank,
+            node_packing_count=self.node_packing_count,
+        )
+
+
+class JobCreate(JobFields):
+    """A new job; ``parents`` are job ids (full) it depends on."""
+
+    parents: list[str] = Field(default_factory=list)
+
+
+class JobUpdate(BaseModel):
+    """A partial change to jobs' fields (never the state: that goes through transitions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: dict[str, Any]
+
+    @field_validator("values")
+    @classmethod
+    def _known_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(value) - set(JobFields.model_fields)
+        if unknown:
+            raise ValueError(f"unknown job field(s): {', '.join(sorted(unknown))}")
+        return value
+
+
+class JobOut(JobFields):
+    """A job as stored, with its state and bookkeeping."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    job_id: str
+    state: JobState
+    state_timestamp: datetime
+    created_at: datetime
+    working_directory: str
+    parents: list[str] = Field(default_factory=list)
+    error_count: int = 0
+    timeout_count: int = 0
+    lost_count: int = 0
+    session_id: int | None = None
+    return_code: int | None = None
+
+
+class StateUpdate(BaseModel):
+    """A launcher's report of one job's new state (validated by the state machine)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    state: JobState
+    message: str = ""
+    return_code: int | None = None
+    timestamp: datetime | None = None
+    release: bool = False
+
+
+class EventOut(BaseModel):
+    """One row of a job's history."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    job_id: str
+    timestamp: datetime
+    from_state: str
+    to_state: str
+    message: str

@@ -1,0 +1,80 @@
+"""A small, serialisable query language for jobs and apps (Django-style ``field__lookup``).
+
+``filter(a=1, b__in=[2])`` becomes one :class:`Clause` of two :class:`Condition`; ``exclude``
+adds a negated clause. Clauses are AND'ed. Being plain data, a query travels over HTTP as is.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Lookup(StrEnum):
+    """Supported lookups (Django's names)."""
+
+    EXACT = "exact"
+    IEXACT = "iexact"
+    CONTAINS = "contains"
+    ICONTAINS = "icontains"
+    STARTSWITH = "startswith"
+    ISTARTSWITH = "istartswith"
+    ENDSWITH = "endswith"
+    IN = "in"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    ISNULL = "isnull"
+
+
+class Condition(BaseModel):
+    """``field <lookup> value``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    lookup: Lookup = Lookup.EXACT
+    value: Any = None
+
+
+class Clause(BaseModel):
+    """Conditions AND'ed together, optionally negated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conditions: list[Condition] = Field(default_factory=list)
+    negate: bool = False
+
+
+class JobQuery(BaseModel):
+    """Which jobs, in what order, how many."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clauses: list[Clause] = Field(default_factory=list)
+    order_by: list[str] = Field(default_factory=list)
+    limit: int | None = None
+    offset: int = 0
+
+
+def parse_lookup(key: str) -> tuple[str, Lookup]:
+    """Split ``name__icontains`` into ``("name", Lookup.ICONTAINS)``; bare names are exact."""
+    field, sep, lookup = key.rpartition("__")
+    if not sep:
+        return key, Lookup.EXACT
+    try:
+        return field, Lookup(lookup)
+    except ValueError:
+        return key, Lookup.EXACT
+
+
+def clause_from_kwargs(kwargs: dict[str, Any], negate: bool = False) -> Clause:
+    """Build a clause from Django-style keyword arguments."""
+    conditions = []
+    for key, value in kwargs.items():
+        field, lookup = parse_lookup(key)
+        conditions.append(Condition(field=field, lookup=lookup, value=value))
+    return Clause(conditions=conditions, negate=negate)

@@ -1,0 +1,1 @@
+"""Use cases over the store. Each public function owns exactly one transaction."""

@@ -1,0 +1,311 @@
+"""Job use cases: create, query, modify, delete, dependencies, kill, history."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import Engine, delete, func, select
+
+from balsam.domain.states import JobState, USER_SETTABLE_STATES, TERMINAL_STATES
+from balsam.errors import (
+    AlreadyExists,
+    Ambiguous,
+    DependencyError,
+    InvalidTransition,
+    NotFound,
+    ValidationError,
+)
+from balsam.schemas.jobs import EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.queries import JobQuery
+from balsam.services.state_engine import StateEngine
+from balsam.store import repository as repo
+from balsam.store.engine import unit_of_work
+from balsam.store.queries import apply_job_query, where_sql
+from balsam.store.tables import EventRow, JobParentRow, JobRow, utcnow
+
+S = JobState
+
+
+def working_directory(workflow: str, name: str, job_id: str) -> str:
+    """A job's working directory, relative to the workflow database directory."""
+    return f"data/{workflow}/{name}_{job_id[:8]}"
+
+
+def to_out(row: JobRow, parents: list[str]) -> JobOut:
+    """The output model of a stored job."""
+    values = {name: getattr(row, name) for name in JobOut.model_fields if name != "parents"}
+    return JobOut.model_validate({**values, "parents": parents})
+
+
+def rows_to_out(session: Any, rows: list[JobRow]) -> list[JobOut]:
+    """Output models for ``rows``, with their parent ids (one query for all)."""
+    parents = repo.parent_ids(session, [r.job_id for r in rows])
+    return [to_out(r, parents.get(r.job_id, [])) for r in rows]
+
+
+def create_jobs(engine: Engine, specs: list[JobCreate]) -> list[JobOut]:
+    """Add jobs (and their parent edges) in one transaction; all or nothing."""
+    with unit_of_work(engine) as session:
+        _check_apps(session, specs)
+        parent_rows = _check_parents(session, specs)
+        now = utcnow()
+        rows, edges, events = [], [], []
+        for spec in specs:
+            job_id = str(uuid.uuid4())
+            row = _new_row(spec, job_id, now)
+            rows.append(row)
+            edges += [(p, job_id) for p in dict.fromkeys(spec.parents)]
+            events.append(repo.event(job_id, "", S.CREATED, "created", now))
+        session.add_all(rows)
+        session.flush()
+        repo.add_edges(session, edges)
+        repo.add_events(session, events)
+        engine_ = StateEngine(session)
+        for row, spec in zip(rows, specs, strict=True):
+            states = [parent_rows[p].state for p in spec.parents]
+            engine_.settle(row, now, parent_states=states)
+        engine_.finish()
+        return rows_to_out(session, rows)
+
+
+def _new_row(spec: JobCreate, job_id: str, now: Any) -> JobRow:
+    values = spec.model_dump(exclude={"parents"})
+    return JobRow(
+        job_id=job_id,
+        state=S.CREATED.value,
+        state_timestamp=now,
+        created_at=now,
+        working_directory=working_directory(spec.workflow, spec.name, job_id),
+        error_count=0,
+        timeout_count=0,
+        lost_count=0,
+        **values,
+    )
+
+
+def _check_apps(session: Any, specs: list[JobCreate]) -> None:
+    names = {s.application for s in specs}
+    missing = names - set(repo.apps_by_name(session, names))
+    if missing:
+        raise NotFound(f"unknown application(s): {', '.join(sorted(missing))}")
+
+
+def _check_parents(session: Any, specs: list[JobCreate]) -> dict[str, JobRow]:
+    wanted = {p for s in specs for p in s.parents}
+    found = repo.jobs_by_id(session, wanted)
+    missing = wanted - set(found)
+    if missing:
+        raise NotFound(f"unknown parent job id(s): {', '.join(sorted(missing))}")
+    return found
+
+
+def query_jobs(engine: Engine, query: JobQuery) -> list[JobOut]:
+    """Jobs matching ``query``."""
+    with unit_of_work(engine, write=False) as session:
+        rows = list(session.scalars(apply_job_query(select(JobRow), query)))
+        return rows_to_out(session, rows)
+
+
+def count_jobs(engine: Engine, query: JobQuery) -> int:
+    """How many jobs match ``query`` (limit and offset ignored)."""
+    with unit_of_work(engine, write=False) as session:
+        stmt = select(func.count()).select_from(JobRow).where(where_sql(JobRow, query.clauses))
+        return int(session.scalar(stmt) or 0)
+
+
+def count_by_state(engine: Engine, query: JobQuery) -> dict[str, int]:
+    """Number of matching jobs in each state."""
+    with unit_of_work(engine, write=False) as session:
+        return repo.count_by_state(session, where_sql(JobRow, query.clauses))
+
+
+def resolve_job_id(engine: Engine, prefix: str) -> str:
+    """The full id of the one job whose id starts with ``prefix``."""
+    prefix = prefix.strip()
+    if not prefix:
+        raise ValidationError("empty job id")
+    with unit_of_work(engine, write=False) as session:
+        found = repo.ids_with_prefix(session, prefix)
+    if not found:
+        raise NotFound(f"no job with id {prefix!r}")
+    if len(found) > 1:
+        raise Ambiguous(f"job id prefix {prefix!r} matches more than one job; give more characters")
+    return found[0]
+
+
+def get_job(engine: Engine, job_id: str) -> JobOut:
+    """One job by full id."""
+    with unit_of_work(engine, write=False) as session:
+        row = session.get(JobRow, job_id)
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return rows_to_out(session, [row])[0]
+
+
+def update_jobs(engine: Engine, query: JobQuery, values: dict[str, Any]) -> int:
+    """Change fields (never the state) of every matching job; each result is validated."""
+    if "state" in values:
+        raise ValidationError("change the state with set_state (balsam modify ... state X)")
+    with unit_of_work(engine) as session:
+        rows = list(session.scalars(apply_job_query(select(JobRow), query, paginate=False)))
+        for row in rows:
+            _apply_fields(row, values)
+        if "application" in values:
+            _check_apps(session, [_fake_spec(values["application"])])
+        return len(rows)
+
+
+def _fake_spec(app: str) -> JobCreate:
+    return JobCreate.model_construct(application=app)
+
+
+def _apply_fields(row: JobRow, values: dict[str, Any]) -> None:
+    current = {name: getattr(row, name) for name in JobFields.model_fields}
+    try:
+        checked = JobFields.model_validate({**current, **values})
+    except PydanticValidationError as exc:
+        raise ValidationError(first_error(exc)) from None
+    for name in values:
+        setattr(row, name, getattr(checked, name))
+
+
+def first_error(exc: PydanticValidationError) -> str:
+    """One line describing the first problem pydantic found."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def set_state(engine: Engine, job_id: str, state: JobState, message: str = "") -> JobOut:
+    """A user's state change (``balsam modify ID state X``), validated."""
+    if state not in USER_SETTABLE_STATES:
+        allowed = ", ".join(sorted(USER_SETTABLE_STATES))
+        raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
+    with unit_of_work(engine) as session:
+        row = _get_row(session, job_id)
+        engine_ = StateEngine(session)
+        engine_.move(row, state, message or "set by user", keep_hold=row.state == S.RUNNING)
+        engine_.finish()
+        return rows_to_out(session, [row])[0]
+
+
+def _get_row(session: Any, job_id: str) -> JobRow:
+    row = session.get(JobRow, job_id)
+    if row is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return row  # type: ignore[no-any-return]
+
+
+def delete_jobs(engine: Engine, query: JobQuery) -> int:
+    """Delete matching jobs with their edges and history; running jobs are refused."""
+    with unit_of_work(engine) as session:
+        ids = list(session.scalars(apply_job_query(select(JobRow.job_id), query, paginate=False)))
+        running = session.scalar(
+            select(func.count()).select_from(JobRow).where(JobRow.job_id.in_(ids), JobRow.state == S.RUNNING)
+        ) if ids else 0
+        if running:
+            raise InvalidTransition(f"{running} of these jobs are RUNNING; kill them first")
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            session.execute(delete(EventRow).where(EventRow.job_id.in_(chunk)))
+            session.execute(
+                delete(JobParentRow).where(
+                    JobParentRow.child_id.in_(chunk) | JobParentRow.parent_id.in_(chunk)
+                )
+            )
+            session.execute(delete(JobRow).where(JobRow.job_id.in_(chunk)))
+        return len(ids)
+
+
+def add_dependency(engine: Engine, parent_id: str, child_id: str) -> None:
+    """Make ``child_id`` wait for ``parent_id``; refuses self-dependencies and cycles."""
+    if parent_id == child_id:
+        raise DependencyError("a job cannot depend on itself")
+    with unit_of_work(engine) as session:
+        rows = repo.jobs_by_id(session, [parent_id, child_id])
+        for jid in (parent_id, child_id):
+            if jid not in rows:
+                raise NotFound(f"no job with id {jid!r}")
+        if _reaches(session, child_id, parent_id):
+            raise DependencyError(
+                f"{rows[parent_id].name} already depends on {rows[child_id].name}: that makes a cycle"
+            )
+        if parent_id in repo.parent_ids(session, [child_id]).get(child_id, []):
+            raise AlreadyExists("that dependency exists already")
+        child = rows[child_id]
+        if child.state not in (S.CREATED, S.AWAITING_PARENTS, S.READY):
+            raise InvalidTransition(f"job {child.name} is {child.state}: too late to add a parent")
+        repo.add_edges(session, [(parent_id, child_id)])
+        _rewait(session, child, rows[parent_id])
+
+
+def _reaches(session: Any, start: str, target: str) -> bool:
+    """True when ``target`` is ``start`` or one of its descendants."""
+    seen, frontier = {start}, [start]
+    while frontier:
+        node = frontier.pop()
+        if node == target:
+            return True
+        for child in repo.child_ids(session, node):
+            if child not in seen:
+                seen.add(child)
+                frontier.append(child)
+    return False
+
+
+def _rewait(session: Any, child: JobRow, parent: JobRow) -> None:
+    """A READY child that gains an unfinished parent goes back to waiting."""
+    if not child.wait_for_parents or parent.state == S.JOB_FINISHED:
+        return
+    engine_ = StateEngine(session)
+    if parent.state in (S.FAILED, S.USER_KILLED):
+        engine_.move(child, S.FAILED, f"parent {parent.job_id[:8]} ({parent.name}) ended {parent.state}")
+        engine_.finish()
+    elif child.state != S.AWAITING_PARENTS:
+        engine_.move(child, S.AWAITING_PARENTS, f"new parent {parent.job_id[:8]} ({parent.name})")
+        engine_.finish()
+
+
+def kill_jobs(engine: Engine, job_id: str, recursive: bool = False) -> list[str]:
+    """Mark a job (and with ``recursive`` its descendants) USER_KILLED; returns the ids killed."""
+    with unit_of_work(engine) as session:
+        root = _get_row(session, job_id)
+        if root.state in TERMINAL_STATES:
+            raise InvalidTransition(f"job {root.name} is already {root.state}")
+        targets = [job_id] + (_descendants(session, job_id) if recursive else [])
+        engine_ = StateEngine(session)
+        killed = []
+        for row in repo.jobs_by_id(session, targets).values():
+            if row.state not in TERMINAL_STATES:
+                engine_.move(row, S.USER_KILLED, "killed by user", keep_hold=row.state == S.RUNNING)
+                killed.append(row.job_id)
+        engine_.finish()
+        return killed
+
+
+def _descendants(session: Any, job_id: str) -> list[str]:
+    seen: dict[str, None] = {}
+    frontier = [job_id]
+    while frontier:
+        for child in repo.child_ids(session, frontier.pop()):
+            if child not in seen and child != job_id:
+                seen[child] = None
+                frontier.append(child)
+    return list(seen)
+
+
+def history(engine: Engine, job_id: str) -> list[EventOut]:
+    """Every state change of one job, oldest first."""
+    with unit_of_work(engine, write=False) as session:
+        _get_row(session, job_id)
+        stmt = select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)
+        return [EventOut.model_validate(r) for r in session.scalars(stmt)]
+
+
+def children_of(engine: Engine, job_id: str) -> list[str]:
+    """Ids of jobs that depend on ``job_id``."""
+    with unit_of_work(engine, write=False) as session:
+        return repo.child_ids(session, job_id)

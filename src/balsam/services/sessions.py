@@ -1,0 +1,149 @@
+"""Launcher sessions: leases, claims, batched state updates, lease recovery.
+
+There is one claim path: jobs in a claimable state that no session holds are marked with the
+claimant's session id in the same transaction that selects them. On PostgreSQL the select
+uses ``FOR UPDATE SKIP LOCKED`` so concurrent launchers never wait on, or take, each other's
+rows; on SQLite the transaction holds the write lock from its first statement.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine, delete, select, update
+
+from balsam.domain.states import LAUNCHER_CLAIMABLE_STATES, JobState
+from balsam.errors import InvalidTransition, NotFound
+from balsam.schemas.jobs import JobOut, StateUpdate
+from balsam.schemas.sessions import ClaimRequest, SessionOut
+from balsam.services.jobs import rows_to_out
+from balsam.services.state_engine import StateEngine
+from balsam.store import repository as repo
+from balsam.store.engine import is_sqlite, unit_of_work
+from balsam.store.tables import JobRow, SessionRow, utcnow
+
+S = JobState
+
+
+def open_session(engine: Engine, label: str, hostname: str, pid: int) -> SessionOut:
+    """Start a lease for one launcher."""
+    with unit_of_work(engine) as session:
+        row = SessionRow(label=label, hostname=hostname, pid=pid, heartbeat=utcnow(), created_at=utcnow())
+        session.add(row)
+        session.flush()
+        return SessionOut.model_validate(row)
+
+
+def heartbeat(engine: Engine, session_id: int) -> list[str]:
+    """Renew the lease; returns ids of held jobs that a user killed meanwhile."""
+    with unit_of_work(engine) as session:
+        row = session.get(SessionRow, session_id)
+        if row is None:
+            raise NotFound(f"launcher session {session_id} has expired")
+        row.heartbeat = utcnow()
+        stmt = select(JobRow.job_id).where(
+            JobRow.session_id == session_id, JobRow.state == S.USER_KILLED
+        )
+        return list(session.scalars(stmt))
+
+
+def close_session(engine: Engine, session_id: int) -> None:
+    """End a lease, handing back every job it still holds (RUNNING ones to RESTART_READY)."""
+    with unit_of_work(engine) as session:
+        _recover_jobs(session, [session_id], "launcher stopped while the job ran")
+        session.execute(delete(SessionRow).where(SessionRow.id == session_id))
+
+
+def expire_sessions(engine: Engine, lease_seconds: float) -> list[int]:
+    """Recover the jobs of every session whose heartbeat is older than ``lease_seconds``."""
+    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    with unit_of_work(engine) as session:
+        stale = list(session.scalars(select(SessionRow.id).where(SessionRow.heartbeat < cutoff)))
+        if stale:
+            _recover_jobs(session, stale, "launcher lost (lease expired)")
+            session.execute(delete(SessionRow).where(SessionRow.id.in_(stale)))
+        return stale
+
+
+def _recover_jobs(session: object, session_ids: list[int], message: str) -> None:
+    from sqlalchemy.orm import Session
+
+    assert isinstance(session, Session)
+    rows = list(session.scalars(select(JobRow).where(JobRow.session_id.in_(session_ids))))
+    engine_ = StateEngine(session)
+    for row in rows:
+        if row.state == S.RUNNING:
+            engine_.move(row, S.RESTART_READY, message, lost=True)
+        row.session_id = None
+    engine_.finish()
+
+
+def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOut]:
+    """Take up to ``req.limit`` jobs this launcher can run and mark them held by it."""
+    with unit_of_work(engine) as session:
+        if session.get(SessionRow, session_id) is None:
+            raise NotFound(f"launcher session {session_id} has expired")
+        stmt = (
+            select(JobRow)
+            .where(
+                JobRow.state.in_([s.value for s in LAUNCHER_CLAIMABLE_STATES]),
+                JobRow.session_id.is_(None),
+                JobRow.num_nodes <= req.max_nodes,
+            )
+            .order_by(JobRow.num_nodes.desc(), JobRow.wall_time_minutes.desc(), JobRow.created_at)
+            .limit(req.limit)
+        )
+        if req.workflows:
+            stmt = stmt.where(JobRow.workflow.in_(req.workflows))
+        if req.serial_only:
+            stmt = stmt.where(JobRow.num_nodes == 1)
+        if req.max_wall_time_minutes is not None:
+            stmt = stmt.where(JobRow.wall_time_minutes <= req.max_wall_time_minutes)
+        if req.job_ids:
+            stmt = stmt.where(JobRow.job_id.in_(req.job_ids))
+        if not is_sqlite(engine):
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = list(session.scalars(stmt))
+        if rows:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.job_id.in_([r.job_id for r in rows]))
+                .values(session_id=session_id)
+            )
+        for row in rows:
+            row.session_id = session_id
+        return rows_to_out(session, rows)
+
+
+def record_updates(engine: Engine, session_id: int, updates: list[StateUpdate]) -> list[str]:
+    """Apply a launcher's buffered state changes in one transaction.
+
+    Changes to jobs this session no longer holds, or that the state machine refuses (a job a
+    user killed meanwhile), are skipped; the returned list says which and why.
+    """
+    rejected: list[str] = []
+    with unit_of_work(engine) as session:
+        rows = repo.jobs_by_id(session, [u.job_id for u in updates])
+        engine_ = StateEngine(session)
+        for upd in updates:
+            row = rows.get(upd.job_id)
+            if row is None or row.session_id != session_id:
+                rejected.append(f"{upd.job_id[:8]}: not held by this launcher")
+                continue
+            try:
+                engine_.move(row, upd.state, upd.message, when=upd.timestamp, keep_hold=not upd.release)
+            except InvalidTransition as exc:
+                rejected.append(str(exc))
+                continue
+            if upd.return_code is not None:
+                row.return_code = upd.return_code
+            if upd.release:
+                row.session_id = None
+        engine_.finish()
+    return rejected
+
+
+def release_jobs(engine: Engine, session_id: int, job_ids: list[str]) -> None:
+    """Stop holding ``job_ids`` (e.g. after a killed job's process is gone)."""
+    with unit_of_work(engine) as session:
+        repo.release(session, session_id, job_ids)

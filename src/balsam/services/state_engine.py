@@ -1,0 +1,135 @@
+"""Applies validated state changes to job rows inside one transaction.
+
+Every change — from a launcher, a user's ``modify`` or ``kill``, or a parent finishing — goes
+through :meth:`StateEngine.move`: validate against the transition table, update the retry
+counters, record an event, fast-forward through empty steps, and let the change reach the
+children (a finished parent may free them; a failed or killed one fails them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from balsam.domain.states import (
+    TERMINAL_STATES,
+    JobFacts,
+    JobState,
+    TransitionError,
+    fast_forward,
+    validate_transition,
+)
+from balsam.errors import InvalidTransition
+from balsam.store import repository as repo
+from balsam.store.tables import AppRow, JobRow, utcnow
+
+S = JobState
+
+
+class StateEngine:
+    """State changes on rows of one SQLAlchemy session, with the events they produce."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._apps: dict[str, AppRow] = {}
+        self._finished: list[JobRow] = []
+        self._events: list[dict[str, object]] = []
+
+    def app(self, name: str) -> AppRow | None:
+        """The app a job runs (cached for the transaction)."""
+        if name not in self._apps:
+            self._apps.update(repo.apps_by_name(self.session, [name]))
+        return self._apps.get(name)
+
+    def facts(self, row: JobRow, parent_states: list[str] | None = None) -> JobFacts:
+        """What the fast-forward needs to know about ``row``."""
+        app = self.app(row.application)
+        if parent_states is None:
+            # Only the early states look at parents; skip the query on the hot run path.
+            early = row.state in (S.CREATED, S.AWAITING_PARENTS, S.READY)
+            parent_states = repo.parent_states(self.session, row.job_id) if early else []
+        waits = row.wait_for_parents
+        return JobFacts(
+            has_unfinished_parents=waits and any(s != S.JOB_FINISHED for s in parent_states),
+            has_failed_parents=waits and any(s in (S.FAILED, S.USER_KILLED) for s in parent_states),
+            needs_stage_in=bool(row.stage_in_url) or (bool(parent_states) and bool(row.input_files)),
+            needs_preprocess=bool(app and app.preprocess),
+            needs_postprocess=bool(app and app.postprocess),
+            needs_stage_out=bool(row.stage_out_url and row.stage_out_files),
+            handles_error=bool(row.post_error_handler and app and app.postprocess),
+            handles_timeout=bool(row.post_timeout_handler and app and app.postprocess),
+            retries_left=row.error_count <= row.max_error_retries,
+            timeout_retries_left=row.auto_timeout_retry
+            and row.timeout_count <= row.max_timeout_retries,
+        )
+
+    def move(
+        self,
+        row: JobRow,
+        new: JobState,
+        message: str = "",
+        when: datetime | None = None,
+        keep_hold: bool = False,
+        lost: bool = False,
+    ) -> None:
+        """Move ``row`` to ``new`` (validated), then fast-forward; raise InvalidTransition."""
+        try:
+            validate_transition(S(row.state), new)
+        except TransitionError as exc:
+            raise InvalidTransition(f"job {row.job_id[:8]} ({row.name}): {exc}") from None
+        when = when or utcnow()
+        self._enter(row, new, message, when, keep_hold, lost)
+        self.settle(row, when, keep_hold=keep_hold)
+
+    def settle(
+        self,
+        row: JobRow,
+        when: datetime,
+        keep_hold: bool = False,
+        parent_states: list[str] | None = None,
+    ) -> None:
+        """Fast-forward ``row`` through every step that has nothing to do."""
+        for hop in fast_forward(S(row.state), self.facts(row, parent_states)):
+            self._enter(row, hop, "", when, keep_hold, lost=False)
+
+    def _enter(
+        self, row: JobRow, new: JobState, message: str, when: datetime, keep_hold: bool, lost: bool
+    ) -> None:
+        if new is S.RUN_ERROR:
+            row.error_count += 1
+        elif new is S.RUN_TIMEOUT:
+            row.timeout_count += 1
+        elif new is S.RESTART_READY and lost:
+            row.lost_count += 1
+        if new in (S.READY, S.RESTART_READY) and S(row.state) in TERMINAL_STATES:
+            row.session_id = None
+        if not keep_hold and (new in TERMINAL_STATES or new is S.RESTART_READY):
+            row.session_id = None
+        self._events.append(repo.event(row.job_id, row.state, new, message, when))
+        row.state = new.value
+        row.state_timestamp = when
+        if new in TERMINAL_STATES:
+            self._finished.append(row)
+
+    def finish(self) -> None:
+        """Propagate endings to children, then write every event in one statement."""
+        self._propagate()
+        repo.add_events(self.session, self._events)
+        self._events = []
+
+    def _propagate(self) -> None:
+        """Let every job that ended in this transaction release or fail its children."""
+        while self._finished:
+            parent = self._finished.pop()
+            for child in repo.jobs_by_id(self.session, repo.child_ids(self.session, parent.job_id)).values():
+                self._react(child, parent)
+
+    def _react(self, child: JobRow, parent: JobRow) -> None:
+        if child.state not in (S.CREATED, S.AWAITING_PARENTS) or not child.wait_for_parents:
+            return
+        if parent.state == S.JOB_FINISHED:
+            self.settle(child, utcnow())
+        else:
+            reason = f"parent {parent.job_id[:8]} ({parent.name}) ended {parent.state}"
+            self.move(child, S.FAILED, reason)

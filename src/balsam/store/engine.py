@@ -1,0 +1,76 @@
+"""Engines for the workflow database: SQLite (embedded default) and PostgreSQL.
+
+SQLite runs in WAL mode with a busy timeout and foreign keys on. Write transactions take the
+write lock up front (``BEGIN IMMEDIATE``) so a read-then-write never fails half way with
+"database is locked"; readers use plain deferred transactions and never block writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from balsam.errors import DatabaseError
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` with Balsam's per-dialect settings."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred-only).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("balsam_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """True for the embedded SQLite backend."""
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def unit_of_work(engine: Engine, write: bool = True) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error.
+
+    Driver errors become :class:`DatabaseError`; Balsam's own errors pass through unchanged.
+    """
+    bound = engine.execution_options(balsam_write=True) if write else engine
+    try:
+        with Session(bound, expire_on_commit=False) as session, session.begin():
+            yield session
+    except OperationalError as exc:
+        raise DatabaseError(f"workflow database unavailable: {_first_line(exc)}") from exc
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"workflow database error: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,97 @@
+"""Translate the serialisable query language (balsam.schemas.queries) into SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, true
+from sqlalchemy.orm import InstrumentedAttribute
+
+from balsam.errors import ValidationError
+from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
+from balsam.store.tables import Base, JobRow
+
+#: Lookups valid on JSON columns: only equality and null checks make sense there.
+_JSON_FIELDS = {"environ_vars", "data", "tags"}
+
+
+def column_of(model: type[Base], field: str) -> InstrumentedAttribute[Any]:
+    """The mapped column ``field`` of ``model`` or a ValidationError naming the bad field."""
+    attr = getattr(model, field, None)
+    if field.startswith("_") or not isinstance(attr, InstrumentedAttribute):
+        raise ValidationError(f"unknown field {field!r} in query")
+    return attr
+
+
+def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
+    """The SQL expression for one condition."""
+    col = column_of(model, cond.field)
+    value = cond.value
+    if cond.field in _JSON_FIELDS and cond.lookup not in (Lookup.ISNULL,):
+        raise ValidationError(f"cannot filter on JSON field {cond.field!r}; use a tag filter")
+    match cond.lookup:
+        case Lookup.EXACT:
+            return col.is_(None) if value is None else col == value
+        case Lookup.IEXACT:
+            return col.ilike(_escape(str(value)), escape="\\")
+        case Lookup.CONTAINS:
+            return col.like(f"%{_escape(str(value))}%", escape="\\")
+        case Lookup.ICONTAINS:
+            return col.ilike(f"%{_escape(str(value))}%", escape="\\")
+        case Lookup.STARTSWITH:
+            return col.like(f"{_escape(str(value))}%", escape="\\")
+        case Lookup.ISTARTSWITH:
+            return col.ilike(f"{_escape(str(value))}%", escape="\\")
+        case Lookup.ENDSWITH:
+            return col.like(f"%{_escape(str(value))}", escape="\\")
+        case Lookup.IN:
+            values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
+            return col.in_(values) if values else false()
+        case Lookup.GT:
+            return col > value
+        case Lookup.GTE:
+            return col >= value
+        case Lookup.LT:
+            return col < value
+        case Lookup.LTE:
+            return col <= value
+        case Lookup.ISNULL:
+            return col.is_(None) if value else col.is_not(None)
+    raise ValidationError(f"unsupported lookup {cond.lookup!r}")
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def clause_sql(model: type[Base], clause: Clause) -> ColumnElement[bool]:
+    """AND of a clause's conditions, negated for ``exclude``."""
+    parts = [condition_sql(model, c) for c in clause.conditions]
+    expr = and_(true(), *parts)
+    return not_(expr) if clause.negate else expr
+
+
+def where_sql(model: type[Base], clauses: list[Clause]) -> ColumnElement[bool]:
+    """AND of every clause."""
+    return and_(true(), *(clause_sql(model, c) for c in clauses))
+
+
+def apply_job_query(stmt: Select[Any], query: JobQuery, paginate: bool = True) -> Select[Any]:
+    """Filter, order and page ``stmt`` (a select over JobRow) as ``query`` says."""
+    stmt = stmt.where(where_sql(JobRow, query.clauses))
+    if not paginate:
+        return stmt
+    for key in query.order_by or ["created_at", "job_id"]:
+        desc = key.startswith("-")
+        col = column_of(JobRow, key.lstrip("-"))
+        stmt = stmt.order_by(col.desc() if desc else col.asc())
+    if query.offset:
+        stmt = stmt.offset(query.offset)
+    if query.limit is not None:
+        stmt = stmt.limit(query.limit)
+    return stmt
+
+
+def any_of(exprs: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """OR of ``exprs`` (false when empty)."""
+    return or_(false(), *exprs)

@@ -1,0 +1,170 @@
+"""Tables of the workflow database (SQLAlchemy 2.0 declarative).
+
+Parents are an edge table; every state change appends an ``events`` row. Indexes serve the
+hot queries: claiming runnable jobs (state, workflow), counting by state, finding children.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (Alembic needs them)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class AppRow(Base):
+    """A registered application."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    executable: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    preprocess: Mapped[str] = mapped_column(Text, default="")
+    postprocess: Mapped[str] = mapped_column(Text, default="")
+    envscript: Mapped[str] = mapped_column(Text, default="")
+
+
+class SessionRow(Base):
+    """A launcher's lease; jobs it holds point at it."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    label: Mapped[str] = mapped_column(String(256), default="")
+    hostname: Mapped[str] = mapped_column(String(256), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobRow(Base):
+    """One run of an app."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_state_workflow", "state", "workflow"),
+        Index("ix_jobs_workflow_name", "workflow", "name"),
+        Index("ix_jobs_session_id", "session_id"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    workflow: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    application: Mapped[str] = mapped_column(
+        String(128), ForeignKey("apps.name", ondelete="RESTRICT", onupdate="CASCADE")
+    )
+    args: Mapped[str] = mapped_column(Text, default="")
+    num_nodes: Mapped[int] = mapped_column(Integer, default=1)
+    ranks_per_node: Mapped[int] = mapped_column(Integer, default=1)
+    threads_per_rank: Mapped[int] = mapped_column(Integer, default=1)
+    threads_per_core: Mapped[int] = mapped_column(Integer, default=1)
+    gpus_per_rank: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_affinity: Mapped[str] = mapped_column(String(16), default="none")
+    node_packing_count: Mapped[int] = mapped_column(Integer, default=1)
+    wall_time_minutes: Mapped[int] = mapped_column(Integer, default=1)
+    environ_vars: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    mpi_flags: Mapped[str] = mapped_column(Text, default="")
+    input_files: Mapped[str] = mapped_column(Text, default="*")
+    stage_in_url: Mapped[str] = mapped_column(Text, default="")
+    stage_out_files: Mapped[str] = mapped_column(Text, default="")
+    stage_out_url: Mapped[str] = mapped_column(Text, default="")
+    post_error_handler: Mapped[bool] = mapped_column(Boolean, default=False)
+    post_timeout_handler: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_timeout_retry: Mapped[bool] = mapped_column(Boolean, default=True)
+    wait_for_parents: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_error_retries: Mapped[int] = mapped_column(Integer, default=0)
+    max_timeout_retries: Mapped[int] = mapped_column(Integer, default=3)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(32))
+    state_timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    working_directory: Mapped[str] = mapped_column(Text, default="")
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    timeout_count: Mapped[int] = mapped_column(Integer, default=0)
+    lost_count: Mapped[int] = mapped_column(Integer, default=0)
+    return_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    session_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("sessions.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class JobParentRow(Base):
+    """Dependency edge: ``child_id`` waits for ``parent_id``."""
+
+    __tablename__ = "job_parents"
+    __table_args__ = (Index("ix_job_parents_child_id", "child_id"),)
+
+    parent_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True
+    )
+    child_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class EventRow(Base):
+    """One state change of one job."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,97 @@
+"""Shared fixtures: a real PostgreSQL server for the run, and a backend on each database.
+
+Every test that takes ``backend`` (or ``db_url``) runs twice: on SQLite and on PostgreSQL.
+Databases are built by the Alembic migrations: a migrated template database is made once and
+each PostgreSQL test gets a fresh copy (``CREATE DATABASE ... TEMPLATE``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pgserver import PgServer, start_server  # noqa: E402
+
+from balsam.backends.factory import init_site  # noqa: E402
+from balsam.backends.local import LocalBackend  # noqa: E402
+from balsam.config import Site  # noqa: E402
+from balsam.store.engine import make_engine  # noqa: E402
+from balsam.store.migrate import upgrade  # noqa: E402
+
+TEMPLATE_DB = "balsam_test_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The test run's PostgreSQL server, with a migrated template database."""
+    server = start_server()
+    admin = create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}"))
+        conn.execute(text(f"CREATE DATABASE {TEMPLATE_DB}"))
+    template = make_engine(server.url(TEMPLATE_DB))
+    upgrade(template)
+    template.dispose()
+    admin.dispose()
+    yield server
+    server.stop()
+
+
+def new_pg_database(server: PgServer) -> str:
+    """A fresh migrated database cloned from the template; returns its URL."""
+    name = f"balsam_t{os.getpid()}_{next(_counter)}"
+    admin = create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"))
+    admin.dispose()
+    return server.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of an empty, migrated workflow database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'balsam.db'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        return url
+    server: PgServer = request.getfixturevalue("pg_server")
+    return new_pg_database(server)
+
+
+@pytest.fixture
+def backend(db_url: str) -> Iterator[LocalBackend]:
+    """A LocalBackend on a fresh database (SQLite, then PostgreSQL)."""
+    be = LocalBackend(make_engine(db_url))
+    yield be
+    be.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests away from the user's ~/.balsam and any active workflow database."""
+    monkeypatch.setenv("BALSAM_HOME", str(tmp_path / "balsam-home"))
+    monkeypatch.delenv("BALSAM_DB_PATH", raising=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def site(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """An active workflow database directory (BALSAM_DB_PATH set) on each database kind."""
+    path = tmp_path / "wf"
+    if request.param == "sqlite":
+        made = init_site(path)
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        made = init_site(path, kind="url", url=new_pg_database(server))
+    monkeypatch.setenv("BALSAM_DB_PATH", str(made.path))
+    return made
