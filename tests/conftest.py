@@ -18,15 +18,17 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pgserver import PgServer, start_server  # noqa: E402
-
-from balsam.backends.factory import init_site  # noqa: E402
-from balsam.backends.local import LocalBackend  # noqa: E402
-from balsam.config import Site  # noqa: E402
-from balsam.store.engine import make_engine  # noqa: E402
-from balsam.store.migrate import upgrade  # noqa: E402
+from balsam.backends.factory import init_site
+from balsam.backends.local import LocalBackend
+from balsam.config import Site
+from balsam.store.engine import make_engine
+from balsam.store.migrate import upgrade
+from pgserver import PgServer, start_server
 
 TEMPLATE_DB = "balsam_test_template"
+#: The venv's bin (balsam, balsamactivate, mpiexec) comes first on PATH for every test process.
+VENV_BIN = Path(sys.executable).parent
+os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 _counter = itertools.count()
 
 
@@ -75,6 +77,12 @@ def backend(db_url: str) -> Iterator[LocalBackend]:
     be = LocalBackend(make_engine(db_url))
     yield be
     be.close()
+
+
+@pytest.fixture
+def balsam_bin() -> str:
+    """Path of the installed ``balsam`` console script."""
+    return str(VENV_BIN / "balsam")
 
 
 @pytest.fixture(autouse=True)

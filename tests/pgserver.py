@@ -17,7 +17,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-PG_BIN_CANDIDATES = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"]
+PG_BIN_CANDIDATES = [
+    "/usr/lib/postgresql/17/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/15/bin",
+]
 TEST_USER = "pgci"
 
 
@@ -42,8 +46,15 @@ def free_port() -> int:
 def _as_user(cmd: list[str], home: Path) -> list[str]:
     if os.geteuid() != 0:
         return cmd
-    return ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--init-groups",
-            "env", f"HOME={home}", *cmd]
+    return [
+        "setpriv",
+        f"--reuid={TEST_USER}",
+        f"--regid={TEST_USER}",
+        "--init-groups",
+        "env",
+        f"HOME={home}",
+        *cmd,
+    ]
 
 
 def _ensure_user() -> None:
@@ -73,9 +84,20 @@ class PgServer:
         if self.directory is None:
             return
         subprocess.run(
-            _as_user([str(pg_bin() / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate",
-                      "-w", "stop"], self.directory),
-            capture_output=True, check=False,
+            _as_user(
+                [
+                    str(pg_bin() / "pg_ctl"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+                self.directory,
+            ),
+            capture_output=True,
+            check=False,
         )
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -95,20 +117,48 @@ def start_server() -> PgServer:
         shutil.chown(directory, TEST_USER, TEST_USER)
     bin_dir = pg_bin()
     subprocess.run(
-        _as_user([str(bin_dir / "initdb"), "-D", str(directory / "data"), "-U", "postgres",
-                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], directory),
-        check=True, capture_output=True,
+        _as_user(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(directory / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            directory,
+        ),
+        check=True,
+        capture_output=True,
     )
     port = free_port()
     conf = directory / "data" / "postgresql.conf"
     with conf.open("a") as fh:
         fh.write(
-            f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{directory}'\n"
+            f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+            f"unix_socket_directories = '{directory}'\n"
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
         )
     subprocess.run(
-        _as_user([str(bin_dir / "pg_ctl"), "-D", str(directory / "data"), "-l",
-                  str(directory / "server.log"), "-w", "-t", "60", "start"], directory),
-        check=True, capture_output=True,
+        _as_user(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(directory / "data"),
+                "-l",
+                str(directory / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            directory,
+        ),
+        check=True,
+        capture_output=True,
     )
     return PgServer(host="127.0.0.1", port=port, user="postgres", directory=directory)

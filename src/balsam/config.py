@@ -152,7 +152,8 @@ def load_site(path: str | Path | None = None) -> Site:
         path = os.environ.get("BALSAM_DB_PATH")
         if not path:
             raise ConfigError(
-                "no active workflow database: run 'source balsamactivate NAME' or set BALSAM_DB_PATH"
+                "no active workflow database: "
+                "run 'source balsamactivate NAME' or set BALSAM_DB_PATH"
             )
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_dir():

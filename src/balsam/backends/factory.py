@@ -58,10 +58,40 @@ def init_site(path: Path, kind: str = "sqlite", url: str = "") -> Site:
     if kind == "postgres":
         site = pgcluster.create_cluster(site)
     save_settings(path, site.settings)
+    engine = make_engine(site.database_url())
     try:
-        upgrade(make_engine(site.database_url()))
+        upgrade(engine)
     except Exception as exc:
         settings_path(path).unlink(missing_ok=True)
-        raise ConfigError(f"cannot build the database at {site.database_url()}: {exc}") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot build the database at {site.database_url()}: {reason}") from exc
+    finally:
+        engine.dispose()  # an undisposed engine leaks a pooled connection per init
     remember_site(path)
     return site
+
+
+def owns_server(site: Site) -> bool:
+    """True when ``site`` runs its own PostgreSQL cluster (``balsam init --db postgres``)."""
+    return site.settings.database.kind == "postgres"
+
+
+def start_server(site: Site) -> Site:
+    """Start the site's own database server unless it runs (its port may change if taken)."""
+    from balsam.store import pgcluster
+
+    return pgcluster.start(site)
+
+
+def stop_server(site: Site) -> bool:
+    """Stop the site's own database server; False if it was not running."""
+    from balsam.store import pgcluster
+
+    return pgcluster.stop(site)
+
+
+def server_status(site: Site) -> str:
+    """``running (...)`` or ``stopped`` for the site's own database server."""
+    from balsam.store import pgcluster
+
+    return pgcluster.status(site)

@@ -47,13 +47,14 @@ class JobState(StrEnum):
 
 S = JobState
 
-#: Allowed moves. Resets (to READY or RESTART_READY) let a user rerun a finished or failed job.
+#: Allowed moves. Resets (to READY or RESTART_READY) let a user rerun a finished or failed job;
+#: a job not yet running goes back to AWAITING_PARENTS when it is given a new parent.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.CREATED: frozenset({S.AWAITING_PARENTS, S.READY, S.FAILED, S.USER_KILLED}),
     S.AWAITING_PARENTS: frozenset({S.READY, S.FAILED, S.USER_KILLED}),
     S.READY: frozenset({S.STAGED_IN, S.AWAITING_PARENTS, S.FAILED, S.USER_KILLED}),
-    S.STAGED_IN: frozenset({S.PREPROCESSED, S.FAILED, S.USER_KILLED}),
-    S.PREPROCESSED: frozenset({S.RUNNING, S.FAILED, S.USER_KILLED}),
+    S.STAGED_IN: frozenset({S.PREPROCESSED, S.AWAITING_PARENTS, S.FAILED, S.USER_KILLED}),
+    S.PREPROCESSED: frozenset({S.RUNNING, S.AWAITING_PARENTS, S.FAILED, S.USER_KILLED}),
     S.RUNNING: frozenset(
         {S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.RESTART_READY, S.FAILED, S.USER_KILLED}
     ),
@@ -62,7 +63,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.JOB_FINISHED: frozenset({S.READY, S.RESTART_READY}),
     S.RUN_TIMEOUT: frozenset({S.RESTART_READY, S.POSTPROCESSED, S.FAILED, S.USER_KILLED}),
     S.RUN_ERROR: frozenset({S.RESTART_READY, S.POSTPROCESSED, S.FAILED, S.USER_KILLED}),
-    S.RESTART_READY: frozenset({S.RUNNING, S.FAILED, S.USER_KILLED}),
+    S.RESTART_READY: frozenset({S.RUNNING, S.AWAITING_PARENTS, S.FAILED, S.USER_KILLED}),
     S.FAILED: frozenset({S.READY, S.RESTART_READY}),
     S.USER_KILLED: frozenset({S.READY, S.RESTART_READY}),
 }

@@ -46,7 +46,10 @@ def update_app(engine: Engine, name: str, changes: AppUpdate) -> AppOut:
         if row is None:
             raise NotFound(f"no application named {name!r}")
         merged = AppCreate.model_validate(
-            {**AppOut.model_validate(row).model_dump(exclude={"id"}), **changes.model_dump(exclude_none=True)}
+            {
+                **AppOut.model_validate(row).model_dump(exclude={"id"}),
+                **changes.model_dump(exclude_none=True),
+            }
         )
         for key, value in merged.model_dump().items():
             setattr(row, key, value)
@@ -59,7 +62,9 @@ def delete_app(engine: Engine, name: str) -> None:
         row = session.scalar(select(AppRow).where(AppRow.name == name))
         if row is None:
             raise NotFound(f"no application named {name!r}")
-        used = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.application == name))
+        used = session.scalar(
+            select(func.count()).select_from(JobRow).where(JobRow.application == name)
+        )
         if used:
             raise InvalidTransition(f"{used} job(s) use app {name!r}; remove them first")
         session.delete(row)

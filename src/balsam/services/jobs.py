@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Engine, delete, func, select
 
-from balsam.domain.states import JobState, USER_SETTABLE_STATES, TERMINAL_STATES
+from balsam.domain.states import TERMINAL_STATES, TRANSITIONS, USER_SETTABLE_STATES, JobState
 from balsam.errors import (
     AlreadyExists,
     Ambiguous,
@@ -149,11 +149,12 @@ def update_jobs(engine: Engine, query: JobQuery, values: dict[str, Any]) -> int:
     if "state" in values:
         raise ValidationError("change the state with set_state (balsam modify ... state X)")
     with unit_of_work(engine) as session:
+        # Check the app first: assigning an unknown one would autoflush into an FK error.
+        if "application" in values:
+            _check_apps(session, [_fake_spec(values["application"])])
         rows = list(session.scalars(apply_job_query(select(JobRow), query, paginate=False)))
         for row in rows:
             _apply_fields(row, values)
-        if "application" in values:
-            _check_apps(session, [_fake_spec(values["application"])])
         return len(rows)
 
 
@@ -203,9 +204,15 @@ def delete_jobs(engine: Engine, query: JobQuery) -> int:
     """Delete matching jobs with their edges and history; running jobs are refused."""
     with unit_of_work(engine) as session:
         ids = list(session.scalars(apply_job_query(select(JobRow.job_id), query, paginate=False)))
-        running = session.scalar(
-            select(func.count()).select_from(JobRow).where(JobRow.job_id.in_(ids), JobRow.state == S.RUNNING)
-        ) if ids else 0
+        running = (
+            session.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.job_id.in_(ids), JobRow.state == S.RUNNING)
+            )
+            if ids
+            else 0
+        )
         if running:
             raise InvalidTransition(f"{running} of these jobs are RUNNING; kill them first")
         for start in range(0, len(ids), 500):
@@ -225,21 +232,27 @@ def add_dependency(engine: Engine, parent_id: str, child_id: str) -> None:
     if parent_id == child_id:
         raise DependencyError("a job cannot depend on itself")
     with unit_of_work(engine) as session:
-        rows = repo.jobs_by_id(session, [parent_id, child_id])
+        rows = repo.jobs_by_id(session, [parent_id, child_id], lock=True)
         for jid in (parent_id, child_id):
             if jid not in rows:
                 raise NotFound(f"no job with id {jid!r}")
         if _reaches(session, child_id, parent_id):
-            raise DependencyError(
-                f"{rows[parent_id].name} already depends on {rows[child_id].name}: that makes a cycle"
-            )
+            upper, lower = rows[parent_id].name, rows[child_id].name
+            raise DependencyError(f"{upper} already depends on {lower}: that makes a cycle")
         if parent_id in repo.parent_ids(session, [child_id]).get(child_id, []):
             raise AlreadyExists("that dependency exists already")
         child = rows[child_id]
-        if child.state not in (S.CREATED, S.AWAITING_PARENTS, S.READY):
+        if not _can_gain_parent(child):
             raise InvalidTransition(f"job {child.name} is {child.state}: too late to add a parent")
         repo.add_edges(session, [(parent_id, child_id)])
         _rewait(session, child, rows[parent_id])
+
+
+def _can_gain_parent(child: JobRow) -> bool:
+    """A job can wait for a new parent until a launcher holds it."""
+    if child.state == S.AWAITING_PARENTS:
+        return True
+    return child.session_id is None and S.AWAITING_PARENTS in TRANSITIONS[S(child.state)]
 
 
 def _reaches(session: Any, start: str, target: str) -> bool:
@@ -262,7 +275,9 @@ def _rewait(session: Any, child: JobRow, parent: JobRow) -> None:
         return
     engine_ = StateEngine(session)
     if parent.state in (S.FAILED, S.USER_KILLED):
-        engine_.move(child, S.FAILED, f"parent {parent.job_id[:8]} ({parent.name}) ended {parent.state}")
+        engine_.move(
+            child, S.FAILED, f"parent {parent.job_id[:8]} ({parent.name}) ended {parent.state}"
+        )
         engine_.finish()
     elif child.state != S.AWAITING_PARENTS:
         engine_.move(child, S.AWAITING_PARENTS, f"new parent {parent.job_id[:8]} ({parent.name})")

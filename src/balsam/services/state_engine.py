@@ -53,7 +53,8 @@ class StateEngine:
         return JobFacts(
             has_unfinished_parents=waits and any(s != S.JOB_FINISHED for s in parent_states),
             has_failed_parents=waits and any(s in (S.FAILED, S.USER_KILLED) for s in parent_states),
-            needs_stage_in=bool(row.stage_in_url) or (bool(parent_states) and bool(row.input_files)),
+            needs_stage_in=bool(row.stage_in_url)
+            or (bool(parent_states) and bool(row.input_files)),
             needs_preprocess=bool(app and app.preprocess),
             needs_postprocess=bool(app and app.postprocess),
             needs_stage_out=bool(row.stage_out_url and row.stage_out_files),
@@ -121,9 +122,13 @@ class StateEngine:
     def _propagate(self) -> None:
         """Let every job that ended in this transaction release or fail its children."""
         while self._finished:
-            parent = self._finished.pop()
-            for child in repo.jobs_by_id(self.session, repo.child_ids(self.session, parent.job_id)).values():
-                self._react(child, parent)
+            # One query for the children of every job that ended, not one per job.
+            parents = {row.job_id: row for row in self._finished}
+            self._finished = []
+            edges = repo.child_edges(self.session, list(parents))
+            children = repo.jobs_by_id(self.session, [child for _, child in edges])
+            for parent_id, child_id in edges:
+                self._react(children[child_id], parents[parent_id])
 
     def _react(self, child: JobRow, parent: JobRow) -> None:
         if child.state not in (S.CREATED, S.AWAITING_PARENTS) or not child.wait_for_parents:

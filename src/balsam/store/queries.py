@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, true
 from sqlalchemy.orm import InstrumentedAttribute
@@ -48,13 +48,13 @@ def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
             values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
             return col.in_(values) if values else false()
         case Lookup.GT:
-            return col > value
+            return cast(ColumnElement[bool], col > value)
         case Lookup.GTE:
-            return col >= value
+            return cast(ColumnElement[bool], col >= value)
         case Lookup.LT:
-            return col < value
+            return cast(ColumnElement[bool], col < value)
         case Lookup.LTE:
-            return col <= value
+            return cast(ColumnElement[bool], col <= value)
         case Lookup.ISNULL:
             return col.is_(None) if value else col.is_not(None)
     raise ValidationError(f"unsupported lookup {cond.lookup!r}")

@@ -58,6 +58,17 @@ def child_ids(session: Session, parent_id: str) -> list[str]:
     return list(session.scalars(stmt))
 
 
+def child_edges(session: Session, parent_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(parent, child) edges leaving any of ``parent_ids``."""
+    edges: list[tuple[str, str]] = []
+    for start in range(0, len(parent_ids), 500):
+        stmt = select(JobParentRow.parent_id, JobParentRow.child_id).where(
+            JobParentRow.parent_id.in_(parent_ids[start : start + 500])
+        )
+        edges += [(p, c) for p, c in session.execute(stmt)]
+    return edges
+
+
 def parent_states(session: Session, child_id: str) -> list[str]:
     """States of every parent of ``child_id``."""
     stmt = (
@@ -71,9 +82,7 @@ def parent_states(session: Session, child_id: str) -> list[str]:
 def add_edges(session: Session, edges: Sequence[tuple[str, str]]) -> None:
     """Insert (parent, child) dependency edges."""
     if edges:
-        session.execute(
-            insert(JobParentRow), [{"parent_id": p, "child_id": c} for p, c in edges]
-        )
+        session.execute(insert(JobParentRow), [{"parent_id": p, "child_id": c} for p, c in edges])
 
 
 def add_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
@@ -88,7 +97,9 @@ def insert_jobs(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(insert(JobRow), list(rows))
 
 
-def event(job_id: str, old: str, new: str, message: str, when: datetime | None = None) -> dict[str, Any]:
+def event(
+    job_id: str, old: str, new: str, message: str, when: datetime | None = None
+) -> dict[str, Any]:
     """One history row as a dict for :func:`add_events`."""
     return {
         "job_id": job_id,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -30,6 +31,13 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: Rows a launcher may claim. Used verbatim (literal SQL, not bound parameters) by both the
+#: partial index and the claim query, so SQLite's and PostgreSQL's planners can match them.
+CLAIMABLE_PREDICATE = (
+    "session_id IS NULL AND state IN ('PREPROCESSED', 'READY', 'RESTART_READY', 'STAGED_IN')"
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -97,6 +105,25 @@ class JobRow(Base):
         Index("ix_jobs_state_workflow", "state", "workflow"),
         Index("ix_jobs_workflow_name", "workflow", "name"),
         Index("ix_jobs_session_id", "session_id"),
+        # Claims scan one of these in claim order and stop after `limit` rows, so their cost
+        # does not grow with the table: the first for any workflow, the second for one.
+        Index(
+            "ix_jobs_claimable",
+            text("num_nodes DESC"),
+            text("wall_time_minutes DESC"),
+            "created_at",
+            sqlite_where=text(CLAIMABLE_PREDICATE),
+            postgresql_where=text(CLAIMABLE_PREDICATE),
+        ),
+        Index(
+            "ix_jobs_claimable_wf",
+            "workflow",
+            text("num_nodes DESC"),
+            text("wall_time_minutes DESC"),
+            "created_at",
+            sqlite_where=text(CLAIMABLE_PREDICATE),
+            postgresql_where=text(CLAIMABLE_PREDICATE),
+        ),
     )
 
     job_id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -1,0 +1,132 @@
+"""Claim latency against database size: it must stay flat from 1,000 to 1,000,000 jobs.
+
+Fills a database with N runnable jobs (plus as many finished ones, as a real campaign has),
+then times claim_jobs(limit=256) + record of the batch as RUNNING, repeated. Prints one line
+per size: median and p90 claim time in milliseconds.
+
+    python bench/claim_scaling.py --db sqlite --sizes 1000,10000,100000,1000000
+    python bench/claim_scaling.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import insert, text
+
+from balsam.backends.local import LocalBackend
+from balsam.schemas import AppCreate, ClaimRequest
+from balsam.store.engine import make_engine
+from balsam.store.migrate import upgrade
+from balsam.store.tables import JobRow
+
+CHUNK = 20_000
+
+
+def job_row(state: str, now: datetime) -> dict[str, object]:
+    """A job row as create_jobs would write it (bulk path for filling fast)."""
+    jid = str(uuid.uuid4())
+    return {
+        "job_id": jid,
+        "name": "b",
+        "workflow": "bench",
+        "description": "",
+        "application": "T",
+        "args": "",
+        "num_nodes": 1,
+        "ranks_per_node": 1,
+        "threads_per_rank": 1,
+        "threads_per_core": 1,
+        "gpus_per_rank": 0,
+        "cpu_affinity": "none",
+        "node_packing_count": 1,
+        "wall_time_minutes": 1,
+        "environ_vars": {},
+        "mpi_flags": "",
+        "input_files": "*",
+        "stage_in_url": "",
+        "stage_out_files": "",
+        "stage_out_url": "",
+        "post_error_handler": False,
+        "post_timeout_handler": False,
+        "auto_timeout_retry": True,
+        "wait_for_parents": True,
+        "max_error_retries": 0,
+        "max_timeout_retries": 3,
+        "data": {},
+        "tags": {},
+        "state": state,
+        "state_timestamp": now,
+        "created_at": now,
+        "working_directory": f"data/bench/b_{jid[:8]}",
+        "error_count": 0,
+        "timeout_count": 0,
+        "lost_count": 0,
+        "return_code": None,
+        "session_id": None,
+    }
+
+
+def fill(backend: LocalBackend, target: int, have: int) -> None:
+    """Add runnable and finished jobs until there are ``target`` of each."""
+    now = datetime.now(UTC)
+    with backend.engine.begin() as conn:
+        for start in range(have, target, CHUNK):
+            n = min(CHUNK, target - start)
+            conn.execute(insert(JobRow), [job_row("PREPROCESSED", now) for _ in range(n)])
+            conn.execute(insert(JobRow), [job_row("JOB_FINISHED", now) for _ in range(n)])
+
+
+def time_claims(backend: LocalBackend, rounds: int) -> list[float]:
+    """Seconds per claim of 256 jobs; each batch is released again so the pool stays full."""
+    sess = backend.open_session("bench", "host", 0)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        jobs = backend.claim_jobs(sess.id, ClaimRequest(limit=256, workflows=["bench"]))
+        times.append(time.perf_counter() - t0)
+        assert len(jobs) == 256, len(jobs)
+        backend.release_jobs(sess.id, [j.job_id for j in jobs])
+    backend.close_session(sess.id)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="sqlite", help="'sqlite' or a PostgreSQL URL (empty db)")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000")
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    url = args.db
+    if url == "sqlite":
+        url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    backend = LocalBackend(engine)
+    backend.create_app(AppCreate(name="T", executable="true"))
+    print(f"db={engine.dialect.name} rounds={args.rounds} claim limit=256")
+    print(f"{'runnable jobs':>14} {'total rows':>11} {'median ms':>10} {'p90 ms':>8}")
+    have = 0
+    for size in (int(s) for s in args.sizes.split(",")):
+        fill(backend, size, have)
+        have = size
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                conn.execute(text("ANALYZE jobs"))
+        times = sorted(time_claims(backend, args.rounds))
+        med = statistics.median(times) * 1000
+        p90 = times[int(0.9 * (len(times) - 1))] * 1000
+        print(f"{size:>14,} {2 * size:>11,} {med:>10.2f} {p90:>8.2f}", flush=True)
+    backend.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Command rendering: no shell unless the app needs one; arguments never inject syntax."""
+
+from __future__ import annotations
+
+import pytest
+
+from balsam.domain.commands import (
+    CommandError,
+    needs_shell,
+    parse_env_assignments,
+    render_command,
+)
+
+
+def test_quick_start_command_is_exec_without_shell() -> None:
+    cmd = render_command("echo hello,", "'world!'")
+    assert cmd.argv == ["echo", "hello,", "world!"]
+    assert not cmd.shell
+
+
+def test_shell_metacharacters_in_args_stay_literal() -> None:
+    cmd = render_command("echo", "'a; rm -rf /' '$(id)'")
+    assert cmd.argv == ["echo", "a; rm -rf /", "$(id)"]
+    assert not cmd.shell
+
+
+@pytest.mark.parametrize(
+    ("executable", "expected"),
+    [("python sim.py --n=3", False), ("echo '$HOME'", False), ("echo $HOME", True),
+     ("cat in | wc -l", True), ("ls *.dat", True), ('echo "$X"', True), ("a > b", True)],
+)
+def test_needs_shell_detects_unquoted_syntax(executable: str, expected: bool) -> None:
+    assert needs_shell(executable) is expected
+
+
+def test_shell_app_quotes_each_argument() -> None:
+    cmd = render_command("cat in | wc -l", "'x; reboot'")
+    assert cmd.shell
+    assert cmd.argv == ["/bin/sh", "-c", "cat in | wc -l 'x; reboot'"]
+
+
+def test_envscript_is_sourced_first() -> None:
+    cmd = render_command("simulate", "-n 2", envscript="/opt/env.sh")
+    assert cmd.argv[2] == ". /opt/env.sh && simulate -n 2"
+
+
+def test_unbalanced_quotes_are_an_error() -> None:
+    with pytest.raises(CommandError, match="cannot parse args"):
+        render_command("echo", "'oops")
+
+
+def test_env_assignments() -> None:
+    assert parse_env_assignments(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    assert parse_env_assignments(["A=1:B=2"]) == {"A": "1", "B": "2"}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_env_assignments(["1A=3"])
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_env_assignments(["novalue"])

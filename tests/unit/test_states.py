@@ -1,0 +1,94 @@
+"""The state machine as data: transitions, fast-forward, parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from balsam.domain.states import (
+    TERMINAL_STATES,
+    TRANSITIONS,
+    JobFacts,
+    JobState,
+    TransitionError,
+    fast_forward,
+    parse_state,
+    validate_transition,
+)
+
+S = JobState
+
+
+def test_every_state_has_a_row_and_documentation() -> None:
+    assert set(TRANSITIONS) == set(JobState)
+    for state in JobState:
+        assert state.__doc__ is not None
+
+
+def test_quick_start_path_is_allowed() -> None:
+    path = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING, S.RUN_DONE,
+            S.POSTPROCESSED, S.JOB_FINISHED]
+    for old, new in zip(path, path[1:], strict=False):
+        validate_transition(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(S.CREATED, S.RUNNING), (S.JOB_FINISHED, S.RUNNING), (S.RUN_DONE, S.PREPROCESSED),
+     (S.USER_KILLED, S.JOB_FINISHED)],
+)
+def test_illegal_moves_are_refused(old: JobState, new: JobState) -> None:
+    with pytest.raises(TransitionError, match=f"from {old} to {new}"):
+        validate_transition(old, new)
+
+
+def test_terminal_states_only_leave_by_reset() -> None:
+    for state in TERMINAL_STATES:
+        assert TRANSITIONS[state] <= {S.READY, S.RESTART_READY}
+
+
+def test_new_job_without_work_fast_forwards_to_preprocessed() -> None:
+    assert fast_forward(S.CREATED, JobFacts()) == [S.READY, S.STAGED_IN, S.PREPROCESSED]
+
+
+def test_new_job_with_unfinished_parent_waits() -> None:
+    assert fast_forward(S.CREATED, JobFacts(has_unfinished_parents=True)) == [S.AWAITING_PARENTS]
+    assert fast_forward(S.AWAITING_PARENTS, JobFacts(has_unfinished_parents=True)) == []
+
+
+def test_failed_parent_fails_child() -> None:
+    facts = JobFacts(has_unfinished_parents=True, has_failed_parents=True)
+    assert fast_forward(S.AWAITING_PARENTS, facts) == [S.FAILED]
+
+
+def test_steps_with_work_stop_the_fast_forward() -> None:
+    assert fast_forward(S.CREATED, JobFacts(needs_stage_in=True)) == [S.READY]
+    assert fast_forward(S.CREATED, JobFacts(needs_preprocess=True)) == [S.READY, S.STAGED_IN]
+    assert fast_forward(S.RUN_DONE, JobFacts(needs_postprocess=True)) == []
+    assert fast_forward(S.RUN_DONE, JobFacts()) == [S.POSTPROCESSED, S.JOB_FINISHED]
+    assert fast_forward(S.RUN_DONE, JobFacts(needs_stage_out=True)) == [S.POSTPROCESSED]
+
+
+def test_run_error_retries_while_allowed_then_fails() -> None:
+    assert fast_forward(S.RUN_ERROR, JobFacts(retries_left=True)) == [S.RESTART_READY]
+    assert fast_forward(S.RUN_ERROR, JobFacts(retries_left=False)) == [S.FAILED]
+    assert fast_forward(S.RUN_ERROR, JobFacts(handles_error=True)) == []
+
+
+def test_timeout_restarts_when_allowed() -> None:
+    assert fast_forward(S.RUN_TIMEOUT, JobFacts(timeout_retries_left=True)) == [S.RESTART_READY]
+    assert fast_forward(S.RUN_TIMEOUT, JobFacts()) == [S.FAILED]
+
+
+def test_parse_state_is_case_insensitive_and_rejects_unknown() -> None:
+    assert parse_state(" job_finished ") is S.JOB_FINISHED
+    with pytest.raises(ValueError, match="unknown job state 'DONE'"):
+        parse_state("DONE")
+
+
+def test_claim_predicate_names_exactly_the_claimable_states() -> None:
+    """The literal SQL of the claim index must list the domain's claimable states."""
+    from balsam.domain.states import LAUNCHER_CLAIMABLE_STATES
+    from balsam.store.tables import CLAIMABLE_PREDICATE
+
+    listed = CLAIMABLE_PREDICATE.split("IN (")[1].rstrip(")").replace("'", "").split(", ")
+    assert sorted(listed) == sorted(s.value for s in LAUNCHER_CLAIMABLE_STATES)
