@@ -67,7 +67,8 @@ class SlurmCluster:
         """The tail of each daemon log (for failure messages)."""
         parts = []
         for log in sorted(self.directory.glob("*.log")):
-            parts.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            parts.append(f"--- {log.name}\n" + "\n".join(tail))
         return "\n".join(parts)
 
     def stop(self) -> None:

@@ -43,8 +43,10 @@ def run_to(backend: Backend, job_id: str, final: JobState, rc: int = 0) -> list[
     sess = backend.open_session("t", "host", 1)
     claimed = backend.claim_jobs(sess.id, ClaimRequest(job_ids=[job_id]))
     assert [c.job_id for c in claimed] == [job_id]
-    updates = [StateUpdate(job_id=job_id, state=S.RUNNING),
-               StateUpdate(job_id=job_id, state=final, return_code=rc, message="tail", release=True)]
+    updates = [
+        StateUpdate(job_id=job_id, state=S.RUNNING),
+        StateUpdate(job_id=job_id, state=final, return_code=rc, message="tail", release=True),
+    ]
     return backend.record_updates(sess.id, updates)
 
 
@@ -253,7 +255,7 @@ def test_user_state_changes(backend: Backend, app: str) -> None:
 
 
 def test_delete_refuses_running_jobs(backend: Backend, app: str) -> None:
-    (j, k) = backend.create_jobs([job("x"), job("y")])
+    (j, _other) = backend.create_jobs([job("x"), job("y")])
     sess = backend.open_session("a", "h", 1)
     backend.claim_jobs(sess.id, ClaimRequest(job_ids=[j.job_id]))
     backend.record_updates(sess.id, [StateUpdate(job_id=j.job_id, state=S.RUNNING)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from balsam.domain.states import (
@@ -27,7 +29,7 @@ def test_every_state_has_a_row_and_documentation() -> None:
 def test_quick_start_path_is_allowed() -> None:
     path = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING, S.RUN_DONE,
             S.POSTPROCESSED, S.JOB_FINISHED]
-    for old, new in zip(path, path[1:], strict=False):
+    for old, new in itertools.pairwise(path):
         validate_transition(old, new)
 
 

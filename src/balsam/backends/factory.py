@@ -71,11 +71,6 @@ def init_site(path: Path, kind: str = "sqlite", url: str = "") -> Site:
     return site
 
 
-def owns_server(site: Site) -> bool:
-    """True when ``site`` runs its own PostgreSQL cluster (``balsam init --db postgres``)."""
-    return site.settings.database.kind == "postgres"
-
-
 def start_server(site: Site) -> Site:
     """Start the site's own database server unless it runs (its port may change if taken)."""
     from balsam.store import pgcluster

@@ -1,7 +1,21 @@
-"""Placeholder: commands are added by the module's owner."""
+"""The user-facing commands: apps, jobs, dependencies, listing, changes, removal, logs."""
 
 from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from balsam.cli.apps import app_command
+from balsam.cli.jobs import dep_command, job_command, kill_command
+from balsam.cli.listing import log_command, ls_command
+from balsam.cli.modify import modify_command, rm_command
+
+COMMANDS: list[click.Command] = [
+    app_command,
+    job_command,
+    dep_command,
+    ls_command,
+    modify_command,
+    rm_command,
+    kill_command,
+    log_command,
+]

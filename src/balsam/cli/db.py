@@ -1,7 +1,231 @@
-"""Placeholder: commands are added by the module's owner."""
+"""Workflow database commands: ``balsam init``, ``balsam which``, ``balsam db start|stop|status``.
+
+``balsam init PATH`` makes a workflow directory: embedded SQLite by default, a private PostgreSQL
+cluster with ``--db postgres``, or an existing server with ``--db-url``. A failed init leaves
+nothing behind: a directory it made is removed, and a server it started is stopped.
+
+``balsam which --name NAME`` is what ``balsamactivate`` calls: it resolves a name among the
+known databases (or a path), remembers it, and prints the path alone.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from balsam.cli.common import BalsamCommand
+from balsam.config import (
+    DatabaseSettings,
+    Site,
+    SiteSettings,
+    known_sites,
+    load_site,
+    remember_site,
+    resolve_site_path,
+)
+from balsam.errors import BalsamError, ConfigError
+
+# balsam.backends.factory is imported inside the commands that need it: it pulls in SQLAlchemy
+# and Alembic, which 'balsam which' (run by every balsamactivate) has no use for.
+
+URL_SCHEMES = ("postgresql", "postgresql+psycopg", "sqlite")
+
+
+@click.command("init", cls=BalsamCommand)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--db",
+    "kind",
+    type=click.Choice(["sqlite", "postgres"]),
+    default=None,
+    help="sqlite (embedded, the default) or postgres (a private server under PATH).",
+)
+@click.option(
+    "--db-url", default="", help="Use an existing database: postgresql://USER@HOST:PORT/DB"
+)
+def init(path: Path, kind: str | None, db_url: str) -> None:
+    """Create a workflow database at PATH."""
+    if db_url and kind is not None:
+        raise ConfigError("give either --db or --db-url, not both")
+    if db_url:
+        _check_url(db_url)
+    chosen = "url" if db_url else (kind or "sqlite")
+    path = path.expanduser().absolute()
+    made_root, was_empty = _check_target(path)
+    from balsam.backends.factory import init_site
+
+    try:
+        site = init_site(path, kind=chosen, url=db_url)
+    except BaseException as exc:
+        if made_root is not None or was_empty:
+            _undo_init(path, made_root)
+        if isinstance(exc, BalsamError) and db_url and db_url in str(exc):
+            raise type(exc)(str(exc).replace(db_url, _mask(db_url))) from None
+        raise
+    click.echo(f"Created workflow database {site.name} at {site.path}")
+    click.echo(f"Database: {_describe(site)}")
+    if _owns_server(site):
+        click.echo("Its server is running ('balsam db stop' stops it; balsamactivate starts it).")
+    click.echo(f"Use it with: source balsamactivate {_activation_name(site)}")
+
+
+def _check_url(url: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in URL_SCHEMES or not rest.strip("/"):
+        raise ConfigError(
+            f"bad --db-url {_mask(url)!r}: expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+        )
+
+
+def _check_target(path: Path) -> tuple[Path | None, bool]:
+    """The outermost directory init will create for PATH (None if PATH exists), and whether
+    PATH is an existing empty directory: what a failed init may remove."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a directory")
+    if path.exists():
+        # A non-empty directory is refused by init_site before anything is written in it.
+        return None, not any(path.iterdir())
+    root = path
+    while not root.parent.exists():
+        root = root.parent
+    return root, False
+
+
+def _undo_init(path: Path, made_root: Path | None) -> None:
+    """Remove what a failed init made (stopping a server it started); keep a dir the user made."""
+    if (path / "balsamdb" / "data").is_dir():
+        owned = Site(path=path, settings=SiteSettings(database=DatabaseSettings(kind="postgres")))
+        from balsam.backends.factory import stop_server
+
+        # Nothing more to do if it will not stop: the files go either way.
+        with contextlib.suppress(BalsamError):
+            stop_server(owned)
+    if made_root is not None:
+        shutil.rmtree(made_root, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _activation_name(site: Site) -> str:
+    """The site's name, or its path when another known database has the same name."""
+    others = [p for p in known_sites() if p.name == site.name and p != site.path]
+    return str(site.path) if others else site.name
+
+
+def _describe(site: Site) -> str:
+    db = site.settings.database
+    if db.kind == "sqlite":
+        return f"SQLite {site.database_url().removeprefix('sqlite:///')}"
+    if db.kind == "postgres":
+        return f"PostgreSQL owned by this directory, {db.host}:{db.port} (data in {site.pg_dir})"
+    return f"PostgreSQL at {_mask(db.url)}"
+
+
+def _mask(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+@click.command("which", cls=BalsamCommand)
+@click.option("--list", "list_all", is_flag=True, help="List the known workflow databases.")
+@click.option("--name", default=None, help="Print the path of the database NAME (or a path).")
+def which(list_all: bool, name: str | None) -> None:
+    """Show the active workflow database, list known ones, or resolve a name."""
+    if list_all and name is not None:
+        raise ConfigError("give either --list or --name, not both")
+    if name is not None:
+        path = resolve_site_path(name)
+        remember_site(path)
+        click.echo(str(path))
+    elif list_all:
+        _list_sites()
+    else:
+        site = load_site()
+        click.echo(f"Workflow database: {site.path}")
+        click.echo(f"Database URL: {_mask(site.database_url())}")
+
+
+def _list_sites() -> None:
+    sites = known_sites()
+    if not sites:
+        click.echo("No known workflow databases: make one with 'balsam init PATH'.")
+        return
+    active = os.environ.get("BALSAM_DB_PATH")
+    active_path = Path(active).expanduser().resolve() if active else None
+    width = max(len(p.name) for p in sites)
+    for path in sites:
+        mark = "*" if path == active_path else " "
+        click.echo(f"{mark} {path.name:<{width}}  {path}")
+
+
+@click.group("db")
+def db() -> None:
+    """Manage the database server of the active workflow database (if it owns one)."""
+
+
+def _owns_server(site: Site) -> bool:
+    return site.settings.database.kind == "postgres"
+
+
+def _no_server(site: Site) -> str:
+    kind = site.settings.database.kind
+    what = "embedded SQLite" if kind == "sqlite" else "a server it does not own"
+    return f"{site.name} uses {what}: there is no database server to manage"
+
+
+@db.command("start")
+@click.option("--quiet", "-q", is_flag=True, help="Say nothing unless a server was started.")
+def db_start(quiet: bool) -> None:
+    """Start the workflow database's own PostgreSQL server."""
+    site = load_site()
+    if not _owns_server(site):
+        if quiet:
+            return
+        raise ConfigError(_no_server(site))
+    from balsam.backends.factory import server_status, start_server
+
+    state = server_status(site)
+    if state.startswith("running"):
+        if not quiet:
+            click.echo(f"Database server of {site.name} already {state}")
+        return
+    started = start_server(site)
+    click.echo(f"Database server of {site.name} {server_status(started)}")
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the workflow database's own PostgreSQL server."""
+    site = load_site()
+    if not _owns_server(site):
+        raise ConfigError(_no_server(site))
+    from balsam.backends.factory import stop_server
+
+    if stop_server(site):
+        click.echo(f"Database server of {site.name} stopped")
+    else:
+        click.echo(f"Database server of {site.name} was not running")
+
+
+@db.command("status")
+def db_status() -> None:
+    """Say whether the workflow database's own PostgreSQL server runs."""
+    site = load_site()
+    if not _owns_server(site):
+        click.echo(_no_server(site))
+        return
+    from balsam.backends.factory import server_status
+
+    click.echo(f"Database server of {site.name}: {server_status(site)}")
+
+
+COMMANDS: list[click.Command] = [init, which, db]

@@ -1,7 +1,101 @@
-"""Placeholder: commands are added by the module's owner."""
+"""``balsam launcher`` and ``balsam submit-launch``."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-COMMANDS: list[click.Command] = []
+from balsam.errors import ValidationError
+
+JOB_MODES = click.Choice(["serial", "mpi"])
+POSITIVE_MINUTES = click.FloatRange(min=0, min_open=True)
+
+
+@click.command("launcher")
+@click.option(
+    "--consume-all", is_flag=True, help="Exit as soon as nothing this launcher could run remains."
+)
+@click.option("--wf-filter", metavar="WF", help="Run only jobs of workflow WF.")
+@click.option(
+    "--job-mode",
+    type=JOB_MODES,
+    default="mpi",
+    show_default=True,
+    help="serial: pack single-node jobs; mpi: whole nodes through mpiexec.",
+)
+@click.option(
+    "--time-limit-minutes",
+    type=POSITIVE_MINUTES,
+    default=None,
+    help="Stop jobs and exit after this many minutes (fractions allowed).",
+)
+def launcher(
+    consume_all: bool, wf_filter: str | None, job_mode: str, time_limit_minutes: float | None
+) -> None:
+    """Run jobs of the active workflow database on this allocation's nodes."""
+    from balsam.backends.factory import open_active_backend
+    from balsam.launcher import logs
+    from balsam.launcher.options import JobMode, LauncherOptions
+    from balsam.launcher.runner import run_launcher
+    from balsam.platform.nodes import local_hostname
+
+    if not consume_all and not wf_filter:
+        raise ValidationError("give --consume-all, --wf-filter WF, or both")
+    options = LauncherOptions(
+        job_mode=JobMode(job_mode),
+        workflows=[wf_filter] if wf_filter else [],
+        consume_all=consume_all,
+        time_limit_minutes=time_limit_minutes,
+    )
+    site, backend = open_active_backend()
+    path = logs.configure(site.log_dir, local_hostname())
+    try:
+        code = run_launcher(site, backend, options)
+    finally:
+        backend.close()
+        logs.close(path)
+    if code:
+        # Not click's Exit: in non-standalone mode click turns it into a return value.
+        sys.exit(code)
+
+
+@click.command("submit-launch")
+@click.option("-A", "--project", required=True, help="Allocation (project) to charge.")
+@click.option("-q", "--queue", required=True, help="Batch queue.")
+@click.option(
+    "-t", "--time-minutes", type=POSITIVE_MINUTES, required=True, help="Wall time in minutes."
+)
+@click.option("-n", "--nodes", type=click.IntRange(min=1), required=True, help="Node count.")
+@click.option("--job-mode", type=JOB_MODES, default="mpi", show_default=True)
+@click.option("--wf-filter", metavar="WF", help="Run only jobs of workflow WF.")
+def submit_launch(
+    project: str, queue: str, time_minutes: float, nodes: int, job_mode: str, wf_filter: str | None
+) -> None:
+    """Submit a launcher job to the site's batch scheduler (platform.scheduler)."""
+    from balsam.config import load_site
+    from balsam.platform.schedulers import LaunchRequest, get_scheduler
+
+    site = load_site()
+    scheduler = get_scheduler(site.settings.platform.scheduler)
+    request = LaunchRequest(
+        project=project,
+        queue=queue,
+        wall_time_minutes=time_minutes,
+        num_nodes=nodes,
+        job_mode=job_mode,
+        site_path=site.path,
+        scripts_dir=site.scripts_dir,
+        wf_filter=wf_filter,
+    )
+    submission = scheduler.submit(request)
+    for warning in submission.warnings:
+        click.echo(f"balsam: warning: {warning}", err=True)
+    click.echo(
+        f"Submitted launch {submission.launch_id} to the {scheduler.name} scheduler "
+        f"(script {submission.script})"
+    )
+
+
+#: Commands this module adds to ``balsam``.
+COMMANDS: list[click.Command] = [launcher, submit_launch]

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     logging.basicConfig(level=os.environ.get("BALSAM_LOG_LEVEL", "WARNING"), format="%(message)s")
     try:
-        cli.main(args=argv, prog_name="balsam", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="balsam", standalone_mode=False)
     except BalsamError as exc:
         if os.environ.get("BALSAM_CLI_TRACEBACK") == "1":
             raise
@@ -39,12 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("balsam: aborted", err=True)
         return 1
+    except click.UsageError as exc:
+        hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx else ""
+        click.echo(f"balsam: error: {exc.format_message().rstrip('.')}{hint}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"balsam: error: {exc.format_message()}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    # Without standalone mode Click returns ctx.exit(code) codes instead of exiting.
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def set_state(engine: Engine, job_id: str, state: JobState, message: str = "") -
     with unit_of_work(engine) as session:
         row = _get_row(session, job_id)
         engine_ = StateEngine(session)
-        engine_.move(row, state, message or "set by user", keep_hold=row.state == S.RUNNING)
+        engine_.move(row, state, message or "set by user", keep_hold=row.session_id is not None)
         engine_.finish()
         return rows_to_out(session, [row])[0]
 
@@ -295,7 +295,8 @@ def kill_jobs(engine: Engine, job_id: str, recursive: bool = False) -> list[str]
         killed = []
         for row in repo.jobs_by_id(session, targets).values():
             if row.state not in TERMINAL_STATES:
-                engine_.move(row, S.USER_KILLED, "killed by user", keep_hold=row.state == S.RUNNING)
+                held = row.session_id is not None
+                engine_.move(row, S.USER_KILLED, "killed by user", keep_hold=held)
                 killed.append(row.job_id)
         engine_.finish()
         return killed

@@ -9,12 +9,11 @@ rows; on SQLite the transaction holds the write lock from its first statement.
 from __future__ import annotations
 
 from datetime import timedelta
-
 from typing import Any
 
 from sqlalchemy import Engine, Select, delete, select, text, update
 
-from balsam.domain.states import JobState
+from balsam.domain.states import TERMINAL_STATES, JobState
 from balsam.errors import InvalidTransition, NotFound
 from balsam.schemas.jobs import JobOut, StateUpdate
 from balsam.schemas.sessions import ClaimRequest, SessionOut
@@ -39,15 +38,15 @@ def open_session(engine: Engine, label: str, hostname: str, pid: int) -> Session
 
 
 def heartbeat(engine: Engine, session_id: int) -> list[str]:
-    """Renew the lease; returns ids of held jobs that a user killed meanwhile."""
+    """Renew the lease; returns ids of held jobs a user killed (or failed) meanwhile."""
     with unit_of_work(engine) as session:
         row = session.get(SessionRow, session_id)
         if row is None:
             raise NotFound(f"launcher session {session_id} has expired")
         row.heartbeat = utcnow()
-        stmt = select(JobRow.job_id).where(
-            JobRow.session_id == session_id, JobRow.state == S.USER_KILLED
-        )
+        # A held job that reached an end state was killed or given up on by a user.
+        ended = [s.value for s in TERMINAL_STATES]
+        stmt = select(JobRow.job_id).where(JobRow.session_id == session_id, JobRow.state.in_(ended))
         return list(session.scalars(stmt))
 
 
@@ -114,7 +113,7 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
         return rows_to_out(session, rows)
 
 
-def _filter_workflows(stmt: Select[tuple[JobRow]], workflows: list[str], sqlite: bool) -> Any:
+def _filter_workflows(stmt: Select[Any], workflows: list[str], sqlite: bool) -> Any:
     """Restrict a claim to ``workflows``, steering SQLite to the index that keeps it flat.
 
     Without statistics SQLite prefers the (state, workflow) index and then sorts every

@@ -21,14 +21,19 @@ PREDICATE = (
 )
 
 
-ORDER = [sa.text("num_nodes DESC"), sa.text("wall_time_minutes DESC"), "created_at"]
+ORDER: list[str | sa.TextClause] = [
+    sa.text("num_nodes DESC"),
+    sa.text("wall_time_minutes DESC"),
+    "created_at",
+]
 
 
 def upgrade() -> None:
-    for name, columns in (
+    indexes: list[tuple[str, list[str | sa.TextClause]]] = [
         ("ix_jobs_claimable", ORDER),
         ("ix_jobs_claimable_wf", ["workflow", *ORDER]),
-    ):
+    ]
+    for name, columns in indexes:
         op.create_index(
             name,
             "jobs",

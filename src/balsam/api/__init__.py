@@ -1,0 +1,35 @@
+"""The Python API user scripts import: jobs and apps with Django-style managers.
+
+``Job.objects.filter(workflow="test", state__in=["RUN_ERROR", "FAILED"])`` and friends work on
+whichever Backend is current: by default the active workflow database (``BALSAM_DB_PATH``),
+opened on first use; :func:`use_backend` injects another. Balsam 0.x names live in
+:mod:`balsam.core.models` (``BalsamJob``, ``ApplicationDefinition``) and
+:mod:`balsam.launcher.dag`.
+"""
+
+from __future__ import annotations
+
+from balsam.api.apps import App, AppQuerySet
+from balsam.api.context import (
+    BackendScope,
+    close_default_backend,
+    get_backend,
+    get_site,
+    use_backend,
+)
+from balsam.api.jobs import Job
+from balsam.api.lookups import UnknownField
+from balsam.api.query import JobQuerySet
+
+__all__ = [
+    "App",
+    "AppQuerySet",
+    "BackendScope",
+    "Job",
+    "JobQuerySet",
+    "UnknownField",
+    "close_default_backend",
+    "get_backend",
+    "get_site",
+    "use_backend",
+]

@@ -1,0 +1,443 @@
+"""Jobs as Python objects: Balsam's ``BalsamJob``, backed by any Backend.
+
+``Job(name=..., application=..., args=...)`` is unsaved until :meth:`Job.save`; after that it
+mirrors one stored job. Every field of :class:`balsam.schemas.jobs.JobFields` is a plain
+attribute; ``state`` may be assigned (a name or a :class:`JobState`) and is applied by ``save()``
+through the state machine. Bookkeeping (``job_id``, ``created_at``, retry counters, ...) is
+read-only. Assigning an attribute that is not a job field is an error, so a typo such as
+``job.num_node = 4`` cannot be silently ignored.
+
+Compatibility with Balsam 0.x scripts: ``environ_vars`` may be given as ``"A=1:B=2"`` and
+``args`` as a list of words; ``job.pk`` is the job id; ``Job.DoesNotExist`` and
+``Job.MultipleObjectsReturned`` exist (subclasses of :class:`NotFound` and :class:`Ambiguous`).
+"""
+
+from __future__ import annotations
+
+import copy
+import shlex
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from balsam.api.context import get_backend, get_site
+from balsam.api.lookups import UnknownField, first_error
+from balsam.api.query import JobQuerySet
+from balsam.backends.base import Backend
+from balsam.domain.commands import parse_env_assignments
+from balsam.domain.states import (
+    USER_SETTABLE_STATES,
+    JobState,
+    TransitionError,
+    parse_state,
+    validate_transition,
+)
+from balsam.errors import (
+    Ambiguous,
+    ConfigError,
+    DependencyError,
+    InvalidTransition,
+    NotFound,
+    ValidationError,
+)
+from balsam.schemas.jobs import EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.queries import JobQuery, clause_from_kwargs
+
+#: The fields a user sets, in Balsam's order.
+FIELDS: tuple[str, ...] = tuple(JobFields.model_fields)
+#: Bookkeeping a user reads but never assigns.
+READ_ONLY: tuple[str, ...] = (
+    "job_id",
+    "pk",
+    "state_timestamp",
+    "created_at",
+    "working_directory",
+    "parents",
+    "error_count",
+    "timeout_count",
+    "lost_count",
+    "session_id",
+    "return_code",
+)
+_SETTABLE = frozenset((*FIELDS, "state"))
+#: Length of a full job id (a UUID); shorter strings are treated as id prefixes.
+FULL_ID_LENGTH = 36
+
+
+class JobDoesNotExist(NotFound):
+    """No job matches (``BalsamJob.DoesNotExist``)."""
+
+
+class JobMultipleObjectsReturned(Ambiguous):
+    """``get()`` matched more than one job (``BalsamJob.MultipleObjectsReturned``)."""
+
+
+def _defaults() -> dict[str, Any]:
+    """Field values of a new job (``application`` has no default: empty until set)."""
+    return {
+        name: "" if info.is_required() else info.get_default(call_default_factory=True)
+        for name, info in JobFields.model_fields.items()
+    }
+
+
+class _Objects:
+    """``Job.objects``: a fresh query set over all jobs on each access."""
+
+    def __get__(self, obj: object, owner: type[Any]) -> JobQuerySet:
+        return JobQuerySet()
+
+
+class Job:
+    """One job of the workflow database (Balsam's ``BalsamJob``)."""
+
+    DoesNotExist = JobDoesNotExist
+    MultipleObjectsReturned = JobMultipleObjectsReturned
+    objects = _Objects()
+
+    name: str
+    workflow: str
+    description: str
+    application: str
+    args: str
+    num_nodes: int
+    ranks_per_node: int
+    threads_per_rank: int
+    threads_per_core: int
+    gpus_per_rank: int
+    cpu_affinity: str
+    node_packing_count: int
+    wall_time_minutes: int
+    environ_vars: dict[str, str]
+    mpi_flags: str
+    input_files: str
+    stage_in_url: str
+    stage_out_files: str
+    stage_out_url: str
+    post_error_handler: bool
+    post_timeout_handler: bool
+    auto_timeout_retry: bool
+    wait_for_parents: bool
+    max_error_retries: int
+    max_timeout_retries: int
+    data: dict[str, Any]
+    tags: dict[str, str]
+
+    job_id: str | None
+    state_timestamp: datetime | None
+    created_at: datetime | None
+    error_count: int
+    timeout_count: int
+    lost_count: int
+    session_id: int | None
+    return_code: int | None
+
+    def __init__(self, **fields: Any) -> None:
+        parents = fields.pop("parents", ())
+        unknown = sorted(set(fields) - set(FIELDS))
+        if unknown:
+            raise UnknownField(
+                f"unknown job field(s) {', '.join(unknown)}; fields are: {', '.join(FIELDS)}"
+            )
+        for name in ("job_id", "state_timestamp", "created_at", "session_id", "return_code"):
+            object.__setattr__(self, name, None)
+        for name in ("error_count", "timeout_count", "lost_count"):
+            object.__setattr__(self, name, 0)
+        self._state = JobState.CREATED
+        self._saved_state = JobState.CREATED
+        self._workdir: str | None = None
+        self._parent_ids: list[str] = []
+        self._pending_parents: list[Job | str | uuid.UUID] = list(parents)
+        self._saved: dict[str, Any] = {}
+        for name, value in {**_defaults(), **fields}.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_out(cls, out: JobOut) -> Job:
+        """A saved job built from the backend's output model."""
+        job = cls.__new__(cls)
+        object.__setattr__(job, "_pending_parents", [])
+        job._load(out)
+        return job
+
+    def _load(self, out: JobOut) -> None:
+        """Take every value from ``out`` (discarding unsaved edits)."""
+        for name in FIELDS:
+            object.__setattr__(self, name, getattr(out, name))
+        object.__setattr__(self, "_saved", {n: copy.deepcopy(getattr(out, n)) for n in FIELDS})
+        self._sync(out, keep_edits=False)
+
+    def _sync(self, out: JobOut, keep_edits: bool = True) -> None:
+        """Take the bookkeeping from ``out``; the state too unless the user changed it."""
+        for name in ("job_id", "state_timestamp", "created_at", "session_id", "return_code"):
+            object.__setattr__(self, name, getattr(out, name))
+        for name in ("error_count", "timeout_count", "lost_count"):
+            object.__setattr__(self, name, getattr(out, name))
+        object.__setattr__(self, "_workdir", out.working_directory)
+        object.__setattr__(self, "_parent_ids", list(out.parents))
+        if not keep_edits or self._state == self._saved_state:
+            object.__setattr__(self, "_state", out.state)
+        object.__setattr__(self, "_saved_state", out.state)
+
+    if not TYPE_CHECKING:
+        # Hidden from type checkers so they still flag unknown attributes statically.
+        def __setattr__(self, key: str, value: Any) -> None:
+            if key.startswith("_") or key in _SETTABLE:
+                object.__setattr__(self, key, value)
+            elif key in READ_ONLY:
+                raise ValidationError(f"{key} is read-only")
+            else:
+                raise UnknownField(f"{key!r} is not a job field; fields are: {', '.join(FIELDS)}")
+
+    # --- identity -------------------------------------------------------------------------
+
+    @property
+    def pk(self) -> str | None:
+        """The job id (Django's primary key), None before the first save."""
+        return self.job_id
+
+    @property
+    def cute_id(self) -> str:
+        """The first 8 characters of the id (what ``balsam ls`` shows)."""
+        return self.job_id[:8] if self.job_id else "unsaved"
+
+    @property
+    def state(self) -> JobState:
+        """The job's state; assign a new one and ``save()`` to change it (validated)."""
+        return self._state
+
+    @state.setter
+    def state(self, value: JobState | str) -> None:
+        try:
+            self._state = parse_state(str(value))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    @property
+    def parents(self) -> list[str]:
+        """Ids of the job's parents as last loaded (use :meth:`get_parents` for fresh ones)."""
+        if self.job_id is None:
+            ids = (_pending_id(p) for p in self._pending_parents)
+            return [i for i in ids if i is not None]
+        return list(self._parent_ids)
+
+    @property
+    def working_directory(self) -> str:
+        """Absolute path of the job's working directory on this site."""
+        if self._workdir is None:
+            raise ValidationError(
+                f"job {self.name!r} is not saved yet: it has no working directory"
+            )
+        site = get_site()
+        if site is None:
+            raise ConfigError(
+                "no active workflow database: the working directory lies under it "
+                "(source balsamactivate NAME, set BALSAM_DB_PATH, or pass site= to use_backend)"
+            )
+        return str(site.job_dir(self._workdir))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name} [{self.cute_id}] workflow={self.workflow} "
+            f"app={self.application} state={self.state.value}"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.cute_id} name={self.name!r} "
+            f"workflow={self.workflow!r} state={self.state.value}>"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        if self.job_id is None:
+            return self is other
+        return self.job_id == other.job_id
+
+    def __hash__(self) -> int:
+        if self.job_id is None:
+            raise TypeError("an unsaved job is unhashable (it has no id yet)")
+        return hash(self.job_id)
+
+    # --- saving ---------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Create the job, or write the fields and state changed since it was loaded."""
+        if self.job_id is None:
+            self.create_many([self])
+        else:
+            self._save_changes(get_backend(), self.job_id)
+
+    @classmethod
+    def create_many(cls, jobs: list[Job]) -> None:
+        """Create unsaved ``jobs`` in one backend call (all or nothing) and load the results."""
+        for job in jobs:
+            if job.job_id is not None:
+                raise ValidationError(f"job {job.name!r} is saved already")
+        if not jobs:
+            return
+        backend = get_backend()
+        specs = [job._create_spec(backend) for job in jobs]
+        for job, out in zip(jobs, backend.create_jobs(specs), strict=True):
+            job._load(out)
+            job._pending_parents = []
+
+    def _create_spec(self, backend: Backend) -> JobCreate:
+        if self._state is not JobState.CREATED:
+            raise InvalidTransition("a new job starts CREATED; save it first, then set its state")
+        values = self.compat_values({name: getattr(self, name) for name in FIELDS})
+        values["parents"] = [job_id_of(p, backend) for p in self._pending_parents]
+        try:
+            return JobCreate.model_validate(values)
+        except PydanticValidationError as exc:
+            raise ValidationError(f"job {self.name!r}: {first_error(exc)}") from None
+
+    def _save_changes(self, backend: Backend, job_id: str) -> None:
+        changes = self.compat_values(
+            {n: getattr(self, n) for n in FIELDS if getattr(self, n) != self._saved[n]}
+        )
+        target = self._state if self._state != self._saved_state else None
+        if changes:
+            try:
+                JobFields.model_validate({**self._saved, **changes})
+            except PydanticValidationError as exc:
+                raise ValidationError(f"job {self.name!r}: {first_error(exc)}") from None
+        if target is not None:
+            _check_move(backend.get_job(job_id), target)
+        if changes and backend.update_jobs(_by_id(job_id), changes) == 0:
+            raise JobDoesNotExist(f"job {job_id} no longer exists")
+        if target is not None:
+            backend.set_state(job_id, target, "set by user")
+        self._load(backend.get_job(job_id))
+
+    @staticmethod
+    def compat_values(values: dict[str, Any]) -> dict[str, Any]:
+        """Accept Balsam 0.x spellings: ``environ_vars="A=1:B=2"`` and ``args`` as a list."""
+        out = dict(values)
+        env = out.get("environ_vars")
+        if isinstance(env, str):
+            try:
+                out["environ_vars"] = parse_env_assignments([env]) if env.strip() else {}
+            except ValueError as exc:
+                raise ValidationError(f"environ_vars: {exc}") from None
+        args = out.get("args")
+        if isinstance(args, list | tuple):
+            out["args"] = shlex.join(str(a) for a in args)
+        return out
+
+    def refresh_from_db(self) -> None:
+        """Reload every value from the database (unsaved edits are dropped)."""
+        self._load(self._fetch(get_backend()))
+
+    def _fetch(self, backend: Backend) -> JobOut:
+        if self.job_id is None:
+            raise ValidationError(f"job {self.name!r} is not saved yet")
+        try:
+            return backend.get_job(self.job_id)
+        except NotFound:
+            raise JobDoesNotExist(f"job {self.job_id} no longer exists") from None
+
+    def delete(self) -> None:
+        """Delete the job (with its dependencies and history); it becomes unsaved."""
+        if self.job_id is None:
+            raise ValidationError(f"job {self.name!r} is not saved, so it cannot be deleted")
+        get_backend().delete_jobs(_by_id(self.job_id))
+        object.__setattr__(self, "job_id", None)
+        self._workdir = None
+        self._state = self._saved_state = JobState.CREATED
+
+    def update_state(self, state: JobState | str, message: str = "") -> None:
+        """Change the state now (Balsam 0.x's ``update_state``), validated by the backend."""
+        self.state = state
+        if self.job_id is None:
+            raise ValidationError(f"job {self.name!r} is not saved yet")
+        out = get_backend().set_state(self.job_id, self._state, message or "set by user")
+        self._sync(out, keep_edits=False)
+
+    def history(self) -> list[EventOut]:
+        """The job's state changes, oldest first."""
+        if self.job_id is None:
+            raise ValidationError(f"job {self.name!r} is not saved yet")
+        try:
+            return get_backend().history(self.job_id)
+        except NotFound:
+            raise JobDoesNotExist(f"job {self.job_id} no longer exists") from None
+
+    # --- dependencies ---------------------------------------------------------------------
+
+    def get_parents(self) -> JobQuerySet:
+        """The jobs this job waits for (a query set)."""
+        if self.job_id is None:
+            backend = get_backend()
+            ids = [job_id_of(p, backend) for p in self._pending_parents]
+        else:
+            ids = self._fetch(get_backend()).parents
+        return JobQuerySet().filter(job_id__in=ids)
+
+    def get_children(self) -> JobQuerySet:
+        """The jobs that wait for this one (a query set)."""
+        ids = [] if self.job_id is None else get_backend().children_of(self.job_id)
+        return JobQuerySet().filter(job_id__in=ids)
+
+    def set_parents(self, parents: Iterable[Job | str | uuid.UUID]) -> None:
+        """Make this job depend on ``parents`` (jobs, ids or unique id prefixes).
+
+        Before the first save the list is stored and created with the job. After it, new
+        parents are added (cycles are refused); removing a parent is not possible.
+        """
+        refs = list(parents)
+        if self.job_id is None:
+            self._pending_parents = refs
+            return
+        backend = get_backend()
+        wanted = list(dict.fromkeys(job_id_of(p, backend) for p in refs))
+        current = self._fetch(backend).parents
+        dropped = set(current) - set(wanted)
+        if dropped:
+            raise DependencyError(
+                f"job {self.name!r} is saved: parents can be added but not removed "
+                f"({len(dropped)} existing parent(s) missing from the list)"
+            )
+        for parent_id in wanted:
+            if parent_id not in current:
+                backend.add_dependency(parent_id, self.job_id)
+        self._sync(self._fetch(backend))
+
+
+def _by_id(job_id: str) -> JobQuery:
+    return JobQuery(clauses=[clause_from_kwargs({"job_id": job_id})])
+
+
+def _pending_id(ref: Job | str | uuid.UUID) -> str | None:
+    """The id of a parent given before the first save, if known without asking the backend."""
+    if isinstance(ref, Job):
+        return ref.job_id
+    return str(ref).strip()
+
+
+def _check_move(current: JobOut, target: JobState) -> None:
+    """Refuse a user's state change before any field is written."""
+    if target not in USER_SETTABLE_STATES:
+        allowed = ", ".join(sorted(USER_SETTABLE_STATES))
+        raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
+    try:
+        validate_transition(current.state, target)
+    except TransitionError as exc:
+        raise InvalidTransition(f"job {current.job_id[:8]} ({current.name}): {exc}") from None
+
+
+def job_id_of(ref: Job | str | uuid.UUID, backend: Backend) -> str:
+    """The full id of a job given as a saved job, a full id, a UUID or a unique id prefix."""
+    if isinstance(ref, Job):
+        if ref.job_id is None:
+            raise ValidationError(f"job {ref.name!r} is not saved yet; save it first")
+        return ref.job_id
+    if isinstance(ref, uuid.UUID):
+        return str(ref)
+    if isinstance(ref, str):
+        ref = ref.strip()
+        return ref if len(ref) == FULL_ID_LENGTH else backend.resolve_job_id(ref)
+    raise ValidationError(f"expected a job or a job id, got {ref!r}")

@@ -1,0 +1,118 @@
+"""Turn Django-style keyword filters into the serialisable clauses a Backend understands.
+
+``filter(name__icontains="hi", state__in=[...])`` becomes one :class:`Clause`. Field names are
+checked here, before anything reaches a backend, so a typo fails at once with a message naming
+the bad key and the fields that exist. Values are normalised: a saved job becomes its id, a
+``uuid.UUID`` its text, a state name its :class:`JobState` (an unknown state name is an error
+rather than a query that silently matches nothing).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from balsam.domain.states import JobState, parse_state
+from balsam.errors import ValidationError
+from balsam.schemas.queries import Clause, Condition, Lookup, parse_lookup
+
+#: Lookups whose value is compared as a whole (so a state name in them can be checked).
+_EQUALITY = (Lookup.EXACT, Lookup.IN)
+
+
+class UnknownField(ValidationError, AttributeError):
+    """A name that is not a field of a job or an app (passed, assigned or queried)."""
+
+
+def first_error(exc: PydanticValidationError) -> str:
+    """One line describing the first problem pydantic found."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def field_error(key: str, fields: Iterable[str]) -> UnknownField:
+    """The error for an unknown field or lookup ``key``."""
+    known = ", ".join(sorted(fields))
+    return UnknownField(f"unknown field or lookup {key!r}; fields are: {known}")
+
+
+def build_clause(
+    kwargs: Mapping[str, Any],
+    fields: Iterable[str],
+    aliases: Mapping[str, str],
+    negate: bool = False,
+) -> Clause:
+    """One clause (conditions AND'ed) from ``kwargs``; ``aliases`` maps e.g. ``pk`` to its field."""
+    known = set(fields) | set(aliases)
+    conditions = []
+    for key, value in kwargs.items():
+        field, lookup = parse_lookup(key)
+        if field not in known:
+            raise field_error(key, known)
+        field = aliases.get(field, field)
+        conditions.append(Condition(field=field, lookup=lookup, value=_value(field, lookup, value)))
+    return Clause(conditions=conditions, negate=negate)
+
+
+def _value(field: str, lookup: Lookup, value: Any) -> Any:
+    if lookup is Lookup.ISNULL:
+        return bool(value)
+    if lookup is Lookup.IN:
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise ValidationError(f"{field}__in needs a list of values, got {value!r}")
+        return [_value(field, Lookup.EXACT, v) for v in value]
+    value = normalize(value)
+    if field == "state" and lookup in _EQUALITY and isinstance(value, str):
+        try:
+            return parse_state(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+    return value
+
+
+def normalize(value: Any) -> Any:
+    """A query value as the backend stores it (jobs -> ids, UUIDs -> text)."""
+    if isinstance(value, JobState):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "job_id") and not isinstance(value, str):
+        if value.job_id is None:
+            raise ValidationError("cannot query by a job that is not saved yet")
+        return value.job_id
+    return value
+
+
+def check_order(
+    keys: Iterable[str], fields: Iterable[str], aliases: Mapping[str, str]
+) -> list[str]:
+    """Validated ``order_by`` keys (``-name`` for descending), aliases resolved."""
+    known = set(fields) | set(aliases)
+    checked = []
+    for key in keys:
+        desc = key.startswith("-")
+        field = key.removeprefix("-")
+        if field not in known:
+            raise field_error(key, known)
+        checked.append(("-" if desc else "") + aliases.get(field, field))
+    return checked
+
+
+def slice_window(
+    offset: int, limit: int | None, start: int | None, stop: int | None
+) -> tuple[int, int | None]:
+    """The ``(offset, limit)`` of ``[start:stop]`` taken from a window ``(offset, limit)``."""
+    start = start or 0
+    if start < 0 or (stop is not None and stop < 0):
+        raise ValidationError("negative indexing is not supported in queries")
+    if stop is None:
+        new_limit = None if limit is None else max(0, limit - start)
+    else:
+        length = max(0, stop - start)
+        new_limit = length if limit is None else max(0, min(length, limit - start))
+    return offset + start, new_limit

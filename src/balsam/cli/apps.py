@@ -1,0 +1,58 @@
+"""``balsam app``: register an application (Balsam 0.x's flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from balsam.cli.common import BalsamCommand, active_backend, validated
+from balsam.schemas.apps import AppCreate
+
+
+def _absolute(path: str) -> str:
+    """A script path made absolute: jobs run in their own working directories."""
+    if not path:
+        return path
+    return str(Path(path).expanduser().absolute())
+
+
+@click.command("app", cls=BalsamCommand)
+@click.option("--name", required=True, help="Unique name of the app (letters, digits, _.+-).")
+@click.option(
+    "--executable",
+    required=True,
+    help="Command to run, e.g. 'echo hello,' or a path; job args are appended.",
+)
+@click.option("--preprocess", default="", help="Command run in the job's directory before it.")
+@click.option("--postprocess", default="", help="Command run in the job's directory after it.")
+@click.option("--envscript", default="", help="Shell script sourced before the command.")
+@click.option("--description", default="", help="Free text.")
+def app_command(
+    name: str,
+    executable: str,
+    preprocess: str,
+    postprocess: str,
+    envscript: str,
+    description: str,
+) -> None:
+    """Register an application that jobs can run.
+
+    \b
+    Example:
+      balsam app --name SayHello --executable "echo hello,"
+    """
+    spec = validated(
+        AppCreate,
+        {
+            "name": name,
+            "executable": executable,
+            "preprocess": preprocess,
+            "postprocess": postprocess,
+            "envscript": _absolute(envscript),
+            "description": description,
+        },
+    )
+    with active_backend() as (_site, backend):
+        app = backend.create_app(spec)
+    click.echo(f"Added app {app.name}: {app.executable}")

@@ -1,0 +1,203 @@
+"""``balsam job``, ``balsam dep`` and ``balsam kill``: add jobs, link them, stop them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from balsam.backends.base import Backend
+from balsam.cli.common import (
+    BalsamCommand,
+    active_backend,
+    format_value,
+    make_console,
+    make_table,
+    parse_pairs,
+    validated,
+)
+from balsam.domain.commands import CommandError, parse_env_assignments, render_command
+from balsam.errors import ValidationError
+from balsam.schemas.apps import AppOut
+from balsam.schemas.jobs import JobCreate, JobFields
+
+#: Fields always shown in the confirmation summary, whatever their value.
+ALWAYS_SHOWN = ("name", "workflow", "application", "args")
+
+
+def _default(field: str) -> Any:
+    """The job field's default, so Click's help and the schema never disagree."""
+    return JobFields.model_fields[field].get_default(call_default_factory=True)
+
+
+def _int_option(flag: str, field: str, help_text: str) -> Any:
+    return click.option(
+        flag, field, type=int, default=_default(field), show_default=True, help=help_text
+    )
+
+
+JOB_OPTIONS = [
+    click.option("--name", required=True, help="Job name (letters, digits, _.+=@-)."),
+    click.option("--workflow", required=True, help="Workflow the job belongs to."),
+    click.option("--application", required=True, help="Name of a registered app."),
+    click.option("--args", default="", help="Arguments appended to the app's command."),
+    click.option("--description", default="", help="Free text."),
+    _int_option("--num-nodes", "num_nodes", "Nodes the job runs on."),
+    _int_option("--ranks-per-node", "ranks_per_node", "MPI ranks on each node."),
+    _int_option("--threads-per-rank", "threads_per_rank", "Threads (cores) of each rank."),
+    _int_option("--threads-per-core", "threads_per_core", "Hardware threads per core."),
+    _int_option("--gpus-per-rank", "gpus_per_rank", "GPUs of each rank."),
+    click.option(
+        "--cpu-affinity",
+        type=click.Choice(["none", "depth", "core"]),
+        default=_default("cpu_affinity"),
+        show_default=True,
+        help="How ranks are bound to cores.",
+    ),
+    _int_option("--node-packing-count", "node_packing_count", "Jobs sharing one node at once."),
+    _int_option("--wall-time-minutes", "wall_time_minutes", "Expected run time."),
+    click.option("--env", multiple=True, metavar="VAR=VAL", help="Environment (repeatable)."),
+    click.option("--mpi-flags", default="", help="Extra flags for the MPI launcher."),
+    click.option(
+        "--input-files",
+        default=_default("input_files"),
+        show_default=True,
+        help="Parents' files to stage in (globs).",
+    ),
+    click.option("--url-in", default="", help="Where to stage input files in from."),
+    click.option("--url-out", default="", help="Where to stage output files out to."),
+    click.option("--stage-out-files", default="", help="Files to stage out (globs)."),
+    click.option(
+        "--post_handle_error",
+        "--post-handle-error",
+        "post_error_handler",
+        is_flag=True,
+        help="The postprocess step handles RUN_ERROR.",
+    ),
+    click.option(
+        "--post_handle_timeout",
+        "--post-handle-timeout",
+        "post_timeout_handler",
+        is_flag=True,
+        help="The postprocess step handles RUN_TIMEOUT.",
+    ),
+    click.option(
+        "--disable_auto_timeout_retry",
+        "--disable-auto-timeout-retry",
+        "disable_timeout_retry",
+        is_flag=True,
+        help="Do not rerun the job after a timeout.",
+    ),
+    _int_option("--max-error-retries", "max_error_retries", "Reruns after RUN_ERROR."),
+    click.option("--tag", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable)."),
+    click.option(
+        "--parent",
+        "parents",
+        multiple=True,
+        metavar="ID",
+        help="Id (or unique prefix) of a job this one waits for (repeatable).",
+    ),
+    click.option("--yes", "-y", is_flag=True, help="Add without asking for confirmation."),
+]
+
+
+def _with_job_options(func: Any) -> Any:
+    for option in reversed(JOB_OPTIONS):
+        func = option(func)
+    return func
+
+
+def job_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """The JobCreate fields named by the parsed command-line ``options`` (parents aside)."""
+    values = dict(options)
+    values.pop("yes", None)
+    values.pop("parents", None)
+    values["stage_in_url"] = values.pop("url_in")
+    values["stage_out_url"] = values.pop("url_out")
+    values["auto_timeout_retry"] = not values.pop("disable_timeout_retry")
+    try:
+        values["environ_vars"] = parse_env_assignments(list(values.pop("env")))
+    except ValueError as exc:
+        raise ValidationError(f"--env: {exc}") from None
+    values["tags"] = parse_pairs(values.pop("tag"), "--tag")
+    return values
+
+
+def _summary(spec: JobCreate, app: AppOut) -> None:
+    """Print what is about to be added: set fields and the command it will run."""
+    table = make_table("FIELD", "VALUE")
+    for field, value in spec.model_dump().items():
+        if field in ALWAYS_SHOWN or value != _default_or_none(field):
+            table.add_row(field, format_value(value))
+    try:
+        command = render_command(app.executable, spec.args, app.envscript).display()
+    except CommandError as exc:
+        command = f"(cannot render: {exc})"
+    table.add_row("command", command)
+    make_console().print(table)
+
+
+def _default_or_none(field: str) -> Any:
+    info = JobCreate.model_fields[field]
+    return None if info.is_required() else info.get_default(call_default_factory=True)
+
+
+@click.command("job", cls=BalsamCommand)
+@_with_job_options
+def job_command(**options: Any) -> None:
+    """Add a job: one run of an app with its arguments and resources.
+
+    Prints the new job's id.
+
+    \b
+    Example:
+      balsam job --name hi --workflow test --application SayHello --args 'world!' --yes
+    """
+    spec = validated(JobCreate, job_fields(options))
+    with active_backend() as (_site, backend):
+        app = backend.get_app(spec.application)
+        parents = [backend.resolve_job_id(p) for p in options["parents"]]
+        spec = spec.model_copy(update={"parents": list(dict.fromkeys(parents))})
+        if not options["yes"]:
+            _summary(spec, app)
+            click.confirm("Confirm adding job to DB", abort=True)
+        (job,) = backend.create_jobs([spec])
+    click.echo(job.job_id)
+
+
+@click.command("dep", cls=BalsamCommand)
+@click.argument("parent")
+@click.argument("child")
+def dep_command(parent: str, child: str) -> None:
+    """Make job CHILD wait until job PARENT has finished (ids or unique prefixes).
+
+    \b
+    Example:
+      balsam dep 3f2a1b4c 9e8d7c6b
+    """
+    with active_backend() as (_site, backend):
+        parent_id = backend.resolve_job_id(parent)
+        child_id = backend.resolve_job_id(child)
+        backend.add_dependency(parent_id, child_id)
+        click.echo(f"{_label(backend, child_id)} now depends on {_label(backend, parent_id)}")
+
+
+def _label(backend: Backend, job_id: str) -> str:
+    job = backend.get_job(job_id)
+    return f"{job.job_id[:8]} ({job.name})"
+
+
+@click.command("kill", cls=BalsamCommand)
+@click.option("--id", "job_id", required=True, help="Id (or unique prefix) of the job.")
+@click.option("--recursive", is_flag=True, help="Kill its descendants too.")
+def kill_command(job_id: str, recursive: bool) -> None:
+    """Mark a job USER_KILLED (a running one is stopped by its launcher).
+
+    \b
+    Example:
+      balsam kill --id 3f2a1b4c --recursive
+    """
+    with active_backend() as (_site, backend):
+        full_id = backend.resolve_job_id(job_id)
+        killed = backend.kill_jobs(full_id, recursive=recursive)
+    click.echo(f"Killed {len(killed)} job(s): {', '.join(k[:8] for k in killed)}")

@@ -1,0 +1,295 @@
+"""``balsam ls`` (jobs, apps, workflows) and ``balsam log``: look at the workflow database.
+
+Output is only the table (or tree), so ``watch balsam ls`` shows a steady screen. Job ids are
+shown by their first 8 characters (more when two listed jobs share them); ``--verbose`` shows
+full ids and every field.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from balsam.backends.base import Backend
+from balsam.cli.common import (
+    BalsamCommand,
+    active_backend,
+    format_time,
+    format_value,
+    id_width,
+    job_query,
+    make_console,
+    make_table,
+    print_rows,
+)
+from balsam.config import load_site
+from balsam.domain.states import JobState, parse_state
+from balsam.errors import NotFound, ValidationError
+from balsam.schemas.jobs import JobOut
+from balsam.schemas.queries import JobQuery, clause_from_kwargs
+
+JOB_COLUMNS = ("ID", "NAME", "WORKFLOW", "APPLICATION", "STATE")
+
+
+@click.command("ls", cls=BalsamCommand)
+@click.argument(
+    "objects", type=click.Choice(["jobs", "apps", "wf"]), default="jobs", required=False
+)
+@click.option("--name", help="Only names containing this text (case-insensitive).")
+@click.option("--id", "id_prefix", help="Only the job(s) whose id starts with this.")
+@click.option("--state", help="Only jobs in this state (or comma-separated states).")
+@click.option("--wf", help="Only jobs of this workflow.")
+@click.option("--by-states", is_flag=True, help="Count jobs per state.")
+@click.option("--history", is_flag=True, help="State history of each job, with messages.")
+@click.option("--verbose", "-v", is_flag=True, help="Every field, full ids.")
+@click.option("--tree", is_flag=True, help="Jobs with their children as a tree.")
+def ls_command(objects: str, **opts: Any) -> None:
+    """List jobs (default), apps or workflows (wf).
+
+    \b
+    Examples:
+      watch balsam ls
+      balsam ls --wf test --state RUN_ERROR --history
+      balsam ls wf
+    """
+    views = [v for v in ("by_states", "history", "tree") if opts[v]]
+    if len(views) > 1:
+        raise ValidationError("choose one of --by-states, --history, --tree")
+    if objects != "jobs":
+        _refuse_job_flags(objects, opts)
+    with active_backend() as (_site, backend):
+        console = make_console()
+        if objects == "apps":
+            _list_apps(console, backend, opts["name"], opts["verbose"])
+        elif objects == "wf":
+            _list_workflows(console, backend, opts["name"], opts["wf"])
+        else:
+            _list_jobs(console, backend, opts, views[0] if views else "")
+
+
+def _refuse_job_flags(objects: str, opts: dict[str, Any]) -> None:
+    allowed = {"apps": {"name", "verbose"}, "wf": {"name", "wf"}}[objects]
+    for key, value in opts.items():
+        if value and key not in allowed:
+            flag = "--" + key.replace("_prefix", "").replace("_", "-")
+            raise ValidationError(f"{flag} does not apply to 'balsam ls {objects}'")
+
+
+def job_conditions(
+    name: str | None, id_prefix: str | None, state: str | None, wf: str | None
+) -> dict[str, Any]:
+    """Query conditions for ``ls`` filters (name substring, id prefix, states, workflow)."""
+    conditions: dict[str, Any] = {}
+    if name:
+        conditions["name__icontains"] = name
+    if id_prefix:
+        conditions["job_id__startswith"] = id_prefix.strip().lower()
+    if wf:
+        conditions["workflow"] = wf
+    if state:
+        try:
+            states = [parse_state(s) for s in state.split(",") if s.strip()]
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        conditions["state__in"] = [s.value for s in states]
+    return conditions
+
+
+def _list_jobs(console: Console, backend: Backend, opts: dict[str, Any], view: str) -> None:
+    conditions = job_conditions(opts["name"], opts["id_prefix"], opts["state"], opts["wf"])
+    query = job_query(**conditions)
+    if view == "by_states":
+        console.print(_state_counts(backend.count_by_state(query)))
+        return
+    jobs = backend.query_jobs(query)
+    width = 36 if opts["verbose"] else id_width(j.job_id for j in jobs)
+    if view == "history":
+        for job in jobs:
+            console.print(_history_table(backend, job, width))
+    elif view == "tree":
+        console.print(_job_tree(backend, jobs, width))
+    elif opts["verbose"]:
+        for job in jobs:
+            console.print(_job_fields_table(job))
+    else:
+        print_rows(
+            JOB_COLUMNS,
+            ((j.job_id[:width], j.name, j.workflow, j.application, j.state) for j in jobs),
+        )
+
+
+def _state_counts(counts: dict[str, int]) -> Any:
+    table = make_table("STATE", "COUNT")
+    table.show_footer = True
+    table.columns[0].footer = "total"
+    table.columns[1].footer = str(sum(counts.values()))
+    table.columns[1].justify = "right"
+    for state in JobState:
+        if counts.get(state.value):
+            table.add_row(state.value, str(counts[state.value]))
+    return table
+
+
+def _history_table(backend: Backend, job: JobOut, width: int) -> Any:
+    title = f"{job.job_id[:width]}  {job.name}  ({job.workflow})"
+    table = make_table("TIME", "FROM", "TO", "MESSAGE", title=title)
+    for event in backend.history(job.job_id):
+        table.add_row(
+            format_time(event.timestamp), event.from_state or "-", event.to_state, event.message
+        )
+    return table
+
+
+def _job_fields_table(job: JobOut) -> Any:
+    table = make_table("FIELD", "VALUE", title=f"{job.job_id}  {job.name}")
+    for field, value in job.model_dump().items():
+        table.add_row(field, format_value(value))
+    return table
+
+
+def _job_label(job: JobOut, width: int) -> Text:
+    return Text(f"{job.job_id[:width]}  {job.name}  {job.state}")
+
+
+def _job_tree(backend: Backend, jobs: list[JobOut], width: int) -> Tree:
+    """Matching jobs whose parents are not listed, each with its descendants below it."""
+    known = {j.job_id: j for j in jobs}
+    tree = Tree("jobs", hide_root=True)
+    expanded: set[str] = set()
+    # Depth-first in display order, so a job with several parents is drawn in full the
+    # first time it appears and referred to after that.
+    stack = [(tree, j) for j in reversed(jobs) if not any(p in known for p in j.parents)]
+    while stack:
+        node, job = stack.pop()
+        if job.job_id in expanded:
+            node.add(Text(f"{job.job_id[:width]}  {job.name}  (shown above)"))
+            continue
+        branch = node.add(_job_label(job, width))
+        expanded.add(job.job_id)
+        children = _children(backend, job.job_id, known)
+        stack += [(branch, child) for child in reversed(children)]
+    return tree
+
+
+def _children(backend: Backend, job_id: str, known: dict[str, JobOut]) -> list[JobOut]:
+    ids = backend.children_of(job_id)
+    missing = [i for i in ids if i not in known]
+    if missing:
+        for child in backend.query_jobs(job_query(job_id__in=missing)):
+            known[child.job_id] = child
+    return sorted((known[i] for i in ids if i in known), key=lambda j: (j.created_at, j.job_id))
+
+
+def _list_apps(console: Console, backend: Backend, name: str | None, verbose: bool) -> None:
+    clauses = [clause_from_kwargs({"name__icontains": name})] if name else []
+    columns = ["ID", "NAME", "EXECUTABLE", "DESCRIPTION"]
+    if verbose:
+        columns[3:3] = ["PREPROCESS", "POSTPROCESS", "ENVSCRIPT"]
+    table = make_table(*columns)
+    for app in backend.list_apps(clauses):
+        values = app.model_dump()
+        table.add_row(*(str(values[c.lower()]) for c in columns))
+    console.print(table)
+
+
+def _list_workflows(console: Console, backend: Backend, name: str | None, wf: str | None) -> None:
+    """One row per workflow: its job count in total and in each state that has jobs."""
+    conditions: dict[str, Any] = {}
+    if name:
+        conditions["workflow__icontains"] = name
+    if wf:
+        conditions["workflow"] = wf
+    counts = {
+        w: backend.count_by_state(job_query(workflow=w)) for w in _workflows(backend, conditions)
+    }
+    states = [s.value for s in JobState if any(c.get(s.value) for c in counts.values())]
+    table = make_table("WORKFLOW", "JOBS", *states)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for workflow, per_state in counts.items():
+        cells = [str(per_state.get(s, 0) or "") for s in states]
+        table.add_row(workflow, str(sum(per_state.values())), *cells)
+    console.print(table)
+
+
+def _workflows(backend: Backend, conditions: dict[str, Any]) -> list[str]:
+    """Distinct workflow names, in order: each found by one indexed query for the next name."""
+    names: list[str] = []
+    while True:
+        wanted = dict(conditions)
+        if names:
+            wanted["workflow__gt"] = names[-1]
+        query = JobQuery(clauses=[clause_from_kwargs(wanted)], order_by=["workflow"], limit=1)
+        found = backend.query_jobs(query)
+        if not found:
+            return names
+        names.append(found[0].workflow)
+
+
+@click.command("log", cls=BalsamCommand)
+@click.option("--list", "list_files", is_flag=True, help="List the log files, newest first.")
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="How many lines of the newest log to show.",
+)
+def log_command(list_files: bool, lines: int) -> None:
+    """Show the end of the newest log file of the active workflow database.
+
+    \b
+    Example:
+      balsam log --lines 100
+    """
+    # Only the directory is needed: logs stay readable when the database server is down.
+    site = load_site()
+    files = log_files(site.log_dir)
+    if list_files:
+        table = make_table("MODIFIED", "SIZE", "FILE")
+        table.columns[1].justify = "right"
+        for path in files:
+            stat = path.stat()
+            table.add_row(
+                _mtime(stat.st_mtime), str(stat.st_size), str(path.relative_to(site.log_dir))
+            )
+        make_console().print(table)
+        return
+    if not files:
+        raise NotFound(f"no log files in {site.log_dir} yet")
+    click.echo(f"==> {files[0]} <==")
+    for line in tail_lines(files[0], lines):
+        click.echo(line)
+
+
+def _mtime(seconds: float) -> str:
+    return format_time(datetime.fromtimestamp(seconds, UTC))
+
+
+def log_files(log_dir: Path) -> list[Path]:
+    """Regular files under ``log_dir``, newest first."""
+    if not log_dir.is_dir():
+        return []
+    files = [p for p in log_dir.rglob("*") if p.is_file()]
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def tail_lines(path: Path, count: int, block: int = 65536) -> list[str]:
+    """The last ``count`` lines of ``path``, read from the end (logs can be large)."""
+    with path.open("rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        data = b""
+        while end > 0 and data.count(b"\n") <= count:
+            step = min(block, end)
+            end -= step
+            fh.seek(end)
+            data = fh.read(step) + data
+    return data.decode(errors="replace").splitlines()[-count:]

@@ -1,0 +1,1 @@
+"""Balsam 0.x import paths, kept so existing scripts run: see :mod:`balsam.core.models`."""

@@ -1,0 +1,131 @@
+"""The argv and environment of a job's commands (run, preprocess, postprocess).
+
+The run command is the app's executable and the job's args rendered without a shell unless
+the app needs one (:func:`balsam.domain.commands.render_command`). It goes through the MPI
+launcher when MPI is available and the launcher runs in mpi mode, or whenever the job has more
+than one rank; a multi-rank job with no MPI cannot run and says so.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from balsam.config import Site
+from balsam.domain.commands import CommandError, render_command
+from balsam.platform.mpi import MpiLauncher, MpiRun
+from balsam.schemas.apps import AppOut
+from balsam.schemas.jobs import JobOut
+
+
+class CannotRun(Exception):
+    """A job this launcher can never run here (the message says why)."""
+
+
+def job_variables(job: JobOut, site: Site) -> dict[str, str]:
+    """What a job's processes get on top of the launcher's environment."""
+    return {
+        **job.environ_vars,
+        "BALSAM_JOB_ID": job.job_id,
+        "BALSAM_DB_PATH": str(site.path),
+        "OMP_NUM_THREADS": str(job.threads_per_rank),
+    }
+
+
+def job_environment(base: Mapping[str, str], variables: Mapping[str, str]) -> dict[str, str]:
+    """The launcher's environment with the job's variables on top."""
+    return {**base, **variables}
+
+
+def needs_mpi(job: JobOut, mpi: MpiLauncher | None, mpi_mode: bool) -> bool:
+    """Whether the run goes through the MPI launcher (CannotRun if it must and cannot)."""
+    ranks = job.num_nodes * job.ranks_per_node
+    if mpi is None:
+        if ranks > 1:
+            raise CannotRun(
+                f"needs {ranks} MPI ranks but no MPI launcher (mpiexec) was found on this "
+                "machine: install MPI or set platform.mpi_launcher in settings.yml"
+            )
+        return False
+    return mpi_mode or ranks > 1
+
+
+def run_argv(
+    job: JobOut,
+    app: AppOut,
+    hosts: list[str],
+    mpi: MpiLauncher | None,
+    mpi_mode: bool,
+    variables: Mapping[str, str],
+    env: Mapping[str, str],
+    cwd: Path,
+) -> list[str]:
+    """The command that runs ``job`` on ``hosts`` (CannotRun, CommandError, OSError)."""
+    rendered = render_command(app.executable, job.args, app.envscript or None)
+    if not needs_mpi(job, mpi, mpi_mode):
+        return rendered.argv
+    assert mpi is not None
+    if not rendered.shell:
+        check_program(rendered.argv[0], env, cwd)
+    run = MpiRun(
+        argv=rendered.argv,
+        hosts=hosts,
+        ranks_per_node=job.ranks_per_node,
+        threads_per_rank=job.threads_per_rank,
+        env=dict(variables),
+        mpi_flags=shlex.split(job.mpi_flags),
+    )
+    return mpi.command(run)
+
+
+def step_argv(command: str, app: AppOut) -> list[str]:
+    """The argv of an app's preprocess or postprocess command (no args of the job)."""
+    return render_command(command, "", app.envscript or None).argv
+
+
+def check_program(program: str, env: Mapping[str, str], cwd: Path) -> None:
+    """Raise the OS error exec would give when ``program`` cannot be run.
+
+    Needed before wrapping a command in mpiexec, which would otherwise start and report the
+    missing program in its own words, or not at all.
+    """
+    if "/" in program:
+        path = Path(program) if os.path.isabs(program) else cwd / program
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
+def tail(path: Path, lines: int, max_bytes: int = 65536) -> str:
+    """The last ``lines`` lines of a text file (empty if it is missing)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(size - max_bytes, 0))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace").rstrip("\n")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+__all__ = [
+    "CannotRun",
+    "CommandError",
+    "check_program",
+    "job_environment",
+    "job_variables",
+    "needs_mpi",
+    "run_argv",
+    "step_argv",
+    "tail",
+]

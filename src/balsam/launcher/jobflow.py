@@ -1,0 +1,294 @@
+"""Taking one claimed job through its steps on this launcher's nodes.
+
+A claimed job arrives in READY (to be staged in), STAGED_IN (to be preprocessed), or
+PREPROCESSED / RESTART_READY (to be run). The launcher does each step it can here and records
+the state it reached; the service validates each change and fast-forwards through steps that
+have nothing to do, so the launcher's own view follows the same rules (:mod:`domain.states`):
+
+    READY --stage in--> STAGED_IN --preprocess--> PREPROCESSED --start--> RUNNING
+    RUNNING --exit 0--> RUN_DONE --postprocess--> POSTPROCESSED --stage out--> JOB_FINISHED
+    RUNNING --exit != 0--> RUN_ERROR (the service retries or fails it)
+
+The update that ends this launcher's work on a job carries ``release=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from balsam.backends.base import Backend
+from balsam.config import LauncherSettings, Site
+from balsam.domain.commands import CommandError
+from balsam.domain.resources import why_cannot_fit
+from balsam.domain.states import JobState
+from balsam.errors import BalsamError, DatabaseError
+from balsam.launcher import commands, staging
+from balsam.launcher.children import Child, ChildProcesses, Step
+from balsam.launcher.logs import job_extra
+from balsam.launcher.placement import NodePool, Placement
+from balsam.launcher.updates import FlushResult, UpdateBuffer
+from balsam.platform.mpi import MpiLauncher
+from balsam.schemas.apps import AppOut
+from balsam.schemas.jobs import JobOut
+from balsam.schemas.queries import clause_from_kwargs
+
+log = logging.getLogger(__name__)
+S = JobState
+
+
+@dataclass(eq=False)
+class Task:
+    """A job this launcher holds: waiting to run when ``child`` is None."""
+
+    job: JobOut
+    app: AppOut
+    child: Child | None = None
+    placement: Placement | None = None
+    killed: bool = False
+
+
+class JobFlow:
+    """The per-job steps of a launcher: the base of :class:`~balsam.launcher.runner.Launcher`,
+    which sets the attributes declared here and adds the session, claims and the event loop.
+    """
+
+    site: Site
+    backend: Backend
+    settings: LauncherSettings
+    pool: NodePool
+    mpi: MpiLauncher | None
+    environ: dict[str, str]
+    children: ChildProcesses
+    tasks: dict[str, Task]
+    updates: UpdateBuffer
+    next_claim: float
+    session_id: int
+    #: Jobs take whole nodes and run through the MPI launcher.
+    mpi_mode: bool
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+
+    def record(
+        self,
+        job_id: str,
+        state: JobState,
+        now: float,
+        message: str = "",
+        return_code: int | None = None,
+        release: bool = False,
+    ) -> None:
+        """Queue a state change (and log it)."""
+        log.info(
+            "-> %s %s", state, message.splitlines()[0] if message else "", extra=job_extra(job_id)
+        )
+        self.updates.add(job_id, state, now, message, return_code, release)
+
+    def forget(self, task: Task) -> None:
+        """Drop a job from this launcher's view (its placement must be released already)."""
+        self.tasks.pop(task.job.job_id, None)
+
+    def fail(self, task: Task, message: str, now: float) -> None:
+        """Give up on a job for good (FAILED) and stop holding it."""
+        self.record(task.job.job_id, S.FAILED, now, message, release=True)
+        self.forget(task)
+
+    def flush(self, now: float) -> FlushResult:
+        """Write the buffered state changes now."""
+        raise NotImplementedError
+
+    def release(self, job_ids: list[str]) -> None:
+        """Stop holding ``job_ids`` without changing their state."""
+        if not job_ids:
+            return
+        try:
+            self.backend.release_jobs(self.session_id, job_ids)
+        except DatabaseError as exc:
+            log.warning("cannot release %d job(s): %s", len(job_ids), exc)
+
+    def give_back(self, task: Task, now: float, why: str) -> None:
+        """Stop holding a job this launcher will not run (after writing what it did)."""
+        log.info("giving back: %s", why, extra=job_extra(task.job.job_id))
+        self.forget(task)
+        self.flush(now)
+        self.release([task.job.job_id])
+
+    def workdir(self, job: JobOut) -> Path:
+        """The job's working directory (created)."""
+        path = self.site.job_dir(job.working_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def job_env(self, job: JobOut) -> tuple[dict[str, str], dict[str, str]]:
+        """The job's own variables and its full environment."""
+        variables = commands.job_variables(job, self.site)
+        return variables, commands.job_environment(self.environ, variables)
+
+    # ---- arrival -----------------------------------------------------------------------------
+
+    def apps_for(self, jobs: list[JobOut]) -> dict[str, AppOut]:
+        """The apps these jobs run (one query; fresh, so app edits take effect)."""
+        names = sorted({j.application for j in jobs})
+        clause = clause_from_kwargs({"name__in": names})
+        return {app.name: app for app in self.backend.list_apps([clause])}
+
+    def never_runs_here(self, job: JobOut) -> str | None:
+        """Why ``job`` can never run on this allocation, or None."""
+        reason = why_cannot_fit(job.resources(), self.pool.specs)
+        if reason is not None:
+            return f"cannot run on this allocation: {reason}"
+        try:
+            commands.needs_mpi(job, self.mpi, self.mpi_mode)
+        except commands.CannotRun as exc:
+            return str(exc)
+        return None
+
+    def admit(self, jobs: list[JobOut], now: float) -> None:
+        """Take newly claimed jobs: fail impossible ones, advance the others to runnable."""
+        apps = self.apps_for(jobs)
+        for job in jobs:
+            app = apps.get(job.application)
+            if app is None:
+                problem: str | None = f"app {job.application!r} is not registered"
+            else:
+                problem = self.never_runs_here(job)
+            if app is None or problem:
+                self.record(job.job_id, S.FAILED, now, problem or "", release=True)
+                continue
+            task = Task(job, app)
+            self.tasks[job.job_id] = task
+            self._advance(task, now)
+
+    def _advance(self, task: Task, now: float) -> None:
+        job, app = task.job, task.app
+        state = job.state
+        if state is S.READY:
+            if not self._stage_in(task, now):
+                return
+            state = S.STAGED_IN if app.preprocess else S.PREPROCESSED
+        if state is S.STAGED_IN:
+            if app.preprocess:
+                self.start_step(task, Step.PREPROCESS, app.preprocess, now)
+                return
+            self.record(job.job_id, S.PREPROCESSED, now)
+
+    def _stage_in(self, task: Task, now: float) -> bool:
+        try:
+            summary = staging.stage_in(self.site, self.backend, task.job)
+        except DatabaseError as exc:
+            self.give_back(task, now, f"cannot look up its parents: {exc}")
+            return False
+        except BalsamError as exc:
+            self.fail(task, str(exc), now)
+            return False
+        self.record(task.job.job_id, S.STAGED_IN, now, summary)
+        return True
+
+    # ---- commands ------------------------------------------------------------------------------
+
+    def start_step(self, task: Task, step: Step, command: str, now: float) -> None:
+        """Start the app's preprocess or postprocess command in the job's directory."""
+        job = task.job
+        try:
+            workdir = self.workdir(job)
+            _, env = self.job_env(job)
+            argv = commands.step_argv(command, task.app)
+            task.child = self.children.spawn(
+                job.job_id, step, argv, workdir, env, workdir / f"{step}.log"
+            )
+        except (OSError, CommandError) as exc:
+            self.fail(task, f"cannot start {step} command {command!r}: {exc}", now)
+            return
+        log.info("%s started (pid %d)", step, task.child.pid, extra=job_extra(job.job_id))
+
+    def start_run(self, task: Task, placement: Placement, now: float) -> None:
+        """Start the job's run on ``placement`` and record RUNNING (or why it could not)."""
+        job = task.job
+        hosts = list(placement.hosts)
+        try:
+            workdir = self.workdir(job)
+            variables, env = self.job_env(job)
+            argv = commands.run_argv(
+                job, task.app, hosts, self.mpi, self.mpi_mode, variables, env, workdir
+            )
+            child = self.children.spawn(
+                job.job_id, Step.RUN, argv, workdir, env, workdir / f"{job.name}.out"
+            )
+        except (OSError, CommandError, commands.CannotRun) as exc:
+            self.pool.release(placement)
+            self.next_claim = now
+            self.record(job.job_id, S.RUNNING, now, f"on {','.join(hosts)}")
+            self.record(job.job_id, S.RUN_ERROR, now, f"cannot start: {exc}", release=True)
+            self.forget(task)
+            return
+        task.child, task.placement = child, placement
+        self.record(job.job_id, S.RUNNING, now, f"on {','.join(hosts)} (pid {child.pid})")
+
+    def step_done(self, task: Task, step: Step, code: int, now: float) -> None:
+        """A job's command exited on its own with ``code``."""
+        if step is Step.PREPROCESS:
+            if code == 0:
+                self.record(task.job.job_id, S.PREPROCESSED, now)
+            else:
+                self.fail(task, self._exit_text("preprocess", code, task, "preprocess.log"), now)
+        elif step is Step.RUN:
+            if code == 0:
+                self._run_succeeded(task, now)
+            else:
+                self._run_failed(task, code, now)
+        elif code == 0:
+            self._postprocessed(task, now)
+        else:
+            self.fail(task, self._exit_text("postprocess", code, task, "postprocess.log"), now)
+
+    def _exit_text(self, what: str, code: int, task: Task, filename: str) -> str:
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        path = self.site.job_dir(task.job.working_directory) / filename
+        lines = commands.tail(path, self.settings.error_tail_lines)
+        text = f"{what} failed: {how}"
+        return f"{text}; last lines of {filename}:\n{lines}" if lines else text
+
+    def _needs_stage_out(self, job: JobOut) -> bool:
+        return bool(job.stage_out_url and job.stage_out_files)
+
+    def _run_succeeded(self, task: Task, now: float) -> None:
+        job, app = task.job, task.app
+        post, out = bool(app.postprocess), self._needs_stage_out(job)
+        self.record(job.job_id, S.RUN_DONE, now, return_code=0, release=not (post or out))
+        if post:
+            self.start_step(task, Step.POSTPROCESS, app.postprocess, now)
+        elif out:
+            self._stage_out(task, now)
+        else:
+            self.forget(task)
+
+    def _run_failed(self, task: Task, code: int, now: float) -> None:
+        job, app = task.job, task.app
+        message = self._exit_text("run", code, task, f"{job.name}.out")
+        handler = job.post_error_handler and bool(app.postprocess)
+        self.record(job.job_id, S.RUN_ERROR, now, message, return_code=code, release=not handler)
+        if handler:
+            self.start_step(task, Step.POSTPROCESS, app.postprocess, now)
+        else:
+            self.forget(task)
+
+    def _postprocessed(self, task: Task, now: float) -> None:
+        out = self._needs_stage_out(task.job)
+        self.record(task.job.job_id, S.POSTPROCESSED, now, release=not out)
+        if out:
+            self._stage_out(task, now)
+        else:
+            self.forget(task)
+
+    def _stage_out(self, task: Task, now: float) -> None:
+        try:
+            summary = staging.stage_out(self.site, task.job)
+        except BalsamError as exc:
+            self.fail(task, str(exc), now)
+            return
+        self.record(task.job.job_id, S.JOB_FINISHED, now, summary, release=True)
+        self.forget(task)
+
+
+__all__ = ["JobFlow", "Task"]

@@ -1,0 +1,70 @@
+"""The launcher's log file: ``<site>/log/launcher_<host>_<pid>.log``.
+
+Every line carries the host, the launcher's pid and the job it is about (``-`` when none), so
+the logs of many launchers on many nodes can be merged and grepped by job id. Only the
+``balsam launcher`` entry point calls :func:`configure`; modules log through
+``logging.getLogger(__name__)`` and pass ``extra=job_extra(job_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(host)s:%(process)d %(levelname)s [%(job)s] %(name)s: %(message)s"
+
+
+class _Context(logging.Filter):
+    """Adds ``host`` and a default ``job`` to every record."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.host = self.host
+        if not hasattr(record, "job"):
+            record.job = "-"
+        return True
+
+
+def job_extra(job_id: str) -> dict[str, str]:
+    """``extra=`` for a log call about one job (its short id)."""
+    return {"job": job_id[:8]}
+
+
+def log_path(log_dir: Path, host: str, pid: int | None = None) -> Path:
+    """Where a launcher on ``host`` with ``pid`` writes its log."""
+    return log_dir / f"launcher_{host}_{pid if pid is not None else os.getpid()}.log"
+
+
+def configure(log_dir: Path, host: str, level: int = logging.INFO) -> Path:
+    """Send ``balsam`` log records to this launcher's file; returns its path."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_path(log_dir, host)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    errors = logging.StreamHandler()
+    errors.setLevel(logging.WARNING)
+    for each in (handler, errors):
+        each.addFilter(_Context(host))
+        each.setFormatter(logging.Formatter(FORMAT))
+    logger = logging.getLogger("balsam")
+    logger.addHandler(handler)
+    logger.addHandler(errors)
+    logger.setLevel(level)
+    # Progress goes to the file; only warnings reach the terminal (through our own handler).
+    logger.propagate = False
+    return path
+
+
+def close(path: Path) -> None:
+    """Detach the handlers :func:`configure` added for ``path`` (for in-process runs, tests)."""
+    logger = logging.getLogger("balsam")
+    for handler in list(logger.handlers):
+        if any(isinstance(f, _Context) for f in handler.filters):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) != path:
+                continue
+            logger.removeHandler(handler)
+            handler.close()
+    logger.propagate = True

@@ -1,0 +1,29 @@
+"""Batch schedulers, chosen by the short name in ``platform.scheduler``.
+
+Only ``local`` exists yet (the launcher runs on this host); Slurm, PBS, Cobalt, LSF and Flux
+adapters are added to :data:`SCHEDULERS` by the batch-scheduler work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from balsam.errors import ConfigError
+from balsam.platform.schedulers.base import LaunchRequest, Scheduler, Submission
+from balsam.platform.schedulers.local import LocalScheduler
+
+#: Scheduler adapters by short name.
+SCHEDULERS: dict[str, Callable[[], Scheduler]] = {"local": LocalScheduler}
+
+
+def get_scheduler(name: str) -> Scheduler:
+    """The scheduler adapter called ``name`` (ConfigError if unknown)."""
+    try:
+        factory = SCHEDULERS[name]
+    except KeyError:
+        known = ", ".join(sorted(SCHEDULERS))
+        raise ConfigError(f"platform.scheduler {name!r} is unknown (one of: {known})") from None
+    return factory()
+
+
+__all__ = ["SCHEDULERS", "LaunchRequest", "Scheduler", "Submission", "get_scheduler"]

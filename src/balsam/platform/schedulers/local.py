@@ -1,0 +1,65 @@
+"""The ``local`` scheduler: no batch system, the launcher starts on this host at once.
+
+It writes the batch script it runs into the site's ``qsubmit/`` directory (so a user can read
+or rerun it) and starts it detached from the caller: a new session, stdin from /dev/null, and
+stdout/stderr to a log file beside the script, never a pipe that would tie the launcher to the
+terminal that submitted it. The launch id is the launcher's process id.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from balsam.errors import SchedulerError
+from balsam.platform.schedulers.base import LaunchRequest, Submission, script_text
+
+
+class LocalScheduler:
+    """Runs launcher jobs as background processes on this host (one node)."""
+
+    name = "local"
+
+    def submit(self, request: LaunchRequest) -> Submission:
+        """Write the script and start it detached; returns its process id as the launch id."""
+        warnings = []
+        if request.num_nodes > 1:
+            warnings.append(
+                f"the local scheduler runs on this host only: asked for {request.num_nodes} "
+                "nodes, the launcher gets 1"
+            )
+        try:
+            script = self._write_script(request)
+        except OSError as exc:
+            raise SchedulerError(f"cannot write the launcher script: {exc}") from exc
+        pid = self._start(script, script.with_suffix(".log"))
+        return Submission(launch_id=str(pid), script=script, warnings=warnings)
+
+    def _write_script(self, request: LaunchRequest) -> Path:
+        request.scripts_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        fd, name = tempfile.mkstemp(prefix=f"local_{stamp}_", suffix=".sh", dir=request.scripts_dir)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(script_text(request, ["# scheduler: local"]))
+        os.chmod(name, 0o755)
+        return Path(name)
+
+    def _start(self, script: Path, log: Path) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        try:
+            return os.posix_spawn(
+                "/bin/bash",
+                ["/bin/bash", str(script)],
+                dict(os.environ),
+                file_actions=actions,
+                setsid=True,
+            )
+        except OSError as exc:
+            raise SchedulerError(f"cannot start the launcher script {script}: {exc}") from exc

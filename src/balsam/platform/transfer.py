@@ -1,0 +1,92 @@
+"""Moving a job's files on this machine: stage-in from parents and URLs, stage-out.
+
+Only local locations are handled here: plain paths (relative ones are taken from a base
+directory, the workflow database's) and ``file://`` URLs. Other schemes (``globus://``,
+``https://``, ...) are for the transfer adapters of the service; :func:`local_path` returns
+None for them so the caller can say so.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from balsam.errors import BalsamError
+
+
+class TransferError(BalsamError):
+    """A file could not be staged (missing source, unwritable destination, remote URL)."""
+
+
+def local_path(url: str, base: Path) -> Path | None:
+    """The local path ``url`` names (relative to ``base``), or None for a remote URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        return Path(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:
+        return None
+    path = Path(url).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def patterns_of(text: str) -> list[str]:
+    """Glob patterns from a whitespace-separated list (Balsam's ``input_files`` format)."""
+    return text.split()
+
+
+def copy_item(src: Path, dst_dir: Path) -> Path:
+    """Copy a file or a directory tree into ``dst_dir``; returns the new path."""
+    target = dst_dir / src.name
+    if src.is_dir():
+        shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, target)
+    return target
+
+
+def copy_matching(src_dir: Path, patterns: list[str], dst_dir: Path) -> list[Path]:
+    """Copy every entry of ``src_dir`` matching one of ``patterns`` into ``dst_dir``."""
+    matched: dict[Path, None] = {}
+    for pattern in patterns:
+        for src in sorted(src_dir.glob(pattern)):
+            matched.setdefault(src)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for src in matched:
+        if src.resolve() == (dst_dir / src.name).resolve():
+            continue
+        try:
+            copied.append(copy_item(src, dst_dir))
+        except OSError as exc:
+            raise TransferError(f"cannot copy {src} to {dst_dir}: {exc}") from exc
+    return copied
+
+
+def stage_in_url(url: str, base: Path, dst_dir: Path) -> list[Path]:
+    """Copy a local file, or a local directory's contents, named by ``url`` into ``dst_dir``."""
+    src = local_path(url, base)
+    if src is None:
+        raise TransferError(f"cannot stage in from {url}: only local paths and file:// URLs")
+    if not src.exists():
+        raise TransferError(f"cannot stage in from {url}: {src} does not exist")
+    if src.is_dir():
+        return copy_matching(src, ["*", ".*"], dst_dir)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return [copy_item(src, dst_dir)]
+    except OSError as exc:
+        raise TransferError(f"cannot copy {src} to {dst_dir}: {exc}") from exc
+
+
+def stage_out(src_dir: Path, patterns: list[str], url: str, base: Path) -> list[Path]:
+    """Copy the entries of ``src_dir`` matching ``patterns`` to the local ``url``."""
+    dst = local_path(url, base)
+    if dst is None:
+        raise TransferError(f"cannot stage out to {url}: only local paths and file:// URLs")
+    try:
+        return copy_matching(src_dir, patterns, dst)
+    except OSError as exc:
+        raise TransferError(f"cannot stage out to {url}: {exc}") from exc

@@ -1,0 +1,190 @@
+"""Platform adapters: MPI command builders, node discovery, local transfers, the local scheduler."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from balsam.errors import ConfigError, LauncherError
+from balsam.platform import nodes, transfer
+from balsam.platform.mpi import (
+    MpichLauncher,
+    MpiRun,
+    OpenMpiLauncher,
+    find_mpi_launcher,
+    search_path,
+)
+from balsam.platform.schedulers import SCHEDULERS, LaunchRequest, get_scheduler
+from balsam.platform.schedulers.base import format_minutes, script_text
+
+RUN = MpiRun(
+    argv=["python", "app.py", "--x", "1"],
+    hosts=["n1", "n2"],
+    ranks_per_node=4,
+    threads_per_rank=2,
+    env={"BALSAM_JOB_ID": "abc", "OMP_NUM_THREADS": "2"},
+    mpi_flags=["--bind-to", "core"],
+)
+
+
+def test_mpich_command_has_ranks_hosts_env_flags_then_argv() -> None:
+    argv = MpichLauncher("/opt/mpi/bin/mpiexec").command(RUN)
+    assert argv == [
+        "/opt/mpi/bin/mpiexec", "-n", "8", "-ppn", "4", "-hosts", "n1,n2",
+        "--env", "BALSAM_JOB_ID", "abc", "--env", "OMP_NUM_THREADS", "2",
+        "--bind-to", "core", "python", "app.py", "--x", "1",
+    ]  # fmt: skip
+
+
+def test_openmpi_command_places_ranks_per_node_and_exports_env() -> None:
+    argv = OpenMpiLauncher("mpirun").command(RUN)
+    assert argv == [
+        "mpirun", "-n", "8", "--map-by", "ppr:4:node", "--host", "n1:4,n2:4",
+        "-x", "BALSAM_JOB_ID=abc", "-x", "OMP_NUM_THREADS=2",
+        "--bind-to", "core", "python", "app.py", "--x", "1",
+    ]  # fmt: skip
+
+
+def test_one_rank_on_one_host() -> None:
+    run = MpiRun(argv=["echo", "hi"], hosts=["h"])
+    assert run.total_ranks == 1
+    assert MpichLauncher().command(run) == [
+        "mpiexec",
+        "-n",
+        "1",
+        "-ppn",
+        "1",
+        "-hosts",
+        "h",
+        "echo",
+        "hi",
+    ]
+
+
+def _fake_program(directory: Path, name: str, version_text: str) -> Path:
+    """A real executable that prints ``version_text`` like ``mpiexec --version`` would."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho '{version_text}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_auto_finds_mpich_hydra(tmp_path: Path) -> None:
+    prog = _fake_program(tmp_path / "bin", "mpiexec", "HYDRA build details: Version 5.0")
+    found = find_mpi_launcher("auto", path=str(tmp_path / "bin"))
+    assert isinstance(found, MpichLauncher)
+    assert found.executable == str(prog)
+
+
+def test_auto_recognises_open_mpi(tmp_path: Path) -> None:
+    _fake_program(tmp_path / "bin", "mpiexec", "mpiexec (Open MPI) 4.1.4")
+    found = find_mpi_launcher("auto", path=str(tmp_path / "bin"))
+    assert isinstance(found, OpenMpiLauncher)
+
+
+def test_auto_without_mpi_is_none_and_none_means_none(tmp_path: Path) -> None:
+    assert find_mpi_launcher("auto", path=str(tmp_path)) is None
+    assert find_mpi_launcher("none") is None
+
+
+def test_named_launcher_must_exist_and_names_must_be_known(tmp_path: Path) -> None:
+    with pytest.raises(LauncherError, match="mpirun is not on PATH"):
+        find_mpi_launcher("openmpi", path=str(tmp_path))
+    with pytest.raises(ConfigError, match="unknown"):
+        find_mpi_launcher("lam-mpi", path=str(tmp_path))
+    _fake_program(tmp_path, "mpirun", "whatever")
+    assert isinstance(find_mpi_launcher("openmpi", path=str(tmp_path)), OpenMpiLauncher)
+
+
+def test_search_path_adds_the_running_pythons_bin() -> None:
+    parts = search_path({"PATH": "/usr/bin"}).split(os.pathsep)
+    assert parts[0] == "/usr/bin"
+    assert str(Path(sys.executable).parent) in parts
+
+
+def test_the_venv_mpich_is_found() -> None:
+    found = find_mpi_launcher("auto", path=search_path({"PATH": ""}))
+    assert isinstance(found, MpichLauncher)
+
+
+def test_local_host_is_one_node_with_its_cores() -> None:
+    found = nodes.discover_nodes(environ={})
+    assert len(found) == 1
+    assert found[0].hostname == nodes.local_hostname()
+    assert found[0].cpus == len(os.sched_getaffinity(0))
+    assert found[0].gpus == 0
+
+
+def test_settings_override_node_sizes() -> None:
+    found = nodes.discover_nodes(cpus_per_node=64, gpus_per_node=4, environ={})
+    assert (found[0].cpus, found[0].gpus) == (64, 4)
+
+
+def test_allocation_sources_come_before_the_local_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(env: Mapping[str, str]) -> list[str] | None:
+        return env["FAKE_HOSTS"].split(",") if "FAKE_HOSTS" in env else None
+
+    monkeypatch.setitem(nodes.NODE_SOURCES, "fake", fake)
+    assert nodes.allocation_hosts({"FAKE_HOSTS": "a,b"}) == ("fake", ["a", "b"])
+    assert nodes.allocation_hosts({})[0] == "local"
+    found = nodes.discover_nodes(cpus_per_node=8, environ={"FAKE_HOSTS": "a,b"})
+    assert [(n.hostname, n.cpus) for n in found] == [("a", 8), ("b", 8)]
+
+
+def test_local_path_accepts_paths_and_file_urls_only(tmp_path: Path) -> None:
+    assert transfer.local_path("/data/x", tmp_path) == Path("/data/x")
+    assert transfer.local_path("file:///data/x%20y", tmp_path) == Path("/data/x y")
+    assert transfer.local_path("in/x", tmp_path) == tmp_path / "in/x"
+    assert transfer.local_path("globus://endpoint/x", tmp_path) is None
+    assert transfer.local_path("https://example.org/x", tmp_path) is None
+    assert transfer.local_path("file://otherhost/x", tmp_path) is None
+
+
+def test_copy_matching_copies_files_and_directories(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.dat").write_text("a")
+    (src / "b.txt").write_text("b")
+    (src / "sub" / "c.dat").write_text("c")
+    copied = transfer.copy_matching(src, transfer.patterns_of("*.dat sub"), dst)
+    assert sorted(p.name for p in copied) == ["a.dat", "sub"]
+    assert (dst / "a.dat").read_text() == "a"
+    assert (dst / "sub" / "c.dat").read_text() == "c"
+    assert not (dst / "b.txt").exists()
+
+
+def test_stage_in_and_out_refuse_remote_urls_and_missing_sources(tmp_path: Path) -> None:
+    with pytest.raises(transfer.TransferError, match="only local paths"):
+        transfer.stage_in_url("globus://ep/x", tmp_path, tmp_path / "job")
+    with pytest.raises(transfer.TransferError, match="does not exist"):
+        transfer.stage_in_url(str(tmp_path / "missing"), tmp_path, tmp_path / "job")
+    with pytest.raises(transfer.TransferError, match="only local paths"):
+        transfer.stage_out(tmp_path, ["*"], "https://x/y", tmp_path)
+
+
+def test_unknown_scheduler_is_a_config_error() -> None:
+    assert "local" in SCHEDULERS
+    assert get_scheduler("local").name == "local"
+    with pytest.raises(ConfigError, match="slurmish"):
+        get_scheduler("slurmish")
+
+
+def test_batch_script_runs_the_launcher_in_the_site(tmp_path: Path) -> None:
+    request = LaunchRequest(
+        project="P", queue="Q", wall_time_minutes=0.05, num_nodes=2, job_mode="serial",
+        site_path=tmp_path / "my wf", scripts_dir=tmp_path, wf_filter="test",
+        balsam_argv=["/venv/bin/balsam"],
+    )  # fmt: skip
+    text = script_text(request, ["#SBATCH -A P"])
+    assert text.startswith("#!/bin/bash\n#SBATCH -A P\n")
+    assert f"export BALSAM_DB_PATH='{tmp_path}/my wf'" in text
+    assert text.rstrip().endswith(
+        "exec /venv/bin/balsam launcher --consume-all --job-mode serial "
+        "--time-limit-minutes 0.05 --wf-filter test"
+    )
+    assert format_minutes(5.0) == "5"
