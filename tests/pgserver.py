@@ -83,23 +83,25 @@ class PgServer:
         """Stop a server this module started."""
         if self.directory is None:
             return
-        subprocess.run(
-            _as_user(
-                [
-                    str(pg_bin() / "pg_ctl"),
-                    "-D",
-                    str(self.directory / "data"),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-                self.directory,
-            ),
-            capture_output=True,
-            check=False,
-        )
+        self.shut_down("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def shut_down(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data: ``fast`` (a restart: clients are disconnected)
+        or ``immediate`` (a crash; with this test server's fsync and synchronous_commit off,
+        the last commits may be lost, as on any server configured so)."""
+        assert self.directory is not None, "only a server the tests started can be stopped"
+        _pg_ctl(self.directory, "-m", mode, "-w", "stop", check=False)
+
+    def start(self) -> None:
+        """Start a server :meth:`shut_down` stopped."""
+        assert self.directory is not None, "only a server the tests started can be started"
+        _pg_ctl(self.directory, "-l", str(self.directory / "server.log"), "-w", "-t", "60", "start")
+
+
+def _pg_ctl(directory: Path, *args: str, check: bool = True) -> None:
+    command = [str(pg_bin() / "pg_ctl"), "-D", str(directory / "data"), *args]
+    subprocess.run(_as_user(command, directory), capture_output=True, check=check)
 
 
 def start_server() -> PgServer:
@@ -110,6 +112,11 @@ def start_server() -> PgServer:
         user, _, hostport = rest.rpartition("@")
         host, _, port = hostport.split("/")[0].partition(":")
         return PgServer(host=host, port=int(port or 5432), user=user or "postgres")
+    return start_owned_server()
+
+
+def start_owned_server() -> PgServer:
+    """Start a private server in /tmp that the caller may stop, crash and start again."""
     _ensure_user()
     directory = Path(tempfile.mkdtemp(prefix="balsam-pgtest-", dir="/tmp"))
     os.chmod(directory, 0o755)
@@ -143,22 +150,6 @@ def start_server() -> PgServer:
             f"unix_socket_directories = '{directory}'\n"
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
         )
-    subprocess.run(
-        _as_user(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(directory / "data"),
-                "-l",
-                str(directory / "server.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            directory,
-        ),
-        check=True,
-        capture_output=True,
-    )
-    return PgServer(host="127.0.0.1", port=port, user="postgres", directory=directory)
+    server = PgServer(host="127.0.0.1", port=port, user="postgres", directory=directory)
+    server.start()
+    return server

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from balsam.errors import ConfigError, NotFound
@@ -36,28 +36,64 @@ class DatabaseSettings(BaseModel):
 
 
 class LauncherSettings(BaseModel):
-    """How launchers behave."""
+    """How launchers behave.
+
+    A launcher renews its lease every ``heartbeat_seconds``. The jobs of a launcher that
+    stopped renewing go back to others within ``lease_seconds`` of its last renewal (while any
+    launcher runs): others expire a lease ``heartbeat_seconds`` before that and check every
+    ``heartbeat_seconds``. A launcher that cannot renew for ``lease_seconds - 2 x
+    heartbeat_seconds`` stops its own jobs first, so a job never runs in two places.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
+    kill_poll_seconds: float = Field(default=2.0, gt=0)
     claim_batch: int = Field(default=256, ge=1)
     flush_interval_seconds: float = Field(default=0.25, gt=0)
     error_tail_lines: int = Field(default=10, ge=1)
     kill_grace_seconds: float = Field(default=10.0, ge=0)
+    worker_start_seconds: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> LauncherSettings:
+        if self.lease_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be at least 3 x heartbeat_seconds "
+                f"({self.heartbeat_seconds:g})"
+            )
+        return self
+
+    @property
+    def expire_after_seconds(self) -> float:
+        """Heartbeat age at which other launchers take a lease's jobs back."""
+        return self.lease_seconds - self.heartbeat_seconds
+
+    @property
+    def fence_after_seconds(self) -> float:
+        """Time without a renewal after which a launcher stops its own jobs."""
+        return self.lease_seconds - 2 * self.heartbeat_seconds
 
 
 class PlatformSettings(BaseModel):
-    """The machine: scheduler, MPI launcher, node sizes (0 means detect on this host)."""
+    """The machine: scheduler, MPI launcher, node sizes (0 means detect on the node).
+
+    ``mpi_launcher_args`` go on every MPI launch right after the program (e.g. ``--mpi=pmi2``
+    for srun where the site's MpiDefault does not match the MPI the apps use).
+    ``launcher_address`` is where serial-mode workers on other nodes reach the launcher
+    (empty: the address of the launcher host's name).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     scheduler: str = "local"
     mpi_launcher: str = "auto"
+    mpi_launcher_args: list[str] = Field(default_factory=list)
     cpus_per_node: int = Field(default=0, ge=0)
     gpus_per_node: int = Field(default=0, ge=0)
-    gpu_visible_env: str = "CUDA_VISIBLE_DEVICES"
+    gpu_visible_env: str = Field(default="CUDA_VISIBLE_DEVICES", min_length=1)
+    launcher_address: str = ""
 
 
 class SiteSettings(BaseModel):

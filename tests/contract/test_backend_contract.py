@@ -165,6 +165,52 @@ def test_expired_lease_recovers_jobs(backend: Backend, app: str) -> None:
         backend.heartbeat(sess.id)
 
 
+def test_sessions_named_dead_are_recovered_at_once(backend: Backend, app: str) -> None:
+    (j, k) = backend.create_jobs([job("x"), job("y")])
+    dead = backend.open_session("a", "h", 1)
+    alive = backend.open_session("b", "h", 2)
+    backend.claim_jobs(dead.id, ClaimRequest(job_ids=[j.job_id]))
+    backend.claim_jobs(alive.id, ClaimRequest(job_ids=[k.job_id]))
+    for sess, jid in ((dead, j.job_id), (alive, k.job_id)):
+        backend.record_updates(sess.id, [StateUpdate(job_id=jid, state=S.RUNNING)])
+    assert [s.id for s in backend.list_sessions()] == [dead.id, alive.id]
+    assert backend.expire_sessions(lease_seconds=3600, dead=[dead.id, 999]) == [dead.id]
+    assert [s.id for s in backend.list_sessions()] == [alive.id]
+    recovered = backend.get_job(j.job_id)
+    assert recovered.state is S.RESTART_READY and recovered.lost_count == 1
+    assert recovered.session_id is None
+    assert backend.get_job(k.job_id).state is S.RUNNING
+    events = backend.history(j.job_id)
+    assert events[-1].message == "launcher lost (its process is gone)"
+
+
+def test_lost_runs_are_bounded(backend: Backend, app: str) -> None:
+    (j,) = backend.create_jobs([job("x", max_lost_retries=1)])
+    for attempt in (1, 2):
+        sess = backend.open_session("a", "h", attempt)
+        assert [c.job_id for c in backend.claim_jobs(sess.id, ClaimRequest())] == [j.job_id]
+        backend.record_updates(sess.id, [StateUpdate(job_id=j.job_id, state=S.RUNNING)])
+        backend.expire_sessions(lease_seconds=3600, dead=[sess.id])
+    after = backend.get_job(j.job_id)
+    assert after.state is S.FAILED and after.lost_count == 2
+    assert "gave up after 2 runs lost" in backend.history(j.job_id)[-1].message
+
+
+def test_killed_jobs_are_reported_without_renewing_the_lease(backend: Backend, app: str) -> None:
+    (j,) = backend.create_jobs([job("x")])
+    sess = backend.open_session("a", "h", 1)
+    backend.claim_jobs(sess.id, ClaimRequest())
+    backend.record_updates(sess.id, [StateUpdate(job_id=j.job_id, state=S.RUNNING)])
+    assert backend.ended_held_jobs(sess.id) == []
+    before = backend.list_sessions()[0].heartbeat
+    backend.kill_jobs(j.job_id)
+    assert backend.ended_held_jobs(sess.id) == [j.job_id]
+    assert backend.list_sessions()[0].heartbeat == before
+    backend.close_session(sess.id)
+    with pytest.raises(NotFound, match="expired"):
+        backend.ended_held_jobs(sess.id)
+
+
 def test_kill_running_job_is_reported_by_heartbeat(backend: Backend, app: str) -> None:
     (j,) = backend.create_jobs([job("x")])
     sess = backend.open_session("a", "h", 1)

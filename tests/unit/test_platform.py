@@ -21,32 +21,7 @@ from balsam.platform.mpi import (
 from balsam.platform.schedulers import SCHEDULERS, LaunchRequest, get_scheduler
 from balsam.platform.schedulers.base import format_minutes, script_text
 
-RUN = MpiRun(
-    argv=["python", "app.py", "--x", "1"],
-    hosts=["n1", "n2"],
-    ranks_per_node=4,
-    threads_per_rank=2,
-    env={"BALSAM_JOB_ID": "abc", "OMP_NUM_THREADS": "2"},
-    mpi_flags=["--bind-to", "core"],
-)
-
-
-def test_mpich_command_has_ranks_hosts_env_flags_then_argv() -> None:
-    argv = MpichLauncher("/opt/mpi/bin/mpiexec").command(RUN)
-    assert argv == [
-        "/opt/mpi/bin/mpiexec", "-n", "8", "-ppn", "4", "-hosts", "n1,n2",
-        "--env", "BALSAM_JOB_ID", "abc", "--env", "OMP_NUM_THREADS", "2",
-        "--bind-to", "core", "python", "app.py", "--x", "1",
-    ]  # fmt: skip
-
-
-def test_openmpi_command_places_ranks_per_node_and_exports_env() -> None:
-    argv = OpenMpiLauncher("mpirun").command(RUN)
-    assert argv == [
-        "mpirun", "-n", "8", "--map-by", "ppr:4:node", "--host", "n1:4,n2:4",
-        "-x", "BALSAM_JOB_ID=abc", "-x", "OMP_NUM_THREADS=2",
-        "--bind-to", "core", "python", "app.py", "--x", "1",
-    ]  # fmt: skip
+# Exact argv of every builder: tests/unit/test_mpi_builders.py.
 
 
 def test_one_rank_on_one_host() -> None:

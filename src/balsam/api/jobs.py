@@ -122,6 +122,7 @@ class Job:
     wait_for_parents: bool
     max_error_retries: int
     max_timeout_retries: int
+    max_lost_retries: int
     data: dict[str, Any]
     tags: dict[str, str]
 

@@ -89,6 +89,10 @@ class Backend(Protocol):
         """Kill a job (and its descendants); returns the ids killed."""
         ...
 
+    def note_jobs(self, job_ids: list[str], message: str) -> int:
+        """Add a message to jobs' histories, state unchanged (not twice in a row)."""
+        ...
+
     def history(self, job_id: str) -> list[EventOut]:
         """A job's state changes, oldest first."""
         ...
@@ -106,8 +110,16 @@ class Backend(Protocol):
         """End a lease, handing back held jobs."""
         ...
 
-    def expire_sessions(self, lease_seconds: float) -> list[int]:
-        """Recover jobs of leases older than ``lease_seconds``."""
+    def ended_held_jobs(self, session_id: int) -> list[str]:
+        """Held job ids a user killed meanwhile, without renewing the lease (read-only)."""
+        ...
+
+    def list_sessions(self) -> list[SessionOut]:
+        """Every open launcher session."""
+        ...
+
+    def expire_sessions(self, lease_seconds: float, dead: list[int] | None = None) -> list[int]:
+        """Recover jobs of leases older than ``lease_seconds`` and of the sessions in ``dead``."""
         ...
 
     def claim_jobs(self, session_id: int, request: ClaimRequest) -> list[JobOut]:

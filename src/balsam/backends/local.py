@@ -81,6 +81,9 @@ class LocalBackend:
     def kill_jobs(self, job_id: str, recursive: bool = False) -> list[str]:
         return jobs.kill_jobs(self.engine, job_id, recursive)
 
+    def note_jobs(self, job_ids: list[str], message: str) -> int:
+        return jobs.note_jobs(self.engine, job_ids, message)
+
     def history(self, job_id: str) -> list[EventOut]:
         return jobs.history(self.engine, job_id)
 
@@ -93,8 +96,14 @@ class LocalBackend:
     def close_session(self, session_id: int) -> None:
         sessions.close_session(self.engine, session_id)
 
-    def expire_sessions(self, lease_seconds: float) -> list[int]:
-        return sessions.expire_sessions(self.engine, lease_seconds)
+    def ended_held_jobs(self, session_id: int) -> list[str]:
+        return sessions.ended_held_jobs(self.engine, session_id)
+
+    def list_sessions(self) -> list[SessionOut]:
+        return sessions.list_sessions(self.engine)
+
+    def expire_sessions(self, lease_seconds: float, dead: list[int] | None = None) -> list[int]:
+        return sessions.expire_sessions(self.engine, lease_seconds, dead)
 
     def claim_jobs(self, session_id: int, request: ClaimRequest) -> list[JobOut]:
         return sessions.claim_jobs(self.engine, session_id, request)

@@ -89,6 +89,10 @@ JOB_OPTIONS = [
         help="Do not rerun the job after a timeout.",
     ),
     _int_option("--max-error-retries", "max_error_retries", "Reruns after RUN_ERROR."),
+    _int_option("--max-timeout-retries", "max_timeout_retries", "Reruns after RUN_TIMEOUT."),
+    _int_option(
+        "--max-lost-retries", "max_lost_retries", "Reruns after the launcher running it was lost."
+    ),
     click.option("--tag", multiple=True, metavar="KEY=VALUE", help="A tag (repeatable)."),
     click.option(
         "--parent",

@@ -28,10 +28,28 @@ POSITIVE_MINUTES = click.FloatRange(min=0, min_open=True)
     "--time-limit-minutes",
     type=POSITIVE_MINUTES,
     default=None,
-    help="Stop jobs and exit after this many minutes (fractions allowed).",
+    help="Stop jobs and exit after this many minutes (fractions allowed). "
+    "Default: the end of the Slurm allocation it runs in, else none.",
+)
+@click.option(
+    "--limit-nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use at most this many of the allocation's nodes.",
+)
+@click.option(
+    "--offset-nodes",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Skip this many of the allocation's nodes first (to split it between launchers).",
 )
 def launcher(
-    consume_all: bool, wf_filter: str | None, job_mode: str, time_limit_minutes: float | None
+    consume_all: bool,
+    wf_filter: str | None,
+    job_mode: str,
+    time_limit_minutes: float | None,
+    limit_nodes: int | None,
+    offset_nodes: int,
 ) -> None:
     """Run jobs of the active workflow database on this allocation's nodes."""
     from balsam.backends.factory import open_active_backend
@@ -47,6 +65,8 @@ def launcher(
         workflows=[wf_filter] if wf_filter else [],
         consume_all=consume_all,
         time_limit_minutes=time_limit_minutes,
+        limit_nodes=limit_nodes,
+        offset_nodes=offset_nodes,
     )
     site, backend = open_active_backend()
     path = logs.configure(site.log_dir, local_hostname())

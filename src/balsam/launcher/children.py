@@ -1,9 +1,14 @@
 """Child processes of the launcher, reaped without polling each one.
 
-Every child runs in its own session (so a signal reaches the whole process tree it starts:
+Every local child runs in its own session (so a signal reaches the whole process tree it starts:
 a shell, mpiexec and its ranks) and is watched through a pidfd registered in the launcher's
 selector. The selector wakes the event loop when any child exits, and only that child is
-waited for; nothing is polled on a timer.
+waited for; nothing is polled on a timer. The guard (:mod:`balsam.launcher.guard`) is told of
+each process group, so the children die with the launcher even when it is killed with SIGKILL.
+
+A child may also run on another node, started there by that node's worker
+(:mod:`balsam.launcher.workers`): it is the same :class:`Child` with a ``remote`` link, whose
+signals go over the link and whose exit arrives as a message.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
+
+from balsam.launcher.guard import Guard
 
 INF = float("inf")
 
@@ -30,30 +38,41 @@ class Step(StrEnum):
     POSTPROCESS = "postprocess"
 
 
+class RemoteLink(Protocol):
+    """How a child on another node is signalled (a worker connection)."""
+
+    def send_signal(self, key: int, sig: int) -> None:
+        """Deliver ``sig`` to the child registered under ``key`` on the worker's node."""
+        ...
+
+
 @dataclass(eq=False)
 class Child:
     """One running command of one job."""
 
     job_id: str
     step: Step
-    popen: subprocess.Popen[bytes]
-    pidfd: int
+    key: int
     out_path: Path
     started: float
+    popen: subprocess.Popen[bytes] | None = None
+    remote: RemoteLink | None = None
     kill_at: float | None = None
 
     @property
     def pid(self) -> int:
-        """The child's process id (also its process group and session id)."""
-        return self.popen.pid
+        """The local child's process id (its process group and session id); 0 when remote."""
+        return self.popen.pid if self.popen is not None else 0
 
 
 class ChildProcesses:
     """Starts children and registers their pidfds with ``selector``."""
 
-    def __init__(self, selector: selectors.BaseSelector) -> None:
+    def __init__(self, selector: selectors.BaseSelector, guard: Guard | None = None) -> None:
         self.selector = selector
+        self.guard = guard
         self._children: dict[int, Child] = {}
+        self._next_remote_key = -1
 
     def __len__(self) -> int:
         return len(self._children)
@@ -69,9 +88,14 @@ class ChildProcesses:
         cwd: Path,
         env: Mapping[str, str],
         out_path: Path,
+        cpus: Sequence[int] = (),
     ) -> Child:
-        """Start ``argv`` in ``cwd`` with stdout and stderr to ``out_path`` (OSError if not)."""
-        with out_path.open("wb") as out:
+        """Start ``argv`` in ``cwd`` with stdout and stderr to ``out_path`` (OSError if not).
+
+        ``cpus`` (CPU ids) binds the child: the launcher narrows its own affinity for the
+        moment of the spawn, which the child inherits, instead of a per-spawn ``preexec_fn``.
+        """
+        with out_path.open("wb") as out, _affinity(cpus):
             popen = subprocess.Popen(
                 argv,
                 cwd=cwd,
@@ -82,25 +106,45 @@ class ChildProcesses:
                 start_new_session=True,
                 close_fds=True,
             )
+        if self.guard is not None:
+            self.guard.watch(popen.pid)
         pidfd = os.pidfd_open(popen.pid)
-        child = Child(job_id, step, popen, pidfd, out_path, time.monotonic())
+        child = Child(job_id, step, pidfd, out_path, time.monotonic(), popen=popen)
         self._children[pidfd] = child
         self.selector.register(pidfd, selectors.EVENT_READ, child)
         return child
 
+    def adopt_remote(self, job_id: str, step: Step, out_path: Path, link: RemoteLink) -> Child:
+        """Track a child a worker starts on another node (its key goes in the run message)."""
+        key = self._next_remote_key
+        self._next_remote_key -= 1
+        child = Child(job_id, step, key, out_path, time.monotonic(), remote=link)
+        self._children[key] = child
+        return child
+
     def reap(self, child: Child) -> int:
-        """Collect an exited child's status (negative: killed by that signal)."""
+        """Collect an exited local child's status (negative: killed by that signal)."""
+        assert child.popen is not None
         code = child.popen.wait()
         if child.kill_at is not None:
             # A stopped job's leftover processes (its group outlives the leader) go too.
             self.signal(child, signal.SIGKILL)
-        self.selector.unregister(child.pidfd)
-        os.close(child.pidfd)
-        del self._children[child.pidfd]
+        self.selector.unregister(child.key)
+        os.close(child.key)
+        if self.guard is not None:
+            self.guard.forget(child.pid)
+        del self._children[child.key]
         return code
+
+    def remote_exited(self, key: int) -> Child | None:
+        """Forget a remote child whose worker reported its exit; None if unknown."""
+        return self._children.pop(key, None)
 
     def signal(self, child: Child, sig: signal.Signals) -> None:
         """Send ``sig`` to the child's whole process group (gone already is fine)."""
+        if child.remote is not None:
+            child.remote.send_signal(child.key, int(sig))
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, sig)
 
@@ -121,3 +165,16 @@ class ChildProcesses:
         """The earliest pending SIGKILL time, if any."""
         times = [c.kill_at for c in self._children.values() if c.kill_at not in (None, INF)]
         return min(times) if times else None
+
+
+@contextlib.contextmanager
+def _affinity(cpus: Sequence[int]) -> Iterator[None]:
+    if not cpus:
+        yield
+        return
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)

@@ -4,6 +4,11 @@ The run command is the app's executable and the job's args rendered without a sh
 the app needs one (:func:`balsam.domain.commands.render_command`). It goes through the MPI
 launcher when MPI is available and the launcher runs in mpi mode, or whenever the job has more
 than one rank; a multi-rank job with no MPI cannot run and says so.
+
+A job's processes get its ``environ_vars``, ``BALSAM_JOB_ID``, ``BALSAM_DB_PATH``,
+``OMP_NUM_THREADS`` (its threads per rank), the launcher's mark (``BALSAM_LAUNCHER``, see
+:mod:`balsam.platform.processes`) and, when it asks for GPUs, the GPUs it was given in the
+site's ``gpu_visible_env`` variable (``CUDA_VISIBLE_DEVICES`` by default).
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import os
 import shlex
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from balsam.config import Site
 from balsam.domain.commands import CommandError, render_command
 from balsam.platform.mpi import MpiLauncher, MpiRun
+from balsam.platform.processes import MARK_VARIABLE
 from balsam.schemas.apps import AppOut
 from balsam.schemas.jobs import JobOut
 
@@ -26,14 +33,32 @@ class CannotRun(Exception):
     """A job this launcher can never run here (the message says why)."""
 
 
-def job_variables(job: JobOut, site: Site) -> dict[str, str]:
+def job_variables(job: JobOut, site: Site, mark: str = "") -> dict[str, str]:
     """What a job's processes get on top of the launcher's environment."""
-    return {
+    variables = {
         **job.environ_vars,
         "BALSAM_JOB_ID": job.job_id,
         "BALSAM_DB_PATH": str(site.path),
         "OMP_NUM_THREADS": str(job.threads_per_rank),
     }
+    if mark:
+        variables[MARK_VARIABLE] = mark
+    return variables
+
+
+def gpu_variables(
+    job: JobOut, gpus: tuple[int, ...], variable: str, base: Mapping[str, str]
+) -> dict[str, str]:
+    """``{variable: ids}`` for a job that asks for GPUs, else nothing.
+
+    ``gpus`` are indices of the node's GPUs; where the launcher itself was given a subset
+    (``variable`` already set, as some batch systems do), index i is the i-th of those.
+    """
+    if job.gpus_per_rank <= 0:
+        return {}
+    visible = [g for g in base.get(variable, "").split(",") if g.strip()]
+    ids = [visible[i] if i < len(visible) else str(i) for i in gpus]
+    return {variable: ",".join(ids)}
 
 
 def job_environment(base: Mapping[str, str], variables: Mapping[str, str]) -> dict[str, str]:
@@ -54,7 +79,15 @@ def needs_mpi(job: JobOut, mpi: MpiLauncher | None, mpi_mode: bool) -> bool:
     return mpi_mode or ranks > 1
 
 
-def run_argv(
+@dataclass(frozen=True)
+class RunCommand:
+    """A job's run command, and whether it goes through the MPI launcher."""
+
+    argv: list[str]
+    through_mpi: bool
+
+
+def run_command(
     job: JobOut,
     app: AppOut,
     hosts: list[str],
@@ -63,11 +96,12 @@ def run_argv(
     variables: Mapping[str, str],
     env: Mapping[str, str],
     cwd: Path,
-) -> list[str]:
+    launcher_args: list[str] | None = None,
+) -> RunCommand:
     """The command that runs ``job`` on ``hosts`` (CannotRun, CommandError, OSError)."""
     rendered = render_command(app.executable, job.args, app.envscript or None)
     if not needs_mpi(job, mpi, mpi_mode):
-        return rendered.argv
+        return RunCommand(rendered.argv, through_mpi=False)
     assert mpi is not None
     if not rendered.shell:
         check_program(rendered.argv[0], env, cwd)
@@ -78,8 +112,12 @@ def run_argv(
         threads_per_rank=job.threads_per_rank,
         env=dict(variables),
         mpi_flags=shlex.split(job.mpi_flags),
+        cpu_bind=job.cpu_affinity,
+        gpus_per_rank=job.gpus_per_rank,
+        threads_per_core=job.threads_per_core,
+        launcher_args=list(launcher_args or []),
     )
-    return mpi.command(run)
+    return RunCommand(mpi.command(run), through_mpi=True)
 
 
 def step_argv(command: str, app: AppOut) -> list[str]:
@@ -121,11 +159,13 @@ def tail(path: Path, lines: int, max_bytes: int = 65536) -> str:
 __all__ = [
     "CannotRun",
     "CommandError",
+    "RunCommand",
     "check_program",
+    "gpu_variables",
     "job_environment",
     "job_variables",
     "needs_mpi",
-    "run_argv",
+    "run_command",
     "step_argv",
     "tail",
 ]

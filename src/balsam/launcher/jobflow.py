@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balsam.backends.base import Backend
-from balsam.config import LauncherSettings, Site
+from balsam.config import LauncherSettings, PlatformSettings, Site
 from balsam.domain.commands import CommandError
 from balsam.domain.resources import why_cannot_fit
 from balsam.domain.states import JobState
 from balsam.errors import BalsamError, DatabaseError
 from balsam.launcher import commands, staging
 from balsam.launcher.children import Child, ChildProcesses, Step
+from balsam.launcher.lease import Lease
 from balsam.launcher.logs import job_extra
 from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.updates import FlushResult, UpdateBuffer
+from balsam.launcher.workers import WorkerFleet
 from balsam.platform.mpi import MpiLauncher
 from balsam.schemas.apps import AppOut
 from balsam.schemas.jobs import JobOut
@@ -47,6 +49,20 @@ class Task:
     child: Child | None = None
     placement: Placement | None = None
     killed: bool = False
+    #: Why the launcher stopped the run itself (it lost its lease or fenced), if it did.
+    abandoned: str = ""
+
+    @property
+    def attempt(self) -> int:
+        """Which run of the job this is (1 for the first)."""
+        job = self.job
+        return job.error_count + job.timeout_count + job.lost_count + 1
+
+    @property
+    def priority(self) -> tuple[int, int, int, int]:
+        """Sort key of waiting jobs: biggest (nodes, then cores, then GPUs), then longest."""
+        req = self.job.resources()
+        return (-req.num_nodes, -req.cpus_per_node, -req.gpus_per_node, -self.job.wall_time_minutes)
 
 
 class JobFlow:
@@ -57,6 +73,7 @@ class JobFlow:
     site: Site
     backend: Backend
     settings: LauncherSettings
+    platform: PlatformSettings
     pool: NodePool
     mpi: MpiLauncher | None
     environ: dict[str, str]
@@ -64,9 +81,19 @@ class JobFlow:
     tasks: dict[str, Task]
     updates: UpdateBuffer
     next_claim: float
-    session_id: int
-    #: Jobs take whole nodes and run through the MPI launcher.
+    lease: Lease
+    fleet: WorkerFleet | None
+    #: Index in the pool of the node this launcher runs on (None: it runs on none of them).
+    local_index: int | None
+    #: This node's CPU ids, for binding jobs (CPU index i of a placement is the i-th).
+    local_cpu_ids: list[int]
+    #: Every job runs through the MPI launcher.
     mpi_mode: bool
+
+    @property
+    def session_id(self) -> int:
+        """The launcher's current session."""
+        return self.lease.session_id
 
     # ---- bookkeeping ---------------------------------------------------------------------
 
@@ -78,12 +105,13 @@ class JobFlow:
         message: str = "",
         return_code: int | None = None,
         release: bool = False,
+        lost: bool = False,
     ) -> None:
         """Queue a state change (and log it)."""
         log.info(
             "-> %s %s", state, message.splitlines()[0] if message else "", extra=job_extra(job_id)
         )
-        self.updates.add(job_id, state, now, message, return_code, release)
+        self.updates.add(job_id, state, now, message, return_code, release, lost)
 
     def forget(self, task: Task) -> None:
         """Drop a job from this launcher's view (its placement must be released already)."""
@@ -120,9 +148,13 @@ class JobFlow:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def job_env(self, job: JobOut) -> tuple[dict[str, str], dict[str, str]]:
-        """The job's own variables and its full environment."""
-        variables = commands.job_variables(job, self.site)
+    def job_env(
+        self, job: JobOut, gpus: tuple[int, ...] = ()
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The job's own variables (with the GPUs it was given) and its full environment."""
+        variables = commands.job_variables(job, self.site, self.lease.mark)
+        gpu_var = self.platform.gpu_visible_env
+        variables.update(commands.gpu_variables(job, gpus, gpu_var, self.environ))
         return variables, commands.job_environment(self.environ, variables)
 
     # ---- arrival -----------------------------------------------------------------------------
@@ -205,25 +237,50 @@ class JobFlow:
     def start_run(self, task: Task, placement: Placement, now: float) -> None:
         """Start the job's run on ``placement`` and record RUNNING (or why it could not)."""
         job = task.job
-        hosts = list(placement.hosts)
+        hosts = ",".join(placement.hosts)
+        where = f"attempt {task.attempt} on {hosts}"
         try:
-            workdir = self.workdir(job)
-            variables, env = self.job_env(job)
-            argv = commands.run_argv(
-                job, task.app, hosts, self.mpi, self.mpi_mode, variables, env, workdir
-            )
-            child = self.children.spawn(
-                job.job_id, Step.RUN, argv, workdir, env, workdir / f"{job.name}.out"
-            )
+            child = self._spawn_run(task, placement)
         except (OSError, CommandError, commands.CannotRun) as exc:
             self.pool.release(placement)
             self.next_claim = now
-            self.record(job.job_id, S.RUNNING, now, f"on {','.join(hosts)}")
+            self.record(job.job_id, S.RUNNING, now, where)
             self.record(job.job_id, S.RUN_ERROR, now, f"cannot start: {exc}", release=True)
             self.forget(task)
             return
         task.child, task.placement = child, placement
-        self.record(job.job_id, S.RUNNING, now, f"on {','.join(hosts)} (pid {child.pid})")
+        how = f"pid {child.pid}" if child.remote is None else "by its node's worker"
+        self.record(job.job_id, S.RUNNING, now, f"{where} ({how})")
+
+    def _spawn_run(self, task: Task, placement: Placement) -> Child:
+        """Start the run here, or on its node through that node's worker."""
+        job = task.job
+        workdir = self.workdir(job)
+        variables, env = self.job_env(job, placement.gpus[0])
+        run = commands.run_command(
+            job,
+            task.app,
+            list(placement.hosts),
+            self.mpi,
+            self.mpi_mode,
+            variables,
+            env,
+            workdir,
+            self.platform.mpi_launcher_args,
+        )
+        out = workdir / f"{job.name}.out"
+        node = placement.nodes[0]
+        bind = not run.through_mpi and job.cpu_affinity != "none"
+        if run.through_mpi or node == self.local_index:
+            cpus = [self.local_cpu_ids[i % len(self.local_cpu_ids)] for i in placement.cpus[0]]
+            return self.children.spawn(
+                job.job_id, Step.RUN, run.argv, workdir, env, out, cpus if bind else ()
+            )
+        assert self.fleet is not None, "a remote node is ready only with its worker"
+        link = self.fleet.links[node]
+        child = self.children.adopt_remote(job.job_id, Step.RUN, out, link)
+        link.run(child.key, run.argv, workdir, variables, out, placement.cpus[0] if bind else ())
+        return child
 
     def step_done(self, task: Task, step: Step, code: int, now: float) -> None:
         """A job's command exited on its own with ``code``."""

@@ -22,4 +22,9 @@ class LauncherOptions:
     job_mode: JobMode = JobMode.SERIAL
     workflows: list[str] = field(default_factory=list)
     consume_all: bool = False
+    #: None: the allocation's own end (where the batch system tells), else no limit.
     time_limit_minutes: float | None = None
+    #: Use at most this many of the allocation's nodes (None: all) ...
+    limit_nodes: int | None = None
+    #: ... starting with this one (0-based), so that launchers can split one allocation.
+    offset_nodes: int = 0

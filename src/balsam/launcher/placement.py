@@ -1,14 +1,20 @@
-"""Which nodes a job runs on, and what each node has left.
+"""Which nodes a job runs on, which of their CPUs and GPUs it gets, and what each node has left.
 
-Serial mode packs single-node jobs: a job takes ``1 / node_packing_count`` of a node and
-``ranks_per_node * threads_per_rank / threads_per_core`` of its cores (and its GPUs), and a node
-takes jobs while both its share and its cores last. MPI mode gives each job ``num_nodes``
-whole idle nodes. Shares are exact fractions, so four quarter-node jobs fill a node exactly.
+A multi-node job takes ``num_nodes`` whole idle nodes (every CPU and GPU on them). A single-node
+job packs: it takes ``1 / node_packing_count`` of a node, ``ceil(ranks_per_node x
+threads_per_rank / threads_per_core)`` of its CPUs and ``ranks_per_node x gpus_per_rank`` of
+its GPUs, and a node takes jobs while its share, CPUs and GPUs last. Shares are exact fractions,
+so four quarter-node jobs fill a node exactly. The rules are the same in both job modes; with
+the default ``node_packing_count = 1`` a job has a node to itself.
+
+CPUs and GPUs are handed out as indices ``0 .. n-1`` of the node (lowest free first, so a job's
+CPUs are contiguous when they can be); whoever starts the process maps them to the node's own
+CPU ids (its affinity mask) and GPU ids.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from balsam.domain.resources import NodeSpec, ResourceRequest
@@ -22,32 +28,56 @@ class NodeUsage:
 
     spec: NodeSpec
     share: Fraction = Fraction(0)
-    cpus: int = 0
-    gpus: int = 0
+    free_cpus: list[int] = field(default_factory=list)
+    free_gpus: list[int] = field(default_factory=list)
+    #: False until the node can start jobs (its worker connected), or after it was lost.
+    ready: bool = True
+
+    def __post_init__(self) -> None:
+        self.free_cpus = list(range(max(self.spec.cpus, 1)))
+        self.free_gpus = list(range(self.spec.gpus))
 
     def fits(self, share: Fraction, cpus: int, gpus: int) -> bool:
         """True when a job taking these amounts can start here now."""
         return (
-            self.share + share <= WHOLE
-            and self.cpus + cpus <= max(self.spec.cpus, 1)
-            and self.gpus + gpus <= self.spec.gpus
+            self.ready
+            and self.share + share <= WHOLE
+            and cpus <= len(self.free_cpus)
+            and gpus <= len(self.free_gpus)
         )
 
     @property
     def idle(self) -> bool:
-        """Nothing runs here."""
-        return self.share == 0 and self.cpus == 0 and self.gpus == 0
+        """Ready and nothing runs here."""
+        return self.ready and self.share == 0 and len(self.free_cpus) == max(self.spec.cpus, 1)
+
+    def take(
+        self, share: Fraction, cpus: int, gpus: int
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Take a share and the lowest free CPU and GPU indices."""
+        self.share += share
+        self.free_cpus.sort()
+        self.free_gpus.sort()
+        taken_cpus, self.free_cpus = self.free_cpus[:cpus], self.free_cpus[cpus:]
+        taken_gpus, self.free_gpus = self.free_gpus[:gpus], self.free_gpus[gpus:]
+        return tuple(taken_cpus), tuple(taken_gpus)
+
+    def give_back(self, share: Fraction, cpus: tuple[int, ...], gpus: tuple[int, ...]) -> None:
+        """Return what :meth:`take` handed out."""
+        self.share -= share
+        self.free_cpus.extend(cpus)
+        self.free_gpus.extend(gpus)
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one job runs and what it takes on each of its nodes."""
+    """Where one job runs: its nodes, and the CPU and GPU indices it has on each."""
 
     nodes: tuple[int, ...]
     hosts: tuple[str, ...]
     share: Fraction
-    cpus: int
-    gpus: int
+    cpus: tuple[tuple[int, ...], ...]
+    gpus: tuple[tuple[int, ...], ...]
 
 
 class NodePool:
@@ -64,45 +94,71 @@ class NodePool:
         """The nodes as discovered."""
         return [n.spec for n in self.nodes]
 
-    def place(self, req: ResourceRequest, whole_nodes: bool) -> Placement | None:
+    def place(self, req: ResourceRequest) -> Placement | None:
         """Take room for a job, or None when it cannot start now."""
-        if whole_nodes:
+        if req.num_nodes > 1:
             chosen = [i for i, n in enumerate(self.nodes) if n.idle][: req.num_nodes]
             if len(chosen) < req.num_nodes:
                 return None
-            spec = self.nodes[chosen[0]].spec
-            return self._take(chosen, WHOLE, spec.cpus, spec.gpus)
+            return self._take(chosen, WHOLE, None, None)
         share = Fraction(1, req.node_packing_count)
+        cpus, gpus = req.cpus_per_node, req.gpus_per_node
         for i, node in enumerate(self.nodes):
-            if node.fits(share, req.cpus_per_node, req.gpus_per_node):
-                return self._take([i], share, req.cpus_per_node, req.gpus_per_node)
+            if node.fits(share, cpus, gpus):
+                return self._take([i], share, cpus, gpus)
         return None
 
-    def _take(self, chosen: list[int], share: Fraction, cpus: int, gpus: int) -> Placement:
+    def _take(
+        self, chosen: list[int], share: Fraction, cpus: int | None, gpus: int | None
+    ) -> Placement:
+        """Take ``share`` of each chosen node and ``cpus``/``gpus`` of it (None: all of them)."""
+        cpu_sets, gpu_sets = [], []
         for i in chosen:
             node = self.nodes[i]
-            node.share += share
-            node.cpus += min(cpus, node.spec.cpus)
-            node.gpus += min(gpus, node.spec.gpus)
+            want_cpus = len(node.free_cpus) if cpus is None else cpus
+            want_gpus = len(node.free_gpus) if gpus is None else gpus
+            taken_cpus, taken_gpus = node.take(share, want_cpus, want_gpus)
+            cpu_sets.append(taken_cpus)
+            gpu_sets.append(taken_gpus)
         hosts = tuple(self.nodes[i].spec.hostname for i in chosen)
-        return Placement(tuple(chosen), hosts, share, cpus, gpus)
+        return Placement(tuple(chosen), hosts, share, tuple(cpu_sets), tuple(gpu_sets))
 
     def release(self, placement: Placement) -> None:
         """Give back what ``placement`` took."""
-        for i in placement.nodes:
-            node = self.nodes[i]
-            node.share -= placement.share
-            node.cpus -= min(placement.cpus, node.spec.cpus)
-            node.gpus -= min(placement.gpus, node.spec.gpus)
+        for i, cpus, gpus in zip(placement.nodes, placement.cpus, placement.gpus, strict=True):
+            self.nodes[i].give_back(placement.share, cpus, gpus)
 
-    def free_slots(self, whole_nodes: bool) -> int:
-        """About how many more jobs could start now (what to claim)."""
-        if whole_nodes:
+    def set_ready(self, index: int, ready: bool) -> None:
+        """Mark a node able (or no longer able) to start jobs."""
+        self.nodes[index].ready = ready
+
+    @property
+    def ready_count(self) -> int:
+        """Nodes that can start jobs now or once their running jobs end."""
+        return sum(1 for n in self.nodes if n.ready)
+
+    def free_slots(self, per_cpu: bool) -> int:
+        """About how many more jobs could start now (what to claim).
+
+        ``per_cpu`` counts free CPUs (serial mode's one-core jobs); otherwise idle nodes (mpi
+        mode's typical whole-node jobs).
+        """
+        if not per_cpu:
             return sum(1 for n in self.nodes if n.idle)
-        return sum(max(n.spec.cpus - n.cpus, 0) for n in self.nodes if n.share < WHOLE)
+        return sum(len(n.free_cpus) for n in self.nodes if n.ready and n.share < WHOLE)
 
-    def capacity(self, whole_nodes: bool) -> int:
-        """About how many jobs the allocation runs at once when full."""
-        if whole_nodes:
-            return len(self.nodes)
-        return sum(max(n.spec.cpus, 1) for n in self.nodes)
+    def capacity(self, per_cpu: bool) -> int:
+        """About how many jobs the allocation runs at once when full (see :meth:`free_slots`)."""
+        if not per_cpu:
+            return self.ready_count
+        return sum(max(n.spec.cpus, 1) for n in self.nodes if n.ready)
+
+    def has_room(self) -> bool:
+        """Whether any ready node has any share left (a cheap test before placing)."""
+        return any(n.ready and n.share < WHOLE and n.free_cpus for n in self.nodes)
+
+
+def select_nodes(nodes: list[NodeSpec], limit: int | None, offset: int) -> list[NodeSpec]:
+    """The ``limit`` nodes starting at ``offset`` (``--limit-nodes``/``--offset-nodes``)."""
+    chosen = nodes[offset:]
+    return chosen if limit is None else chosen[:limit]

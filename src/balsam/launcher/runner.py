@@ -1,43 +1,51 @@
 """The launcher's event loop: one process, one selector, no threads.
 
-The loop wakes on a child's exit (pidfd), on a signal (wakeup fd) or on the next timer
-(heartbeat, flush, claim poll, kill escalation, time limit), then:
+The loop wakes on a child's exit (pidfd), a worker's message (socket), a signal (wakeup fd)
+or the next timer (lease renewal, kill poll, flush, claim poll, kill escalation, time limit),
+then:
 
-1. heartbeats the session lease when due, and stops jobs a user killed;
+1. renews the lease when due and stops jobs a user killed (:mod:`balsam.launcher.lease`);
 2. claims runnable jobs when there is room, advancing READY/STAGED_IN ones itself;
-3. starts waiting jobs on free nodes;
+3. starts waiting jobs on free nodes, biggest and longest first;
 4. flushes buffered state changes when due;
 5. with ``--consume-all``, exits once nothing it could run remains (see docs/launcher.md).
 
 On a time limit or SIGTERM/SIGINT it stops every child (SIGTERM, then SIGKILL after
 ``kill_grace_seconds``), reports running jobs RUN_TIMEOUT and closes its session, which hands
-back every job it still holds.
+back every job it still holds. Killed with SIGKILL it can do none of that: its guard process
+kills its children, and its peers recover its jobs.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import selectors
 import signal
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 from balsam.backends.base import Backend
 from balsam.config import Site
-from balsam.domain.resources import NodeSpec
 from balsam.domain.states import JobState
-from balsam.errors import DatabaseError, NotFound
+from balsam.errors import DatabaseError, LauncherError, NotFound
 from balsam.launcher.children import Child, ChildProcesses, Step
+from balsam.launcher.guard import Guard
 from balsam.launcher.jobflow import JobFlow, Task
+from balsam.launcher.lease import Lease, LeaseNews
 from balsam.launcher.logs import job_extra
+from balsam.launcher.nodework import NodeWork
 from balsam.launcher.options import JobMode, LauncherOptions
-from balsam.launcher.placement import NodePool
+from balsam.launcher.placement import NodePool, select_nodes
 from balsam.launcher.updates import FlushResult, UpdateBuffer
+from balsam.launcher.workers import WorkerFleet
 from balsam.platform.mpi import MpiLauncher, find_mpi_launcher, search_path
-from balsam.platform.nodes import discover_nodes, local_hostname
+from balsam.platform.nodes import discover_nodes, local_hostname, node_index
+from balsam.platform.walltime import allocation_minutes_left
 from balsam.schemas.jobs import JobOut
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 from balsam.schemas.sessions import ClaimRequest
@@ -59,7 +67,7 @@ UPCOMING_STATES = [
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Launcher(JobFlow):
+class Launcher(NodeWork, JobFlow):
     """Runs the jobs of one workflow database on the nodes of one allocation."""
 
     def __init__(
@@ -67,31 +75,38 @@ class Launcher(JobFlow):
         site: Site,
         backend: Backend,
         options: LauncherOptions,
-        nodes: list[NodeSpec],
+        pool: NodePool,
         mpi: MpiLauncher | None,
         hostname: str,
+        local_index: int | None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.site = site
         self.backend = backend
         self.options = options
         self.settings = site.settings.launcher
-        self.pool = NodePool(nodes)
+        self.platform = site.settings.platform
+        self.pool = pool
         self.mpi = mpi
         self.mpi_mode = options.job_mode is JobMode.MPI
         self.hostname = hostname
+        self.local_index = local_index
+        self.local_cpu_ids = sorted(os.sched_getaffinity(0))
         self.environ = dict(os.environ if environ is None else environ)
         self.selector = selectors.DefaultSelector()
         self.children = ChildProcesses(self.selector)
+        self.fleet: WorkerFleet | None = None
         self.tasks: dict[str, Task] = {}
+        self.waiting: list[Task] = []
         self.started = time.monotonic()
         self.stop_at = self._stop_time()
         self.stop_reason: str | None = None
         self.finished = False
+        self.fenced = False
         self.exit_code = 0
         self.next_claim = 0.0
-        self.next_heartbeat = 0.0
-        self.session_id = 0
+        label = f"{options.job_mode} mode, {len(pool)} node(s)"
+        self.lease = Lease(backend, self.settings, label, hostname)
         self.updates = UpdateBuffer(backend, 0, self.settings.flush_interval_seconds)
 
     def _stop_time(self) -> float | None:
@@ -111,21 +126,31 @@ class Launcher(JobFlow):
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(wake_r, selectors.EVENT_READ, None)
         previous = self._install_signals(wake_w)
+        self.children.guard = Guard.start(self.environ)
         try:
-            label = f"{self.options.job_mode} mode, {len(self.pool)} node(s)"
-            session = self.backend.open_session(label, self.hostname, os.getpid())
-            self.session_id = self.updates.session_id = session.id
-            log.info("session %d opened: %s, nodes %s", session.id, label, self._hosts())
+            self._open_session()
             try:
+                self.prepare_nodes(time.monotonic())
                 self._loop()
             finally:
                 self._shutdown()
         finally:
+            self.children.guard.close()
             self._restore_signals(previous)
             self.selector.close()
             os.close(wake_r)
             os.close(wake_w)
         return self.exit_code
+
+    def _open_session(self) -> None:
+        session = self.lease.open(time.monotonic())
+        self.updates.session_id = session.id
+        log.info("session %d opened: %s, nodes %s", session.id, self.lease.label, self._hosts())
+        try:
+            self.lease.recover_peers()
+            self.report_unfit()
+        except DatabaseError as exc:
+            log.warning("cannot look after other launchers' jobs yet: %s", exc)
 
     def _hosts(self) -> str:
         return ",".join(f"{n.hostname}({n.cpus} cpus)" for n in self.pool.specs)
@@ -157,22 +182,24 @@ class Launcher(JobFlow):
             if self.stop_at is not None and now >= self.stop_at:
                 self.stop_reason = "launcher time limit reached"
                 break
-            self._heartbeat(now)
+            self._tend_lease(now)
             self.children.escalate(now)
+            self.check_nodes(now)
             if self._claim_due(now):
                 self._claim(now)
             self._start_waiting(now)
             due = self.updates.due_at()
-            if due is not None and now >= due:
+            if due is not None and now >= due and self.lease.session_id:
                 self.flush(now)
             if not self.finished and self.stop_reason is None:
                 self._wait(self._timeout(now))
 
     def _timeout(self, now: float) -> float:
-        times = [self.next_heartbeat]
+        times = [self.lease.due_at(polling=len(self.children) > 0)]
         for when in (self.updates.due_at(), self.children.next_kill_at(), self.stop_at):
             if when is not None:
                 times.append(when)
+        times.append(self.nodes_due_at())
         if self._claim_budget() > 0:
             times.append(self.next_claim)
         return max(0.0, min(times) - now)
@@ -181,8 +208,10 @@ class Launcher(JobFlow):
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 _drain(key.fd)
-            else:
-                self._on_exit(key.data, time.monotonic())
+            elif isinstance(key.data, Child):
+                self.exited(key.data, self.children.reap(key.data), time.monotonic())
+            elif self.fleet is not None and self.fleet.owns(key.data):
+                self.fleet.handle(key.data)
 
     def _shutdown(self) -> None:
         """Stop every child, record what happened, close the session."""
@@ -197,34 +226,89 @@ class Launcher(JobFlow):
             while len(self.children) and time.monotonic() < give_up:
                 self.children.escalate(time.monotonic())
                 self._wait(min(0.5, self._until_kill()))
-        for _ in range(3):
-            if not self.flush(time.monotonic()).failed:
-                break
-            time.sleep(1.0)
-        self.backend.close_session(self.session_id)
+        if self.fleet is not None:
+            self.fleet.close()
+        if self.options.consume_all:
+            self.report_unfit()
+        self._retry_at_exit("record the last state changes", lambda: self.flush(time.monotonic()))
+        self._retry_at_exit("close the session", self.lease.close)
         log.info("session %d closed (%s)", self.session_id, self.stop_reason or "done")
+
+    def _retry_at_exit(self, what: str, action: Any, attempts: int = 10) -> None:
+        """Retry ``action`` a while: the database may be restarting as the launcher exits."""
+        for attempt in range(attempts):
+            try:
+                result = action()
+            except DatabaseError as exc:
+                log.warning("cannot %s (try %d of %d): %s", what, attempt + 1, attempts, exc)
+            else:
+                if not (isinstance(result, FlushResult) and result.failed):
+                    return
+            time.sleep(min(2.0, 0.2 * 2**attempt))
+        log.error("gave up trying to %s: the jobs go back to others when the lease expires", what)
 
     def _until_kill(self) -> float:
         when = self.children.next_kill_at()
         return 0.5 if when is None else max(0.0, when - time.monotonic())
 
-    # ---- lease and claims -------------------------------------------------------------------
+    # ---- the lease -----------------------------------------------------------------------
 
-    def _heartbeat(self, now: float) -> None:
-        if now < self.next_heartbeat:
+    def _tend_lease(self, now: float) -> None:
+        if not self.lease.session_id:
+            self._reopen(now)
             return
-        self.next_heartbeat = now + self.settings.heartbeat_seconds
-        try:
-            killed = self.backend.heartbeat(self.session_id)
-        except NotFound as exc:
-            log.error("lost the session lease, stopping: %s", exc)
-            self.stop_reason, self.exit_code = "launcher lost its session lease", 1
+        news = self.lease.tick(now, polling=len(self.children) > 0)
+        if news.lost:
+            self._lost_lease(now)
             return
-        except DatabaseError as exc:
-            log.warning("heartbeat failed, will retry: %s", exc)
-            return
-        for job_id in killed:
+        if news.fence and not self.fenced:
+            self._fence(now)
+        elif self.fenced and self.lease.renewed_at >= now:
+            log.warning("the workflow database answers again: starting jobs again")
+            self.fenced = False
+        self._stop_killed(news, now)
+
+    def _stop_killed(self, news: LeaseNews, now: float) -> None:
+        for job_id in news.killed:
             self.stop_job(job_id, now, "killed by user")
+
+    def _fence(self, now: float) -> None:
+        """Stop running jobs before peers may expire the lease and start them again."""
+        self.fenced = True
+        why = f"the workflow database was unreachable for {now - self.lease.renewed_at:.0f} s"
+        log.error(
+            "%s: stopping %d running job(s) before the lease expires", why, len(self.children)
+        )
+        grace = min(self.settings.kill_grace_seconds, self.settings.heartbeat_seconds / 2)
+        for task in self.tasks.values():
+            if task.child is not None and not task.killed:
+                task.abandoned = f"stopped: {why}"
+                self.children.terminate(task.child, grace, now)
+
+    def _lost_lease(self, now: float) -> None:
+        """Peers expired the lease: everything held may run elsewhere now; start afresh."""
+        for task in list(self.tasks.values()):
+            if task.child is None:
+                self._unqueue(task)
+                self.forget(task)
+            else:
+                task.killed = True
+                self.children.signal(task.child, signal.SIGKILL)
+        self.updates.clear()
+        self.lease.session_id = 0
+        self._reopen(now)
+
+    def _reopen(self, now: float) -> None:
+        try:
+            session = self.lease.open(now)
+        except DatabaseError as exc:
+            log.warning("cannot open a new session yet: %s", exc)
+            return
+        self.updates.session_id = session.id
+        self.fenced = False
+        log.warning("carrying on in new session %d", session.id)
+
+    # ---- claims ------------------------------------------------------------------------------
 
     def _claim_budget(self) -> int:
         """How many jobs to claim: room for every free slot plus one round of prefetch.
@@ -232,13 +316,13 @@ class Launcher(JobFlow):
         Holding one round ahead lets the next job start the moment a slot frees, without a
         database round trip; claiming waits until less than a round is queued.
         """
-        if self.stop_reason is not None:
+        if self.stop_reason is not None or self.fenced or not self.lease.session_id:
             return 0
-        waiting = sum(1 for t in self.tasks.values() if t.child is None)
-        prefetch = self.pool.capacity(self.mpi_mode)
-        if waiting >= prefetch:
+        per_cpu = not self.mpi_mode
+        prefetch = self.pool.capacity(per_cpu)
+        if len(self.waiting) >= prefetch:
             return 0
-        free = self.pool.free_slots(self.mpi_mode) + prefetch - waiting
+        free = self.pool.free_slots(per_cpu) + prefetch - len(self.waiting)
         return max(0, min(self.settings.claim_batch, free))
 
     def _claim_due(self, now: float) -> bool:
@@ -263,9 +347,8 @@ class Launcher(JobFlow):
         )
         try:
             jobs = self.backend.claim_jobs(self.session_id, request)
-        except NotFound as exc:
-            log.error("lost the session lease, stopping: %s", exc)
-            self.stop_reason, self.exit_code = "launcher lost its session lease", 1
+        except NotFound:
+            self._lost_lease(now)
             return
         except DatabaseError as exc:
             log.warning("cannot claim jobs, will retry: %s", exc)
@@ -288,6 +371,8 @@ class Launcher(JobFlow):
             for job in jobs:
                 task = self.tasks.get(job.job_id)
                 if task is None or task.child is None:
+                    if task is not None:
+                        self._unqueue(task)
                     self.tasks.pop(job.job_id, None)
                     idle.append(job.job_id)
             self.flush(now)
@@ -301,17 +386,22 @@ class Launcher(JobFlow):
         launcher (node count, serial mode, remaining wall time). AWAITING_PARENTS jobs count
         whatever their parents are doing, so a launcher waits while parents run elsewhere.
         """
-        filters: dict[str, Any] = {
-            "state__in": [s.value for s in UPCOMING_STATES],
-            "session_id__isnull": True,
-            "num_nodes__lte": 1 if not self.mpi_mode else len(self.pool),
-        }
-        if self.options.workflows:
-            filters["workflow__in"] = list(self.options.workflows)
+        filters = self.upcoming_filters()
+        filters["num_nodes__lte"] = 1 if not self.mpi_mode else len(self.pool)
         minutes = self.remaining_minutes(now)
         if minutes is not None:
             filters["wall_time_minutes__lte"] = minutes
         return JobQuery(clauses=[clause_from_kwargs(filters)])
+
+    def upcoming_filters(self) -> dict[str, Any]:
+        """Jobs in this launcher's workflows on their way to running, held by no launcher."""
+        filters: dict[str, Any] = {
+            "state__in": [s.value for s in UPCOMING_STATES],
+            "session_id__isnull": True,
+        }
+        if self.options.workflows:
+            filters["workflow__in"] = list(self.options.workflows)
+        return filters
 
     def _check_exhausted(self, now: float) -> None:
         try:
@@ -325,20 +415,48 @@ class Launcher(JobFlow):
 
     # ---- starting jobs ---------------------------------------------------------------------
 
+    def admit(self, jobs: list[JobOut], now: float) -> None:
+        """Take newly claimed jobs (see :meth:`JobFlow.admit`) and queue the runnable ones."""
+        super().admit(jobs, now)
+        for job in jobs:
+            # Staged in and with no preprocess step running: ready to run.
+            task = self.tasks.get(job.job_id)
+            if task is not None and task.child is None:
+                self.enqueue(task)
+
+    def enqueue(self, task: Task) -> None:
+        """Queue a job to be started, in priority order."""
+        bisect.insort(self.waiting, task, key=lambda t: t.priority)
+
+    def _unqueue(self, task: Task) -> None:
+        if task in self.waiting:
+            self.waiting.remove(task)
+
     def _start_waiting(self, now: float) -> None:
-        if self.stop_reason is not None:
+        if self.stop_reason is not None or self.fenced or not self.waiting:
             return
         remaining = self.remaining_minutes(now)
-        for task in [t for t in self.tasks.values() if t.child is None]:
+        blocked: set[tuple[int, int, int, int]] = set()
+        for task in list(self.waiting):
+            if not self.pool.has_room():
+                break
             if remaining is not None and task.job.wall_time_minutes > remaining:
+                self._unqueue(task)
                 self.give_back(task, now, "does not fit the launcher's remaining time")
                 continue
-            placement = self.pool.place(task.job.resources(), self.mpi_mode)
-            if placement is not None:
-                self.start_run(task, placement, now)
+            shape = _shape(task)
+            if shape in blocked:
+                continue
+            placement = self.pool.place(task.job.resources())
+            if placement is None:
+                # Nothing of this size fits now: skip its twins, try smaller jobs behind it.
+                blocked.add(shape)
+                continue
+            self._unqueue(task)
+            self.start_run(task, placement, now)
 
-    def _on_exit(self, child: Child, now: float) -> None:
-        code = self.children.reap(child)
+    def exited(self, child: Child, code: int, now: float) -> None:
+        """A command of a job ended with ``code`` (here or on a remote node)."""
         task = self.tasks.get(child.job_id)
         if task is None:
             return
@@ -350,10 +468,17 @@ class Launcher(JobFlow):
         if task.killed:
             self.forget(task)
             self.release([task.job.job_id])
+        elif task.abandoned and child.step is Step.RUN:
+            self.record(
+                task.job.job_id, S.RESTART_READY, now, task.abandoned, release=True, lost=True
+            )
+            self.forget(task)
         elif self.stop_reason is not None:
             self._stopped(task, child.step, code, now)
         else:
             self.step_done(task, child.step, code, now)
+            if task.job.job_id in self.tasks and task.child is None:
+                self.enqueue(task)
 
     def _stopped(self, task: Task, step: Step, code: int, now: float) -> None:
         """A command ended because the launcher is stopping."""
@@ -390,8 +515,14 @@ class Launcher(JobFlow):
         if task.child is not None:
             self.children.terminate(task.child, self.settings.kill_grace_seconds, now)
         else:
+            self._unqueue(task)
             self.forget(task)
             self.release([job_id])
+
+
+def _shape(task: Task) -> tuple[int, int, int, int]:
+    req = task.job.resources()
+    return (req.num_nodes, req.cpus_per_node, req.gpus_per_node, req.node_packing_count)
 
 
 def _drain(fd: int) -> None:
@@ -402,19 +533,35 @@ def _drain(fd: int) -> None:
         pass
 
 
+__all__ = ["IDLE_POLL_SECONDS", "UPCOMING_STATES", "Launcher", "run_launcher"]
+
+
 def run_launcher(
     site: Site,
     backend: Backend,
     options: LauncherOptions,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Discover the nodes and the MPI launcher, then run a launcher until it is done."""
+    """Discover the nodes, the MPI launcher and the time left, then run a launcher."""
     env = dict(os.environ if environ is None else environ)
     platform = site.settings.platform
-    nodes = discover_nodes(platform.cpus_per_node, platform.gpus_per_node, env)
-    mpi = find_mpi_launcher(platform.mpi_launcher, search_path(env))
+    found = discover_nodes(platform.cpus_per_node, platform.gpus_per_node, env)
+    nodes = select_nodes(found, options.limit_nodes, options.offset_nodes)
+    if not nodes:
+        raise LauncherError(
+            f"--offset-nodes {options.offset_nodes} leaves none of the allocation's "
+            f"{len(found)} node(s)"
+        )
+    mpi = find_mpi_launcher(platform.mpi_launcher, search_path(env), env)
     if mpi is None:
         log.info("no MPI launcher found: one-rank jobs run directly, others cannot run")
     else:
         log.info("MPI launcher: %s (%s)", mpi.name, mpi.executable)
-    return Launcher(site, backend, options, nodes, mpi, local_hostname(), env).run()
+    if options.time_limit_minutes is None:
+        left = allocation_minutes_left(env)
+        if left is not None:
+            log.info("the allocation ends in %.1f minutes: that is the time limit", left)
+            options = replace(options, time_limit_minutes=left)
+    local = node_index([n.hostname for n in nodes], env)
+    pool = NodePool(nodes)
+    return Launcher(site, backend, options, pool, mpi, local_hostname(), local, env).run()

@@ -52,6 +52,7 @@ class UpdateBuffer:
         message: str = "",
         return_code: int | None = None,
         release: bool = False,
+        lost: bool = False,
     ) -> None:
         """Queue one job's move to ``state``, stamped with the current time."""
         update = StateUpdate(
@@ -61,6 +62,7 @@ class UpdateBuffer:
             return_code=return_code,
             timestamp=datetime.now(UTC),
             release=release,
+            lost=lost,
         )
         self.pending.append(update)
         if self.first_at is None:
@@ -69,6 +71,10 @@ class UpdateBuffer:
     def drop(self, job_id: str) -> None:
         """Forget the queued updates of ``job_id`` (a job a user killed)."""
         self.pending = [u for u in self.pending if u.job_id != job_id]
+
+    def clear(self) -> None:
+        """Forget every queued update (the session they belong to is gone)."""
+        self.pending, self.first_at = [], None
 
     def due_at(self) -> float | None:
         """When the buffer should be flushed, or None when it is empty."""

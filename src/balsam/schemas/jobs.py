@@ -44,6 +44,7 @@ class JobFields(BaseModel):
     wait_for_parents: bool = True
     max_error_retries: int = Field(default=0, ge=0)
     max_timeout_retries: int = Field(default=3, ge=0)
+    max_lost_retries: int = Field(default=3, ge=0)
     data: dict[str, Any] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -133,6 +134,8 @@ class StateUpdate(BaseModel):
     return_code: int | None = None
     timestamp: datetime | None = None
     release: bool = False
+    #: RESTART_READY because the run was lost with its node or its launcher's lease.
+    lost: bool = False
 
 
 class EventOut(BaseModel):

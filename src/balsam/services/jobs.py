@@ -313,6 +313,25 @@ def _descendants(session: Any, job_id: str) -> list[str]:
     return list(seen)
 
 
+def note_jobs(engine: Engine, job_ids: list[str], message: str) -> int:
+    """Add ``message`` to the history of each job without changing its state.
+
+    A job whose latest event already says ``message`` gets no second copy, so a launcher that
+    reports the same thing every time it starts does not flood the history. Returns how many
+    notes were written.
+    """
+    with unit_of_work(engine) as session:
+        rows = repo.jobs_by_id(session, job_ids)
+        latest = repo.latest_messages(session, list(rows))
+        events = [
+            repo.event(jid, row.state, row.state, message)
+            for jid, row in rows.items()
+            if latest.get(jid) != message
+        ]
+        repo.add_events(session, events)
+        return len(events)
+
+
 def history(engine: Engine, job_id: str) -> list[EventOut]:
     """Every state change of one job, oldest first."""
     with unit_of_work(engine, write=False) as session:

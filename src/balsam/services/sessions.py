@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Select, delete, select, text, update
+from sqlalchemy.orm import Session
 
 from balsam.domain.states import TERMINAL_STATES, JobState
 from balsam.errors import InvalidTransition, NotFound
@@ -44,10 +45,33 @@ def heartbeat(engine: Engine, session_id: int) -> list[str]:
         if row is None:
             raise NotFound(f"launcher session {session_id} has expired")
         row.heartbeat = utcnow()
-        # A held job that reached an end state was killed or given up on by a user.
-        ended = [s.value for s in TERMINAL_STATES]
-        stmt = select(JobRow.job_id).where(JobRow.session_id == session_id, JobRow.state.in_(ended))
-        return list(session.scalars(stmt))
+        return _ended_held(session, session_id)
+
+
+def ended_held_jobs(engine: Engine, session_id: int) -> list[str]:
+    """Ids of jobs ``session_id`` holds that a user killed (or failed) meanwhile; read-only.
+
+    Launchers ask this every few seconds while jobs run, so ``balsam kill`` takes effect
+    quickly without a write per question.
+    """
+    with unit_of_work(engine, write=False) as session:
+        if session.get(SessionRow, session_id) is None:
+            raise NotFound(f"launcher session {session_id} has expired")
+        return _ended_held(session, session_id)
+
+
+def _ended_held(session: Session, session_id: int) -> list[str]:
+    # A held job that reached an end state was killed or given up on by a user.
+    ended = [s.value for s in TERMINAL_STATES]
+    stmt = select(JobRow.job_id).where(JobRow.session_id == session_id, JobRow.state.in_(ended))
+    return list(session.scalars(stmt))
+
+
+def list_sessions(engine: Engine) -> list[SessionOut]:
+    """Every open launcher session, oldest first."""
+    with unit_of_work(engine, write=False) as session:
+        rows = session.scalars(select(SessionRow).order_by(SessionRow.id))
+        return [SessionOut.model_validate(row) for row in rows]
 
 
 def close_session(engine: Engine, session_id: int) -> None:
@@ -57,28 +81,43 @@ def close_session(engine: Engine, session_id: int) -> None:
         session.execute(delete(SessionRow).where(SessionRow.id == session_id))
 
 
-def expire_sessions(engine: Engine, lease_seconds: float) -> list[int]:
-    """Recover the jobs of every session whose heartbeat is older than ``lease_seconds``."""
+def expire_sessions(
+    engine: Engine, lease_seconds: float, dead: list[int] | None = None
+) -> list[int]:
+    """Recover the jobs of sessions whose heartbeat is older than ``lease_seconds``, and of
+    the sessions in ``dead`` (launchers seen dead on their own host); returns their ids."""
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
     with unit_of_work(engine) as session:
         stale = list(session.scalars(select(SessionRow.id).where(SessionRow.heartbeat < cutoff)))
+        gone = [s for s in dict.fromkeys(dead or []) if s not in stale]
+        if gone:
+            gone = list(session.scalars(select(SessionRow.id).where(SessionRow.id.in_(gone))))
         if stale:
             _recover_jobs(session, stale, "launcher lost (lease expired)")
-            session.execute(delete(SessionRow).where(SessionRow.id.in_(stale)))
-        return stale
+        if gone:
+            _recover_jobs(session, gone, "launcher lost (its process is gone)")
+        if stale or gone:
+            session.execute(delete(SessionRow).where(SessionRow.id.in_(stale + gone)))
+        return stale + gone
 
 
-def _recover_jobs(session: object, session_ids: list[int], message: str) -> None:
-    from sqlalchemy.orm import Session
-
-    assert isinstance(session, Session)
+def _recover_jobs(session: Session, session_ids: list[int], message: str) -> None:
+    """Hand back every job the sessions hold; RUNNING ones restart (a lost run) or fail."""
     rows = list(session.scalars(select(JobRow).where(JobRow.session_id.in_(session_ids))))
     engine_ = StateEngine(session)
     for row in rows:
         if row.state == S.RUNNING:
             engine_.move(row, S.RESTART_READY, message, lost=True)
+            _bound_lost(engine_, row)
         row.session_id = None
     engine_.finish()
+
+
+def _bound_lost(engine_: StateEngine, row: JobRow) -> None:
+    """Fail a job whose runs were lost more often than it allows."""
+    if row.state == S.RESTART_READY and row.lost_count > row.max_lost_retries:
+        reason = f"gave up after {row.lost_count} runs lost with their launcher"
+        engine_.move(row, S.FAILED, reason)
 
 
 def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOut]:
@@ -146,8 +185,15 @@ def record_updates(engine: Engine, session_id: int, updates: list[StateUpdate]) 
                 continue
             try:
                 engine_.move(
-                    row, upd.state, upd.message, when=upd.timestamp, keep_hold=not upd.release
+                    row,
+                    upd.state,
+                    upd.message,
+                    when=upd.timestamp,
+                    keep_hold=not upd.release,
+                    lost=upd.lost,
                 )
+                if upd.lost:
+                    _bound_lost(engine_, row)
             except InvalidTransition as exc:
                 rejected.append(str(exc))
                 continue

@@ -97,6 +97,22 @@ def insert_jobs(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(insert(JobRow), list(rows))
 
 
+def latest_messages(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
+    """The message of each job's most recent event."""
+    found: dict[str, str] = {}
+    for start in range(0, len(job_ids), 500):
+        chunk = list(job_ids[start : start + 500])
+        newest = (
+            select(EventRow.job_id, func.max(EventRow.id).label("id"))
+            .where(EventRow.job_id.in_(chunk))
+            .group_by(EventRow.job_id)
+            .subquery()
+        )
+        stmt = select(EventRow.job_id, EventRow.message).join(newest, EventRow.id == newest.c.id)
+        found.update((jid, message) for jid, message in session.execute(stmt))
+    return found
+
+
 def event(
     job_id: str, old: str, new: str, message: str, when: datetime | None = None
 ) -> dict[str, Any]:

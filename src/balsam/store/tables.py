@@ -154,6 +154,7 @@ class JobRow(Base):
     wait_for_parents: Mapped[bool] = mapped_column(Boolean, default=True)
     max_error_retries: Mapped[int] = mapped_column(Integer, default=0)
     max_timeout_retries: Mapped[int] = mapped_column(Integer, default=3)
+    max_lost_retries: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(32))
