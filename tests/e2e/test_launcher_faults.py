@@ -269,7 +269,7 @@ def test_a_launcher_cut_off_from_its_database_stops_its_jobs_before_its_lease_en
         be.close()
 
 
-# ---- launchers killed at random moments -----------------------------------------------------------
+# ---- launchers killed at random moments ---------------------------------------------------
 
 
 def test_launchers_killed_at_random_moments_end_every_job_exactly_once(
