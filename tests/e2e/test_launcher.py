@@ -321,7 +321,6 @@ def test_jobs_longer_than_the_time_left_are_not_started(site: Site, backend_of: 
 
 
 def test_balsam_kill_stops_a_running_job_within_seconds(site: Site, backend_of: Backend) -> None:
-    settings(site, launcher={"heartbeat_seconds": 0.5})
     add_app(backend_of, "Sleep", "sleep 60")
     (job,) = add_jobs(backend_of, "Sleep", {"name": "victim"})
     proc = start_launcher("--consume-all", "--job-mode", "serial")

@@ -1,14 +1,12 @@
-"""Child processes of the launcher, reaped without polling each one.
+"""The commands of jobs: child processes reaped without polling each one.
 
-Every local child runs in its own session (so a signal reaches the whole process tree it starts:
-a shell, mpiexec and its ranks) and is watched through a pidfd registered in the launcher's
-selector. The selector wakes the event loop when any child exits, and only that child is
-waited for; nothing is polled on a timer. The guard (:mod:`balsam.launcher.guard`) is told of
-each process group, so the children die with the launcher even when it is killed with SIGKILL.
+A worker (:mod:`balsam.launcher.worker`) starts each command in its own session (so a signal
+reaches the whole process tree it starts: a shell, mpiexec and its ranks) and watches it
+through a pidfd registered in its selector, which wakes the worker's loop when any child exits;
+only that child is waited for, nothing is polled on a timer.
 
-A child may also run on another node, started there by that node's worker
-(:mod:`balsam.launcher.workers`): it is the same :class:`Child` with a ``remote`` link, whose
-signals go over the link and whose exit arrives as a message.
+The launcher tracks the same commands as :class:`Child` records with a ``remote`` link to the
+worker that runs them: their signals go over the link and their exits arrive as messages.
 """
 
 from __future__ import annotations
@@ -25,8 +23,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from balsam.launcher.guard import Guard
-
 INF = float("inf")
 
 
@@ -39,10 +35,10 @@ class Step(StrEnum):
 
 
 class RemoteLink(Protocol):
-    """How a child on another node is signalled (a worker connection)."""
+    """How a child a worker runs is signalled (the worker's connection)."""
 
     def send_signal(self, key: int, sig: int) -> None:
-        """Deliver ``sig`` to the child registered under ``key`` on the worker's node."""
+        """Deliver ``sig`` to the child registered under ``key`` by the worker."""
         ...
 
 
@@ -58,21 +54,26 @@ class Child:
     popen: subprocess.Popen[bytes] | None = None
     remote: RemoteLink | None = None
     kill_at: float | None = None
+    #: The process id a worker reported (0 until it says the command started).
+    remote_pid: int = 0
+    #: The run queued at the worker to start in this one's place when it exits.
+    successor: Child | None = None
+    #: The run this one waits for, while it is queued at the worker.
+    follows: Child | None = None
 
     @property
     def pid(self) -> int:
-        """The local child's process id (its process group and session id); 0 when remote."""
-        return self.popen.pid if self.popen is not None else 0
+        """The child's process id (its process group and session id); 0 until known."""
+        return self.popen.pid if self.popen is not None else self.remote_pid
 
 
 class ChildProcesses:
-    """Starts children and registers their pidfds with ``selector``."""
+    """Starts children and registers their pidfds with ``selector`` (or tracks a worker's)."""
 
-    def __init__(self, selector: selectors.BaseSelector, guard: Guard | None = None) -> None:
+    def __init__(self, selector: selectors.BaseSelector) -> None:
         self.selector = selector
-        self.guard = guard
         self._children: dict[int, Child] = {}
-        self._next_remote_key = -1
+        self._next_remote_key = 1
 
     def __len__(self) -> int:
         return len(self._children)
@@ -106,18 +107,16 @@ class ChildProcesses:
                 start_new_session=True,
                 close_fds=True,
             )
-        if self.guard is not None:
-            self.guard.watch(popen.pid)
         pidfd = os.pidfd_open(popen.pid)
         child = Child(job_id, step, pidfd, out_path, time.monotonic(), popen=popen)
         self._children[pidfd] = child
         self.selector.register(pidfd, selectors.EVENT_READ, child)
         return child
 
-    def adopt_remote(self, job_id: str, step: Step, out_path: Path, link: RemoteLink) -> Child:
-        """Track a child a worker starts on another node (its key goes in the run message)."""
+    def adopt(self, job_id: str, step: Step, out_path: Path, link: RemoteLink) -> Child:
+        """Track a child a worker is asked to start (its key goes in the run message)."""
         key = self._next_remote_key
-        self._next_remote_key -= 1
+        self._next_remote_key += 1
         child = Child(job_id, step, key, out_path, time.monotonic(), remote=link)
         self._children[key] = child
         return child
@@ -131,13 +130,15 @@ class ChildProcesses:
             self.signal(child, signal.SIGKILL)
         self.selector.unregister(child.key)
         os.close(child.key)
-        if self.guard is not None:
-            self.guard.forget(child.pid)
         del self._children[child.key]
         return code
 
+    def get(self, key: int) -> Child | None:
+        """The child tracked under ``key``, if any."""
+        return self._children.get(key)
+
     def remote_exited(self, key: int) -> Child | None:
-        """Forget a remote child whose worker reported its exit; None if unknown."""
+        """Forget a child whose worker reported its exit; None if unknown."""
         return self._children.pop(key, None)
 
     def signal(self, child: Child, sig: signal.Signals) -> None:

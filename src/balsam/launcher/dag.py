@@ -108,6 +108,10 @@ def add_dependency(parent: JobRef, child: JobRef) -> None:
     """
     backend = get_backend()
     backend.add_dependency(job_id_of(parent, backend), job_id_of(child, backend))
+    if isinstance(child, Job):
+        # The new edge may have sent the child back to AWAITING_PARENTS (or to FAILED, for a
+        # failed parent): the object the caller holds must say what the database says.
+        child.refresh_state()
 
 
 def spawn_child(clone: bool = False, **fields: Any) -> Job:

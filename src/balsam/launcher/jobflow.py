@@ -15,8 +15,10 @@ The update that ends this launcher's work on a job carries ``release=True``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from balsam.backends.base import Backend
 from balsam.config import LauncherSettings, PlatformSettings, Site
@@ -30,7 +32,7 @@ from balsam.launcher.lease import Lease
 from balsam.launcher.logs import job_extra
 from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.updates import FlushResult, UpdateBuffer
-from balsam.launcher.workers import WorkerFleet
+from balsam.launcher.workers import WorkerFleet, WorkerLink
 from balsam.platform.mpi import MpiLauncher
 from balsam.schemas.apps import AppOut
 from balsam.schemas.jobs import JobOut
@@ -51,6 +53,8 @@ class Task:
     killed: bool = False
     #: Why the launcher stopped the run itself (it lost its lease or fenced), if it did.
     abandoned: str = ""
+    #: Its run was recorded RUNNING (its worker said it started).
+    running: bool = False
 
     @property
     def attempt(self) -> int:
@@ -85,8 +89,6 @@ class JobFlow:
     fleet: WorkerFleet | None
     #: Index in the pool of the node this launcher runs on (None: it runs on none of them).
     local_index: int | None
-    #: This node's CPU ids, for binding jobs (CPU index i of a placement is the i-th).
-    local_cpu_ids: list[int]
     #: Every job runs through the MPI launcher.
     mpi_mode: bool
 
@@ -219,41 +221,85 @@ class JobFlow:
 
     # ---- commands ------------------------------------------------------------------------------
 
+    def _local(self) -> WorkerLink:
+        """The worker on the launcher's host."""
+        assert self.fleet is not None and self.fleet.local is not None, "started in run()"
+        return self.fleet.local
+
     def start_step(self, task: Task, step: Step, command: str, now: float) -> None:
         """Start the app's preprocess or postprocess command in the job's directory."""
         job = task.job
         try:
             workdir = self.workdir(job)
-            _, env = self.job_env(job)
+            variables, _ = self.job_env(job)
             argv = commands.step_argv(command, task.app)
-            task.child = self.children.spawn(
-                job.job_id, step, argv, workdir, env, workdir / f"{step}.log"
-            )
         except (OSError, CommandError) as exc:
             self.fail(task, f"cannot start {step} command {command!r}: {exc}", now)
             return
-        log.info("%s started (pid %d)", step, task.child.pid, extra=job_extra(job.job_id))
+        out = workdir / f"{step}.log"
+        link = self._local()
+        task.child = self.children.adopt(job.job_id, step, out, link)
+        link.run(task.child.key, argv, workdir, variables, out)
+        log.info("%s sent to the worker", step, extra=job_extra(job.job_id))
 
     def start_run(self, task: Task, placement: Placement, now: float) -> None:
-        """Start the job's run on ``placement`` and record RUNNING (or why it could not)."""
-        job = task.job
-        hosts = ",".join(placement.hosts)
-        where = f"attempt {task.attempt} on {hosts}"
+        """Have a worker start the job's run on ``placement`` (RUNNING when it has started)."""
         try:
-            child = self._spawn_run(task, placement)
+            task.child = self._send_run(task, placement)
         except (OSError, CommandError, commands.CannotRun) as exc:
             self.pool.release(placement)
             self.next_claim = now
-            self.record(job.job_id, S.RUNNING, now, where)
-            self.record(job.job_id, S.RUN_ERROR, now, f"cannot start: {exc}", release=True)
-            self.forget(task)
+            where = f"attempt {task.attempt} on {','.join(placement.hosts)}"
+            self._cannot_start(task, where, now, str(exc))
             return
-        task.child, task.placement = child, placement
-        how = f"pid {child.pid}" if child.remote is None else "by its node's worker"
-        self.record(job.job_id, S.RUNNING, now, f"{where} ({how})")
+        task.placement = placement
 
-    def _spawn_run(self, task: Task, placement: Placement) -> Child:
-        """Start the run here, or on its node through that node's worker."""
+    def _cannot_start(self, task: Task, where: str, now: float, why: str) -> None:
+        job = task.job
+        self.record(job.job_id, S.RUNNING, now, where)
+        self.record(job.job_id, S.RUN_ERROR, now, f"cannot start: {why}", release=True)
+        self.forget(task)
+
+    def chain(self, task: Task, predecessor: Child) -> None:
+        """Queue a job's run at the worker of ``predecessor``, to start in its place.
+
+        The worker starts it the moment ``predecessor`` exits, on the same CPUs and GPUs,
+        without waiting for the launcher: the launcher's bookkeeping of one job overlaps the
+        next one's start. The job takes over the predecessor's placement when that exits.
+        """
+        before = self.tasks[predecessor.job_id]
+        assert before.placement is not None and predecessor.remote is not None
+        try:
+            child = self._send_run(task, before.placement, predecessor)
+        except (OSError, CommandError, commands.CannotRun) as exc:
+            where = f"attempt {task.attempt} on {','.join(before.placement.hosts)}"
+            self._cannot_start(task, where, time.monotonic(), str(exc))
+            return
+        predecessor.successor, child.follows = child, predecessor
+        task.child = child
+
+    def run_cancelled(self, key: int) -> None:
+        """A queued run was taken off its worker's queue before it started."""
+        child = self.children.remote_exited(key)
+        task = self.tasks.get(child.job_id) if child is not None else None
+        if child is None or task is None:
+            return
+        if child.follows is not None and child.follows.successor is child:
+            child.follows.successor = None
+        task.child = None
+        if task.placement is not None:
+            self.pool.release(task.placement)
+            task.placement = None
+        self.unstarted(task)
+
+    def unstarted(self, task: Task) -> None:
+        """A job whose run was called off before it started (killed, stopping, fenced)."""
+        self.forget(task)
+        self.release([task.job.job_id])
+
+    def _send_run(self, task: Task, placement: Placement, after: Child | None = None) -> Child:
+        """Send the run to the worker of its node, or to the local one for MPI launches
+        (``after``: queued behind that run, on its worker)."""
         job = task.job
         workdir = self.workdir(job)
         variables, env = self.job_env(job, placement.gpus[0])
@@ -269,18 +315,53 @@ class JobFlow:
             self.platform.mpi_launcher_args,
         )
         out = workdir / f"{job.name}.out"
-        node = placement.nodes[0]
+        assert self.fleet is not None
+        if after is not None:
+            link = cast(WorkerLink, after.remote)
+        elif run.through_mpi:
+            link = self._local()
+        else:
+            link = self.fleet.links[placement.nodes[0]]
         bind = not run.through_mpi and job.cpu_affinity != "none"
-        if run.through_mpi or node == self.local_index:
-            cpus = [self.local_cpu_ids[i % len(self.local_cpu_ids)] for i in placement.cpus[0]]
-            return self.children.spawn(
-                job.job_id, Step.RUN, run.argv, workdir, env, out, cpus if bind else ()
-            )
-        assert self.fleet is not None, "a remote node is ready only with its worker"
-        link = self.fleet.links[node]
-        child = self.children.adopt_remote(job.job_id, Step.RUN, out, link)
-        link.run(child.key, run.argv, workdir, variables, out, placement.cpus[0] if bind else ())
+        child = self.children.adopt(job.job_id, Step.RUN, out, link)
+        cpus = placement.cpus[0] if bind else ()
+        link.run(child.key, run.argv, workdir, variables, out, cpus, after.key if after else None)
         return child
+
+    def run_started(self, key: int, pid: int) -> None:
+        """A worker started a command: a run is RUNNING from now on."""
+        child = self.children.get(key)
+        task = self.tasks.get(child.job_id) if child is not None else None
+        if child is None or task is None:
+            return
+        child.remote_pid = pid
+        if child.step is not Step.RUN:
+            log.info("%s started (pid %d)", child.step, pid, extra=job_extra(child.job_id))
+            return
+        task.running = True
+        hosts = ",".join(task.placement.hosts) if task.placement else "?"
+        message = f"attempt {task.attempt} on {hosts} (pid {pid})"
+        self.record(task.job.job_id, S.RUNNING, time.monotonic(), message)
+
+    def run_failed(self, key: int, error: str) -> None:
+        """A worker could not start a command (a missing program, a bad directory, ...)."""
+        child = self.children.remote_exited(key)
+        task = self.tasks.get(child.job_id) if child is not None else None
+        if child is None or task is None:
+            return
+        now = time.monotonic()
+        task.child = None
+        if task.placement is not None:
+            self.pool.release(task.placement)
+            task.placement = None
+            self.next_claim = now
+        if task.killed:
+            self.forget(task)
+            self.release([task.job.job_id])
+        elif child.step is Step.RUN:
+            self._cannot_start(task, f"attempt {task.attempt}", now, error)
+        else:
+            self.fail(task, f"cannot start {child.step} command: {error}", now)
 
     def step_done(self, task: Task, step: Step, code: int, now: float) -> None:
         """A job's command exited on its own with ``code``."""

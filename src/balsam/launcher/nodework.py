@@ -2,14 +2,19 @@
 
 A base of :class:`~balsam.launcher.runner.Launcher`, like :class:`~balsam.launcher.jobflow.JobFlow`.
 
-* **mpi mode**: every job goes through the MPI launcher, which reaches every node itself. With
-  no MPI launcher only the launcher's own node is used (one-rank jobs run directly).
-* **serial mode**: jobs on the launcher's own node start directly; every other node gets a
-  worker (:mod:`balsam.launcher.worker`), all started in one step of the MPI launcher (srun,
-  mpiexec, aprun, ...). A remote node takes jobs once its worker has connected; a worker that
-  goes away takes its node out of the pool and its running jobs are recorded lost
-  (RESTART_READY, counted in ``lost_count``). Nodes whose worker has not connected within
+Every command starts in a worker (:mod:`balsam.launcher.worker`); the local worker, on the
+launcher's host, is started first.
+
+* **mpi mode**: every job goes through the MPI launcher, started by the local worker, which
+  reaches every node itself. With no MPI launcher only the launcher's own node is used
+  (one-rank jobs run directly).
+* **serial mode**: jobs on the launcher's own node start in the local worker; every other node
+  gets a worker of its own, all started in one step of the MPI launcher (srun, mpiexec, aprun,
+  ...). A remote node takes jobs once its worker has connected; a worker that goes away takes
+  its node out of the pool and its running jobs are recorded lost (RESTART_READY, counted in
+  ``lost_count``). Nodes whose worker has not connected within
   ``launcher.worker_start_seconds`` are left unused, with a warning.
+* the local worker dying ends the launcher: what it left running here is killed first.
 
 It also reports the jobs this launcher can never run because they need more nodes than it has
 (or several nodes, in serial mode): a note in each one's history, so they do not wait in
@@ -28,12 +33,13 @@ from balsam.backends.base import Backend
 from balsam.config import LauncherSettings, PlatformSettings, Site
 from balsam.domain.states import JobState
 from balsam.errors import DatabaseError
-from balsam.launcher.children import Child, ChildProcesses
+from balsam.launcher.children import Child, ChildProcesses, Step
 from balsam.launcher.jobflow import Task
-from balsam.launcher.logs import job_extra
+from balsam.launcher.lease import Lease
 from balsam.launcher.placement import NodePool
 from balsam.launcher.workers import WorkerFleet, WorkerLink
 from balsam.platform.mpi import MpiLauncher
+from balsam.platform.processes import kill_marked
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,7 @@ class NodeWork:
     fleet: WorkerFleet | None
     local_index: int | None
     next_claim: float
+    lease: Lease
     workers_due: float = INF
 
     if TYPE_CHECKING:
@@ -81,10 +88,25 @@ class NodeWork:
 
         def upcoming_filters(self) -> dict[str, Any]: ...
 
+        def release(self, job_ids: list[str]) -> None: ...
+
+        def worker_died(self) -> None: ...
+
+        def run_started(self, key: int, pid: int) -> None: ...
+
+        def run_failed(self, key: int, error: str) -> None: ...
+
+        def run_cancelled(self, key: int) -> None: ...
+
     # ---- preparing the nodes ---------------------------------------------------------------
 
     def prepare_nodes(self, now: float) -> None:
-        """Decide which nodes take jobs now; start the workers of remote nodes (serial mode)."""
+        """Start the local worker; decide which nodes take jobs; start remote workers."""
+        self.fleet = WorkerFleet(self.children.selector, self)
+        logs = self.site.log_dir
+        logs.mkdir(parents=True, exist_ok=True)
+        local_log = logs / f"worker_{self.hostname}_{os.getpid()}.log"
+        self.fleet.start_local(self.local_index, self.hostname, self.environ, local_log)
         remote = {
             i: spec.hostname for i, spec in enumerate(self.pool.specs) if i != self.local_index
         }
@@ -103,15 +125,12 @@ class NodeWork:
             return
         for i in remote:
             self.pool.set_ready(i, False)
-        self.fleet = WorkerFleet(self.children.selector, remote, self, self._listen_address())
-        log_path = self.site.log_dir / f"workers_{self.hostname}_{os.getpid()}.log"
-        step = self.fleet.start(self.mpi, self._cpus_per_node(), self.environ, log_path)
-        if self.children.guard is not None:
-            self.children.guard.watch(step.pid)
+        remote_log = logs / f"workers_{self.hostname}_{os.getpid()}.log"
+        cpus = max((spec.cpus for spec in self.pool.specs), default=1)
+        self.fleet.start_remote(
+            remote, self._listen_address(), self.mpi, cpus, self.environ, remote_log
+        )
         self.workers_due = now + self.settings.worker_start_seconds
-
-    def _cpus_per_node(self) -> int:
-        return max((spec.cpus for spec in self.pool.specs), default=1)
 
     def _listen_address(self) -> str:
         """Where the workers connect: the setting, else the address of this host's name."""
@@ -140,52 +159,48 @@ class NodeWork:
                 self.settings.worker_start_seconds,
             )
 
-    # ---- worker events (FleetEvents) -------------------------------------------------------
+    # ---- worker events (FleetEvents; run_started and run_failed are JobFlow's) -------------
 
     def node_ready(self, index: int) -> None:
         """A remote node's worker connected: the node takes jobs."""
         self.pool.set_ready(index, True)
         self.next_claim = 0.0
 
-    def node_lost(self, index: int, link: WorkerLink) -> None:
-        """A remote node's worker went away: record its running jobs lost."""
-        self.pool.set_ready(index, False)
+    def node_lost(self, link: WorkerLink) -> None:
+        """A worker went away: the commands it ran are lost, its node takes no more jobs."""
         now = time.monotonic()
+        if link.index is not None:
+            self.pool.set_ready(link.index, False)
+        if link.local:
+            # Whatever the worker left running on this host must not run on unaccounted.
+            killed = kill_marked(self.lease.mark)
+            log.error("the local worker died (%d leftover process(es) killed)", killed)
+            self.worker_died()
         for child in self.children:
-            if child.remote is not link:
-                continue
-            self.children.remote_exited(child.key)
-            task = self.tasks.get(child.job_id)
-            if task is None or task.placement is None:
-                continue
-            self.pool.release(task.placement)
-            task.child, task.placement = None, None
-            if not task.killed:
-                message = f"lost with node {link.hostname}: its worker went away"
-                self.record(task.job.job_id, S.RESTART_READY, now, message, release=True, lost=True)
-            self.forget(task)
+            if child.remote is link:
+                self.children.remote_exited(child.key)
+                self._lost_command(child, link, now)
 
-    def remote_exit(self, key: int, code: int) -> None:
-        """A job's run on a remote node exited."""
+    def _lost_command(self, child: Child, link: WorkerLink, now: float) -> None:
+        task = self.tasks.get(child.job_id)
+        if task is None:
+            return
+        if task.placement is not None:
+            self.pool.release(task.placement)
+        task.child, task.placement = None, None
+        if not task.killed and task.running and child.step is Step.RUN:
+            message = f"lost with node {link.hostname}: its worker went away"
+            self.record(task.job.job_id, S.RESTART_READY, now, message, release=True, lost=True)
+            self.forget(task)
+        else:
+            self.forget(task)
+            self.release([task.job.job_id])
+
+    def run_exited(self, key: int, code: int) -> None:
+        """A worker's command exited."""
         child = self.children.remote_exited(key)
         if child is not None:
             self.exited(child, code, time.monotonic())
-
-    def remote_failed(self, key: int, error: str) -> None:
-        """A remote node's worker could not start a job's run."""
-        child = self.children.remote_exited(key)
-        if child is None:
-            return
-        task = self.tasks.get(child.job_id)
-        now = time.monotonic()
-        if task is None or task.placement is None:
-            return
-        self.pool.release(task.placement)
-        task.child, task.placement = None, None
-        log.warning("cannot start on its node: %s", error, extra=job_extra(child.job_id))
-        if not task.killed:
-            self.record(task.job.job_id, S.RUN_ERROR, now, f"cannot start: {error}", release=True)
-        self.forget(task)
 
     # ---- jobs that never fit ----------------------------------------------------------------
 

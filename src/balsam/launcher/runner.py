@@ -12,8 +12,8 @@ then:
 
 On a time limit or SIGTERM/SIGINT it stops every child (SIGTERM, then SIGKILL after
 ``kill_grace_seconds``), reports running jobs RUN_TIMEOUT and closes its session, which hands
-back every job it still holds. Killed with SIGKILL it can do none of that: its guard process
-kills its children, and its peers recover its jobs.
+back every job it still holds. Killed with SIGKILL it can do none of that: its workers, cut
+off, kill the commands they run, and its peers recover its jobs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import selectors
 import signal
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from types import FrameType
@@ -34,7 +35,6 @@ from balsam.config import Site
 from balsam.domain.states import JobState
 from balsam.errors import DatabaseError, LauncherError, NotFound
 from balsam.launcher.children import Child, ChildProcesses, Step
-from balsam.launcher.guard import Guard
 from balsam.launcher.jobflow import JobFlow, Task
 from balsam.launcher.lease import Lease, LeaseNews
 from balsam.launcher.logs import job_extra
@@ -55,6 +55,12 @@ S = JobState
 
 #: How often an idle launcher asks for new jobs.
 IDLE_POLL_SECONDS = 1.0
+#: How much work (seconds, at the rate jobs have been ending) a launcher holds ahead.
+PREFETCH_SECONDS = 0.5
+#: Runs are queued behind others at their worker only while runs take less than this on
+#: average: it saves a round trip per short run, and costs a long one the chance of a node
+#: that frees up meanwhile.
+CHAIN_BELOW_SECONDS = 2.0
 #: States of jobs that may still become work for a launcher (see :meth:`Launcher.remaining`).
 UPCOMING_STATES = [
     S.CREATED,
@@ -91,13 +97,14 @@ class Launcher(NodeWork, JobFlow):
         self.mpi_mode = options.job_mode is JobMode.MPI
         self.hostname = hostname
         self.local_index = local_index
-        self.local_cpu_ids = sorted(os.sched_getaffinity(0))
         self.environ = dict(os.environ if environ is None else environ)
         self.selector = selectors.DefaultSelector()
         self.children = ChildProcesses(self.selector)
         self.fleet: WorkerFleet | None = None
         self.tasks: dict[str, Task] = {}
         self.waiting: list[Task] = []
+        #: Runs sent to a worker with no successor queued behind them yet.
+        self.unchained: dict[int, Child] = {}
         self.started = time.monotonic()
         self.stop_at = self._stop_time()
         self.stop_reason: str | None = None
@@ -105,6 +112,8 @@ class Launcher(NodeWork, JobFlow):
         self.fenced = False
         self.exit_code = 0
         self.next_claim = 0.0
+        self.ends = RateMeter()
+        self.run_times = RecentMean()
         label = f"{options.job_mode} mode, {len(pool)} node(s)"
         self.lease = Lease(backend, self.settings, label, hostname)
         self.updates = UpdateBuffer(backend, 0, self.settings.flush_interval_seconds)
@@ -126,7 +135,6 @@ class Launcher(NodeWork, JobFlow):
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(wake_r, selectors.EVENT_READ, None)
         previous = self._install_signals(wake_w)
-        self.children.guard = Guard.start(self.environ)
         try:
             self._open_session()
             try:
@@ -135,7 +143,8 @@ class Launcher(NodeWork, JobFlow):
             finally:
                 self._shutdown()
         finally:
-            self.children.guard.close()
+            if self.fleet is not None:
+                self.fleet.close()
             self._restore_signals(previous)
             self.selector.close()
             os.close(wake_r)
@@ -208,8 +217,6 @@ class Launcher(NodeWork, JobFlow):
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 _drain(key.fd)
-            elif isinstance(key.data, Child):
-                self.exited(key.data, self.children.reap(key.data), time.monotonic())
             elif self.fleet is not None and self.fleet.owns(key.data):
                 self.fleet.handle(key.data)
 
@@ -228,6 +235,7 @@ class Launcher(NodeWork, JobFlow):
                 self._wait(min(0.5, self._until_kill()))
         if self.fleet is not None:
             self.fleet.close()
+            self.fleet = None
         if self.options.consume_all:
             self.report_unfit()
         self._retry_at_exit("record the last state changes", lambda: self.flush(time.monotonic()))
@@ -310,19 +318,31 @@ class Launcher(NodeWork, JobFlow):
 
     # ---- claims ------------------------------------------------------------------------------
 
-    def _claim_budget(self) -> int:
-        """How many jobs to claim: room for every free slot plus one round of prefetch.
+    def _prefetch(self) -> int:
+        """How many waiting jobs to hold: one round of the allocation, or more for short jobs.
 
-        Holding one round ahead lets the next job start the moment a slot frees, without a
-        database round trip; claiming waits until less than a round is queued.
+        Enough to keep every slot busy for ``PREFETCH_SECONDS`` at the rate jobs have been
+        ending, so that a campaign of very short jobs is claimed in batches rather than a
+        transaction per job; at most ``claim_batch``.
+        """
+        capacity = self.pool.capacity(not self.mpi_mode)
+        return max(
+            capacity, min(self.settings.claim_batch, int(self.ends.rate() * PREFETCH_SECONDS))
+        )
+
+    def _claim_budget(self) -> int:
+        """How many jobs to claim: room for every free slot plus the prefetch.
+
+        Holding jobs ahead lets the next one start the moment a slot frees, without a database
+        round trip. Claiming waits until the queue is down to half the prefetch, then tops it
+        up in one transaction.
         """
         if self.stop_reason is not None or self.fenced or not self.lease.session_id:
             return 0
-        per_cpu = not self.mpi_mode
-        prefetch = self.pool.capacity(per_cpu)
-        if len(self.waiting) >= prefetch:
+        prefetch = self._prefetch()
+        if len(self.waiting) > prefetch // 2:
             return 0
-        free = self.pool.free_slots(per_cpu) + prefetch - len(self.waiting)
+        free = self.pool.free_slots(not self.mpi_mode) + prefetch - len(self.waiting)
         return max(0, min(self.settings.claim_batch, free))
 
     def _claim_due(self, now: float) -> bool:
@@ -454,21 +474,46 @@ class Launcher(NodeWork, JobFlow):
                 continue
             self._unqueue(task)
             self.start_run(task, placement, now)
+            if task.child is not None:
+                self.unchained[task.child.key] = task.child
+        self._chain_waiting(remaining)
+
+    def _chain_waiting(self, remaining: float | None) -> None:
+        """Queue a waiting job behind each run of the same size, at that run's worker."""
+        if not self.waiting or not self.unchained:
+            return
+        typical = self.run_times.mean()
+        if typical is None or typical >= CHAIN_BELOW_SECONDS:
+            return
+        by_shape: dict[tuple[int, int, int, int], list[Task]] = {}
+        for task in self.waiting:
+            if remaining is None or task.job.wall_time_minutes <= remaining:
+                by_shape.setdefault(_shape(task), []).append(task)
+        for key, child in list(self.unchained.items()):
+            before = self.tasks.get(child.job_id)
+            if before is None or before.killed or child.kill_at is not None:
+                continue
+            followers = by_shape.get(_shape(before))
+            if not followers:
+                continue
+            task = followers.pop(0)
+            self._unqueue(task)
+            del self.unchained[key]
+            self.chain(task, child)
 
     def exited(self, child: Child, code: int, now: float) -> None:
         """A command of a job ended with ``code`` (here or on a remote node)."""
+        self.unchained.pop(child.key, None)
         task = self.tasks.get(child.job_id)
         if task is None:
             return
         task.child = None
         if task.placement is not None:
-            self.pool.release(task.placement)
-            task.placement = None
-            self.next_claim = now
+            self._hand_over(task, child, now)
         if task.killed:
             self.forget(task)
             self.release([task.job.job_id])
-        elif task.abandoned and child.step is Step.RUN:
+        elif task.abandoned and child.step is Step.RUN and task.running:
             self.record(
                 task.job.job_id, S.RESTART_READY, now, task.abandoned, release=True, lost=True
             )
@@ -479,6 +524,31 @@ class Launcher(NodeWork, JobFlow):
             self.step_done(task, child.step, code, now)
             if task.job.job_id in self.tasks and task.child is None:
                 self.enqueue(task)
+
+    def _hand_over(self, task: Task, child: Child, now: float) -> None:
+        """Give an ended run's place to the run queued behind it, else back to the pool."""
+        self.next_claim = now
+        self.ends.tick(now)
+        if child.step is Step.RUN:
+            self.run_times.add(now - child.started)
+        successor = child.successor
+        follower = self.tasks.get(successor.job_id) if successor is not None else None
+        if successor is not None and follower is not None and follower.child is successor:
+            # The worker starts it now, in this one's place: the placement moves over.
+            successor.follows = None
+            successor.started = now
+            follower.placement, task.placement = task.placement, None
+            self.unchained[successor.key] = successor
+            return
+        assert task.placement is not None
+        self.pool.release(task.placement)
+        task.placement = None
+
+    def worker_died(self) -> None:
+        """The local worker is gone: nothing more can start here, so stop."""
+        if self.stop_reason is None:
+            self.stop_reason = "the launcher's local worker died"
+            self.exit_code = 1
 
     def _stopped(self, task: Task, step: Step, code: int, now: float) -> None:
         """A command ended because the launcher is stopping."""
@@ -518,6 +588,39 @@ class Launcher(NodeWork, JobFlow):
             self._unqueue(task)
             self.forget(task)
             self.release([job_id])
+
+
+class RateMeter:
+    """Events per second over the last ``window`` events."""
+
+    def __init__(self, window: int = 256) -> None:
+        self.times: deque[float] = deque(maxlen=window)
+
+    def tick(self, now: float) -> None:
+        """Count one event at ``now``."""
+        self.times.append(now)
+
+    def rate(self) -> float:
+        """Recent events per second (0 with fewer than two)."""
+        if len(self.times) < 2:
+            return 0.0
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else float(len(self.times))
+
+
+class RecentMean:
+    """The mean of the last ``window`` values."""
+
+    def __init__(self, window: int = 64) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+
+    def add(self, value: float) -> None:
+        """Count one value."""
+        self.values.append(value)
+
+    def mean(self) -> float | None:
+        """The mean, or None before the first value."""
+        return sum(self.values) / len(self.values) if self.values else None
 
 
 def _shape(task: Task) -> tuple[int, int, int, int]:

@@ -1,9 +1,12 @@
-"""The launcher-worker wire format: one JSON object per line over a TCP connection.
+"""The launcher-worker wire format: one JSON object per line over a socket.
 
-Launcher to worker: ``run`` (key, argv, cwd, env additions, output path, CPU indices),
-``signal`` (key, signal number), ``bye``. Worker to launcher: ``hello`` (token, node name,
-rank, CPU count, pid) once, then ``exited`` (key, exit code) or ``failed`` (key, why the
-command could not start) for each run. Keys are chosen by the launcher.
+Launcher to worker: ``run`` (key, argv, cwd, env additions, output path, CPU indices, and
+optionally ``after``: the key of a running command it is to follow, starting the moment that
+one exits), ``signal`` (key, signal number; a queued run is cancelled instead), ``bye``.
+
+Worker to launcher: ``hello`` (token, node name, rank, CPU count, pid) once, then for each run
+``started`` (key, pid) and ``exited`` (key, exit code), or ``failed`` (key, why it could not
+start), or ``cancelled`` (key) for a queued run taken off the queue. Keys are the launcher's.
 """
 
 from __future__ import annotations

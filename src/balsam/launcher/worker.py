@@ -1,14 +1,22 @@
-"""The serial-mode worker: one per remote node, starting the launcher's jobs on that node.
+"""The worker: the small process that starts a launcher's commands on one node.
 
-In serial mode the launcher runs single-node jobs on every node of the allocation. It starts
-this worker once on each node other than its own, through srun or the MPI launcher (``-ppn
-1``), and keeps each fed over a TCP connection (:mod:`balsam.launcher.wire`): the worker starts
-what it is told to in a session of its own, bound to the CPUs it is given, and reports each
-exit. It holds no state of its own beyond its running children, and nothing about the
-database.
+A launcher never forks its jobs itself. It starts one worker beside it, connected through a
+socket pair, which starts every command on the launcher's host (jobs on that node, MPI
+launches such as mpiexec or srun, preprocess and postprocess steps); in serial mode it also
+starts one worker on each other node of the allocation, through srun or the MPI launcher
+(``-ppn 1``), connected over TCP. Each is fed over its connection (:mod:`balsam.launcher.wire`):
+it starts what it is told to in a session of its own, bound to the CPUs it is given, and
+reports each start (with the pid) and each exit. It holds nothing but its running children and
+knows nothing of the database.
 
-When the connection ends (the launcher exited or died) the worker kills every child it started
-and exits, so no job runs on unaccounted. Run as ``python -m balsam.launcher.worker`` with
+Why a separate process: a fork costs in proportion to the forking process's memory on some
+kernels (gVisor, for one), and the launcher, holding the database drivers, is several times
+bigger than a worker; the launcher's bookkeeping and the worker's spawning also run on two
+cores at once.
+
+When the connection ends (the launcher exited or died, even by SIGKILL) the worker kills every
+child it started and exits, so no job runs on unaccounted. Run as ``python -m
+balsam.launcher.worker`` with ``BALSAM_WORKER_FD`` (an inherited socket) or
 ``BALSAM_WORKER_ADDRESS=host:port`` and ``BALSAM_WORKER_TOKEN`` in the environment.
 """
 
@@ -52,6 +60,11 @@ class Worker:
         self.children = ChildProcesses(self.selector)
         self.cpu_ids = sorted(os.sched_getaffinity(0))
         self.reader = LineReader(sock)
+        #: Running commands by the launcher's key.
+        self.running: dict[int, Child] = {}
+        #: Prefetched run messages by the key of the command each follows, and the reverse.
+        self.queued: dict[int, Message] = {}
+        self.following: dict[int, int] = {}
 
     def hello(self, token: str) -> None:
         """Introduce this node to the launcher."""
@@ -95,18 +108,30 @@ class Worker:
 
     def _handle(self, message: Message) -> None:
         if message["op"] == "run":
-            self._run(message)
+            after = message.get("after")
+            if isinstance(after, int) and after in self.running:
+                # Prefetched: starts the moment the command it follows exits, in its place.
+                self.queued[after] = message
+                self.following[int(message["key"])] = after
+            else:
+                self._run(message)
         elif message["op"] == "signal":
-            for child in self.children:
-                if child.job_id == str(message["key"]):
-                    self.children.signal(child, signal.Signals(int(message["sig"])))
+            self._signal(int(message["key"]), signal.Signals(int(message["sig"])))
+
+    def _signal(self, key: int, sig: signal.Signals) -> None:
+        """Signal a running command; a queued one is taken off the queue instead."""
+        if key in self.following:
+            del self.queued[self.following.pop(key)]
+            self._reply({"op": "cancelled", "key": key})
+        elif key in self.running:
+            self.children.signal(self.running[key], sig)
 
     def _run(self, message: Message) -> None:
         key = str(message["key"])
         cpus = [self.cpu_ids[i % len(self.cpu_ids)] for i in message.get("cpus", [])]
         env = {**self.env, **message.get("env", {})}
         try:
-            self.children.spawn(
+            child = self.children.spawn(
                 key,
                 Step.RUN,
                 list(message["argv"]),
@@ -117,10 +142,19 @@ class Worker:
             )
         except OSError as exc:
             self._reply({"op": "failed", "key": message["key"], "error": str(exc)})
+            return
+        self.running[int(message["key"])] = child
+        self._reply({"op": "started", "key": message["key"], "pid": child.pid})
 
     def _on_exit(self, child: Child) -> None:
         code = self.children.reap(child)
-        self._reply({"op": "exited", "key": int(child.job_id), "code": code})
+        key = int(child.job_id)
+        del self.running[key]
+        self._reply({"op": "exited", "key": key, "code": code})
+        successor = self.queued.pop(key, None)
+        if successor is not None:
+            del self.following[int(successor["key"])]
+            self._run(successor)
 
     def _reply(self, message: dict[str, Any]) -> None:
         try:
@@ -134,6 +168,10 @@ class Worker:
             self.children.reap(child)
 
 
+def _note_signal(signum: int, _frame: object) -> None:
+    log.info("ignoring %s: the launcher decides when jobs stop", signal.Signals(signum).name)
+
+
 def connect(address: str) -> socket.socket:
     """Connect to the launcher at ``host:port``."""
     host, _, port = address.rpartition(":")
@@ -145,16 +183,27 @@ def connect(address: str) -> socket.socket:
 def main() -> int:
     """Entry point of ``python -m balsam.launcher.worker``."""
     logging.basicConfig(level=logging.WARNING, format="worker %(process)d: %(message)s")
+    # Stopping is the launcher's call (it times jobs out gracefully); the worker outlives
+    # terminal and batch-system signals until told to stop or cut off. A handler, not
+    # SIG_IGN: ignored signals would stay ignored in the jobs it execs, caught ones do not.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _note_signal)
     env = dict(os.environ)
+    fd = env.pop("BALSAM_WORKER_FD", "")
     address, token = env.pop("BALSAM_WORKER_ADDRESS", ""), env.pop("BALSAM_WORKER_TOKEN", "")
-    if not address or not token:
-        log.error("BALSAM_WORKER_ADDRESS and BALSAM_WORKER_TOKEN must be set")
+    if fd.isdigit():
+        sock = socket.socket(fileno=int(fd))
+        sock.settimeout(SEND_TIMEOUT_SECONDS)
+        address = "the launcher's socket"
+    elif address and token:
+        try:
+            sock = connect(address)
+        except OSError as exc:
+            log.error("cannot connect to the launcher at %s: %s", address, exc)
+            return 1
+    else:
+        log.error("set BALSAM_WORKER_FD, or BALSAM_WORKER_ADDRESS and BALSAM_WORKER_TOKEN")
         return 2
-    try:
-        sock = connect(address)
-    except OSError as exc:
-        log.error("cannot connect to the launcher at %s: %s", address, exc)
-        return 1
     worker = Worker(sock, env)
     try:
         worker.hello(token)

@@ -1,10 +1,12 @@
-"""The launcher's side of serial mode across nodes: starting the workers and talking to them.
+"""The launcher's side of its workers: starting them and talking to them.
 
-The launcher listens on a TCP port of its host, then starts one worker per remote node in a
-single step of the MPI launcher (``srun``, ``mpiexec -ppn 1``, ``aprun -N 1``, ...), each with
-the address and a random token in its environment. A worker connects, says ``hello`` with the
-token and its node's name (or its rank in the step), and from then on its node takes jobs. A
-connection without the right token is closed. A worker that goes away takes its node out of
+Every launcher starts a **local worker** (:mod:`balsam.launcher.worker`) beside it, connected
+through a socket pair: it starts every command on the launcher's host. In serial mode the
+launcher also listens on a TCP port and starts one **remote worker** per other node in a single
+step of the MPI launcher (``srun``, ``mpiexec -ppn 1``, ``aprun -N 1``, ...), each with the
+address and a random token in its environment. A remote worker connects, says ``hello`` with
+the token and its node's name (or its rank in the step), and from then on its node takes jobs.
+A connection without the right token is closed. A worker that goes away takes its node out of
 the pool; the jobs it was running are reported lost (see :class:`FleetEvents`).
 """
 
@@ -28,6 +30,7 @@ from balsam.platform.mpi import MpiLauncher, MpiRun
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_SECONDS = 30.0
+WORKER_ARGV = [sys.executable, "-m", "balsam.launcher.worker"]
 
 
 class FleetEvents(Protocol):
@@ -37,28 +40,37 @@ class FleetEvents(Protocol):
         """Node ``index`` has a worker and may take jobs."""
         ...
 
-    def node_lost(self, index: int, link: WorkerLink) -> None:
-        """The worker of node ``index`` went away; its running children are lost."""
+    def node_lost(self, link: WorkerLink) -> None:
+        """A worker went away; the commands it ran are lost."""
         ...
 
-    def remote_exit(self, key: int, code: int) -> None:
-        """A remote child exited with ``code``."""
+    def run_started(self, key: int, pid: int) -> None:
+        """A worker started the command under ``key`` as process ``pid``."""
         ...
 
-    def remote_failed(self, key: int, error: str) -> None:
-        """A remote child could not be started."""
+    def run_exited(self, key: int, code: int) -> None:
+        """The command under ``key`` exited with ``code``."""
+        ...
+
+    def run_failed(self, key: int, error: str) -> None:
+        """The command under ``key`` could not be started."""
+        ...
+
+    def run_cancelled(self, key: int) -> None:
+        """The queued command under ``key`` was taken off the worker's queue, never started."""
         ...
 
 
 @dataclass(eq=False)
 class WorkerLink:
-    """A connected worker: its node and its socket."""
+    """A connected worker: the node it serves (None: the launcher's host, off the pool)."""
 
-    index: int
+    index: int | None
     hostname: str
     sock: socket.socket
     reader: LineReader = field(init=False)
     alive: bool = True
+    local: bool = False
 
     def __post_init__(self) -> None:
         self.reader = LineReader(self.sock)
@@ -80,14 +92,19 @@ class WorkerLink:
         cwd: Path,
         env: Mapping[str, str],
         out: Path,
-        cpus: tuple[int, ...],
+        cpus: tuple[int, ...] = (),
+        after: int | None = None,
     ) -> None:
-        """Ask the worker to start ``argv`` (its environment plus ``env``)."""
+        """Ask the worker to start ``argv`` (its environment plus ``env``), at once or, with
+        ``after``, as soon as the command under that key exits."""
         message = {"op": "run", "key": key, "argv": argv, "cwd": str(cwd), "env": dict(env)}
-        self.send({**message, "out": str(out), "cpus": list(cpus)})
+        message.update(out=str(out), cpus=list(cpus))
+        if after is not None:
+            message["after"] = after
+        self.send(message)
 
     def send_signal(self, key: int, sig: int) -> None:
-        """Signal the process group of the child under ``key``."""
+        """Signal the process group of the command under ``key``."""
         self.send({"op": "signal", "key": key, "sig": sig})
 
 
@@ -101,71 +118,90 @@ class _Pending:
 
 @dataclass(eq=False)
 class _Step:
-    """The MPI-launcher process that runs every worker."""
+    """The MPI-launcher process that runs the remote workers."""
 
     popen: subprocess.Popen[bytes]
     pidfd: int
 
 
 class WorkerFleet:
-    """Listens for workers, starts them on the remote nodes, and relays their messages."""
+    """The launcher's workers: starts them, accepts remote ones, relays their messages."""
 
-    def __init__(
-        self,
-        selector: selectors.BaseSelector,
-        remote: dict[int, str],
-        events: FleetEvents,
-        address: str,
-    ) -> None:
+    def __init__(self, selector: selectors.BaseSelector, events: FleetEvents) -> None:
         self.selector = selector
-        self.remote = dict(remote)
         self.events = events
         self.token = secrets.token_hex(16)
+        self.local: WorkerLink | None = None
+        self.local_popen: subprocess.Popen[bytes] | None = None
+        #: Links by node index: remote nodes, and the launcher's own node if it is one.
+        self.links: dict[int, WorkerLink] = {}
+        self.remote: dict[int, str] = {}
+        self.listener: socket.socket | None = None
+        self.step: _Step | None = None
+
+    # ---- starting --------------------------------------------------------------------------
+
+    def start_local(
+        self, index: int | None, hostname: str, env: Mapping[str, str], log_path: Path
+    ) -> WorkerLink:
+        """Start the worker on this host, connected through a socket pair."""
+        mine, theirs = socket.socketpair()
+        with log_path.open("ab") as out:
+            # Its own session: a Ctrl-C meant for the launcher must not reach it.
+            self.local_popen = subprocess.Popen(
+                WORKER_ARGV,
+                env={**env, "BALSAM_WORKER_FD": str(theirs.fileno())},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        theirs.close()
+        mine.settimeout(SEND_TIMEOUT_SECONDS)
+        link = WorkerLink(index, hostname, mine, local=True)
+        self.local = link
+        if index is not None:
+            self.links[index] = link
+        self.selector.register(mine, selectors.EVENT_READ, link)
+        return link
+
+    def start_remote(
+        self,
+        remote: dict[int, str],
+        address: str,
+        mpi: MpiLauncher,
+        cpus_per_node: int,
+        env: Mapping[str, str],
+        log_path: Path,
+    ) -> subprocess.Popen[bytes]:
+        """Listen on ``address`` and start one worker on each remote node in one MPI step."""
+        self.remote = dict(remote)
         self.listener = socket.create_server((address, 0), backlog=max(len(remote), 8))
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ, self)
-        self.links: dict[int, WorkerLink] = {}
-        self.step: _Step | None = None
-
-    @property
-    def address(self) -> str:
-        """``host:port`` the workers connect to."""
         host, port = self.listener.getsockname()[:2]
-        return f"{host}:{port}"
-
-    def worker_env(self, base: Mapping[str, str]) -> dict[str, str]:
-        """The environment the worker step runs with."""
-        return {**base, "BALSAM_WORKER_ADDRESS": self.address, "BALSAM_WORKER_TOKEN": self.token}
-
-    def start(
-        self, mpi: MpiLauncher, cpus_per_node: int, env: Mapping[str, str], log_path: Path
-    ) -> subprocess.Popen[bytes]:
-        """Start one worker on each remote node in one step of ``mpi``."""
         hosts = [self.remote[i] for i in sorted(self.remote)]
-        run = MpiRun(
-            argv=[sys.executable, "-m", "balsam.launcher.worker"],
-            hosts=hosts,
-            ranks_per_node=1,
-            # The worker's step must own every CPU of its node: its jobs run inside it.
-            threads_per_rank=max(cpus_per_node, 1),
-            env={},
-        )
+        # The worker's step must own every CPU of its node: its jobs run inside it.
+        run = MpiRun(argv=WORKER_ARGV, hosts=hosts, threads_per_rank=max(cpus_per_node, 1))
         argv = mpi.command(run)
         log.info("starting workers on %s: %s", ",".join(hosts), " ".join(argv))
+        secret = {"BALSAM_WORKER_ADDRESS": f"{host}:{port}", "BALSAM_WORKER_TOKEN": self.token}
         with log_path.open("ab") as out:
             popen = subprocess.Popen(
                 argv,
-                env=self.worker_env(env),
+                env={**env, **secret},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                close_fds=True,
             )
         pidfd = os.pidfd_open(popen.pid)
         self.step = _Step(popen, pidfd)
         self.selector.register(pidfd, selectors.EVENT_READ, self.step)
         return popen
+
+    # ---- events ----------------------------------------------------------------------------
 
     def owns(self, data: object) -> bool:
         """Whether a selector key's data belongs to the fleet."""
@@ -183,6 +219,7 @@ class WorkerFleet:
             self._step_exited(data)
 
     def _accept(self) -> None:
+        assert self.listener is not None
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
@@ -211,6 +248,7 @@ class WorkerFleet:
         self.selector.register(pending.sock, selectors.EVENT_READ, link)
         log.info("worker on %s (pid %s) connected", link.hostname, hello.get("pid"))
         self.events.node_ready(index)
+        self._dispatch(link, messages[1:] if messages else [])
 
     def _node_for(self, hello: Message) -> int | None:
         """The remote node a worker runs on: by node name, else by its rank in the step."""
@@ -233,22 +271,31 @@ class WorkerFleet:
         if messages is None:
             self.drop(link)
             return
+        self._dispatch(link, messages)
+
+    def _dispatch(self, link: WorkerLink, messages: list[Message]) -> None:
         for message in messages:
-            if message["op"] == "exited":
-                self.events.remote_exit(int(message["key"]), int(message["code"]))
-            elif message["op"] == "failed":
-                self.events.remote_failed(int(message["key"]), str(message.get("error")))
+            op = message["op"]
+            if op == "started":
+                self.events.run_started(int(message["key"]), int(message["pid"]))
+            elif op == "exited":
+                self.events.run_exited(int(message["key"]), int(message["code"]))
+            elif op == "failed":
+                self.events.run_failed(int(message["key"]), str(message.get("error")))
+            elif op == "cancelled":
+                self.events.run_cancelled(int(message["key"]))
 
     def drop(self, link: WorkerLink) -> None:
-        """Forget a worker that went away (or must go): its node leaves the pool."""
-        if self.links.get(link.index) is not link:
+        """Forget a worker that went away: its node leaves the pool."""
+        if not link.alive and link.sock.fileno() < 0:
             return
-        del self.links[link.index]
         link.alive = False
+        if link.index is not None and self.links.get(link.index) is link:
+            del self.links[link.index]
         self.selector.unregister(link.sock)
         link.sock.close()
-        log.warning("worker on %s is gone: its node takes no more jobs", link.hostname)
-        self.events.node_lost(link.index, link)
+        log.warning("the worker on %s is gone", link.hostname)
+        self.events.node_lost(link)
 
     def _step_exited(self, step: _Step) -> None:
         code = step.popen.wait()
@@ -256,21 +303,32 @@ class WorkerFleet:
         os.close(step.pidfd)
         self.step = None
         level = logging.INFO if code == 0 else logging.WARNING
-        log.log(level, "the worker step exited with code %s", code)
+        log.log(level, "the remote workers' step exited with code %s", code)
+
+    # ---- stopping --------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
-        """Say bye to every worker, wait for the step, close the listener."""
-        for link in list(self.links.values()):
+        """Say bye to every worker, wait for them, close every socket."""
+        links = {id(link): link for link in [*self.links.values(), self.local] if link}
+        for link in links.values():
             link.send({"op": "bye"})
-        if self.step is not None:
+        for proc in [p for p in (self.local_popen, self.step.popen if self.step else None) if p]:
             try:
-                self.step.popen.wait(timeout=timeout)
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.step.popen.kill()
-                self.step.popen.wait()
-        for link in list(self.links.values()):
-            link.sock.close()
-        self.listener.close()
+                proc.kill()
+                proc.wait()
+        for link in links.values():
+            if link.sock.fileno() >= 0:
+                self.selector.unregister(link.sock)
+                link.sock.close()
+        if self.step is not None:
+            self.selector.unregister(self.step.pidfd)
+            os.close(self.step.pidfd)
+            self.step = None
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            self.listener.close()
 
 
 def _describe(hello: Message) -> str:
