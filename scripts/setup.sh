@@ -19,12 +19,18 @@ apt_install() {
 }
 
 if [[ "${1:-}" == "--tests" ]]; then
-    # PostgreSQL server binaries (the tests start their own private cluster), util-linux for setpriv.
-    apt_install postgresql-15 util-linux
+    # PostgreSQL server binaries (the tests start their own private cluster), util-linux for
+    # setpriv and flock, Slurm and munge (the tests start their own cluster of four nodes).
+    apt_install postgresql-15 util-linux slurm-wlm munge
 fi
 
 PYTHON=${PYTHON:-python3}
-[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+# A venv without pip is what a failed 'python -m venv' leaves behind: make it again.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    # Debian ships venv's ensurepip separately: without python3-venv, 'python3 -m venv' fails.
+    "$PYTHON" -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+    "$PYTHON" -m venv --clear .venv
+fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [[ "${1:-}" == "--tests" ]]; then
     .venv/bin/python -m pip install -q -e '.[dev,mpi]'

@@ -1,19 +1,25 @@
 """``source balsamactivate NAME`` / ``source balsamdeactivate`` in a real bash.
 
 The scripts are the ones installed next to the ``balsam`` command (the test venv's bin is put on
-PATH, as an activated venv would), sourced by ``bash -c`` exactly as a user types them.
+PATH, as an activated venv would), sourced by ``bash -c`` exactly as a user types them. Every
+workflow database is made with ``balsam init``: embedded SQLite, and ``--db-url`` on the test
+run's PostgreSQL server.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from balsam.backends.factory import init_site
+from conftest import new_pg_database
+from pgserver import PgServer
 
 BIN = Path(sys.executable).parent
 SOURCES = Path(__file__).resolve().parents[2] / "src" / "balsam" / "shell"
@@ -35,10 +41,35 @@ def shell(script: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
     )
 
 
+#: Makes a workflow database at a path with ``balsam init``; returns the URL it reports.
+MakeSite = Callable[[Path], str]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_site(request: pytest.FixtureRequest) -> MakeSite:
+    """``balsam init PATH``, or ``balsam init --db-url URL PATH`` on a new PostgreSQL database."""
+
+    def make(path: Path) -> str:
+        url = f"sqlite:///{path / 'balsam.db'}"
+        options = ""
+        if request.param == "postgres":
+            server: PgServer = request.getfixturevalue("pg_server")
+            url = new_pg_database(server).replace("postgresql+psycopg://", "postgresql://")
+            options = f"--db-url {shlex.quote(url)}"
+        done = shell(f"balsam init {options} {shlex.quote(str(path))}")
+        assert done.returncode == 0, done.stderr
+        return url
+
+    return make
+
+
 @pytest.fixture
-def two_sites(tmp_path: Path) -> tuple[Path, Path]:
-    """Two known sqlite workflow databases, ``alpha`` and ``beta``."""
-    return init_site(tmp_path / "alpha").path, init_site(tmp_path / "sub" / "beta").path
+def two_sites(tmp_path: Path, make_site: MakeSite) -> tuple[Path, Path]:
+    """Two known workflow databases, ``alpha`` and ``beta``."""
+    alpha, beta = tmp_path / "alpha", tmp_path / "sub" / "beta"
+    make_site(alpha)
+    make_site(beta)
+    return alpha, beta
 
 
 def test_installed_scripts_are_the_packaged_ones() -> None:
@@ -49,17 +80,16 @@ def test_installed_scripts_are_the_packaged_ones() -> None:
         assert installed.read_text() == (SOURCES / name).read_text(), f"stale {installed}"
 
 
-def test_activate_by_name_sets_the_database_and_the_prompt(two_sites: tuple[Path, Path]) -> None:
-    alpha, _ = two_sites
+def test_activate_by_name_sets_the_database_and_the_prompt(
+    tmp_path: Path, make_site: MakeSite
+) -> None:
+    alpha = tmp_path / "alpha"
+    url = make_site(alpha)
     done = shell('source balsamactivate alpha && balsam which && echo "PS1=$PS1"')
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     lines = done.stdout.splitlines()
-    assert lines == [
-        f"Workflow database: {alpha}",
-        f"Database URL: sqlite:///{alpha / 'balsam.db'}",
-        "PS1=[alpha] $ ",
-    ]
+    assert lines == [f"Workflow database: {alpha}", f"Database URL: {url}", "PS1=[alpha] $ "]
 
 
 def test_activated_commands_work_on_that_database(two_sites: tuple[Path, Path]) -> None:
@@ -73,8 +103,9 @@ def test_activated_commands_work_on_that_database(two_sites: tuple[Path, Path]) 
     assert "SayHello" not in listed.stdout
 
 
-def test_activate_by_path_remembers_it(tmp_path: Path) -> None:
-    site = init_site(tmp_path / "elsewhere" / "wf").path
+def test_activate_by_path_remembers_it(tmp_path: Path, make_site: MakeSite) -> None:
+    site = tmp_path / "elsewhere" / "wf"
+    make_site(site)
     (tmp_path / "balsam-home" / "databases.txt").unlink()
     done = shell("source balsamactivate ./elsewhere/wf && echo $BALSAM_DB_PATH", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -142,11 +173,14 @@ def test_missing_argument_and_running_instead_of_sourcing(two_sites: tuple[Path,
     assert "must be sourced" in executed.stderr
 
 
-def test_activation_of_a_site_whose_server_cannot_start_changes_nothing(tmp_path: Path) -> None:
-    site = init_site(tmp_path / "owned").path
+def test_activation_of_a_site_whose_server_cannot_start_changes_nothing(
+    tmp_path: Path, make_site: MakeSite
+) -> None:
+    site = tmp_path / "owned"
+    make_site(site)
     settings = site / "settings.yml"
     # A site that says it owns a cluster, but has none: 'balsam db start' must fail.
-    settings.write_text(settings.read_text().replace("kind: sqlite", "kind: postgres"))
+    settings.write_text(re.sub(r"kind: \w+", "kind: postgres", settings.read_text()))
     done = shell('source balsamactivate owned; echo "rc=$? ${BALSAM_DB_PATH:-none} $PS1"')
     assert done.stdout.startswith("rc=2 none $ "), done.stdout
     assert len(done.stderr.splitlines()) == 1

@@ -14,13 +14,16 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.backends.factory import open_backend
+from balsam.cli.common import job_query
 from balsam.cli.main import main
 from balsam.config import Site
 from balsam.schemas.apps import AppCreate
-from balsam.schemas.jobs import JobCreate
+from balsam.schemas.jobs import INT_MAX, INT_MINIMUMS, JobCreate
 from balsam.schemas.queries import JobQuery
 
 NEW_JOB = "job --name x --workflow w --application SayHello"
+#: Bigger than any integer column of SQLite or PostgreSQL.
+HUGE = "99999999999999999999999"
 
 BAD_INPUT = [
     ("unknown app", "job --name x --workflow w --application NoSuchApp --yes",
@@ -32,7 +35,16 @@ BAD_INPUT = [
      "Invalid value for '--num-nodes': 'two' is not a valid integer"),
     ("text for a number in modify", "modify {parent} num_nodes two",
      "num_nodes must be an integer (got 'two')"),
-    ("negative wall time", f"{NEW_JOB} --wall-time-minutes -5 --yes", "wall_time_minutes: "),
+    ("negative wall time", f"{NEW_JOB} --wall-time-minutes -5 --yes",
+     "wall_time_minutes must be at least 0 (got -5)"),
+    ("negative gpus", f"{NEW_JOB} --gpus-per-rank -1 --yes",
+     "gpus_per_rank must be at least 0 (got -1)"),
+    ("node count too big for the database", f"{NEW_JOB} --num-nodes {HUGE} --yes",
+     f"num_nodes must be at most 2147483647 (got {HUGE})"),
+    ("wall time too big for the database", f"{NEW_JOB} --wall-time-minutes 2147483648 --yes",
+     "wall_time_minutes must be at most 2147483647 (got 2147483648)"),
+    ("too big for the database in modify", f"modify {{parent}} num_nodes {HUGE}",
+     f"num_nodes must be at most 2147483647 (got {HUGE})"),
     ("malformed env", f"{NEW_JOB} --env NOVALUE --yes", "--env: "),
     ("malformed tag", f"{NEW_JOB} --tag novalue --yes", "--tag takes KEY=VALUE"),
     ("unbalanced quote in args", f"{NEW_JOB} --args \"'oops\" --yes", "cannot parse args"),
@@ -109,6 +121,32 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert snapshot(db) == before
 
 
+@pytest.mark.parametrize(("field", "low"), sorted(INT_MINIMUMS.items()))
+def test_every_integer_field_has_both_bounds_in_balsams_words(
+    capsys: pytest.CaptureFixture[str], db: Backend, ids: dict[str, str], field: str, low: int
+) -> None:
+    before = snapshot(db)
+    flag = "--" + field.replace("_", "-")
+    too_big = str(INT_MAX + 1)
+    attempts = [
+        ([*NEW_JOB.split(), flag, str(low - 1), "--yes"], f"at least {low} (got {low - 1})"),
+        ([*NEW_JOB.split(), flag, too_big, "--yes"], f"at most {INT_MAX} (got {too_big})"),
+        (["modify", ids["parent"], field, too_big], f"at most {INT_MAX} (got {too_big})"),
+    ]
+    for argv, bound in attempts:
+        code = main(argv)
+        _out, err = capsys.readouterr()
+        assert (code, err) == (2, f"balsam: error: {field} must be {bound}\n")
+    assert snapshot(db) == before
+
+
+def test_the_largest_values_fit_the_database(db: Backend, ids: dict[str, str]) -> None:
+    flags = [("--" + f.replace("_", "-"), str(INT_MAX)) for f in INT_MINIMUMS]
+    assert main([*NEW_JOB.split(), *(x for pair in flags for x in pair), "--yes"]) == 0
+    (job,) = db.query_jobs(job_query(name="x"))
+    assert {f: getattr(job, f) for f in INT_MINIMUMS} == dict.fromkeys(INT_MINIMUMS, INT_MAX)
+
+
 @pytest.mark.parametrize("command", ["ls", "app --name a --executable /bin/true", NEW_JOB, "log"])
 def test_no_active_database(capsys: pytest.CaptureFixture[str], command: str) -> None:
     assert "BALSAM_DB_PATH" not in os.environ
@@ -143,6 +181,7 @@ def test_bad_input_from_a_real_process(site: Site, balsam_bin: str, db: Backend)
     for argv, message in [
         ([*NEW_JOB.split(), "--num-nodes", "abc", "--yes"], "'abc' is not a valid integer"),
         ([*NEW_JOB.split(), "--num-nodes", "-1", "--yes"], "num_nodes must be at least 1"),
+        ([*NEW_JOB.split(), "--num-nodes", HUGE, "--yes"], "num_nodes must be at most 2147483647"),
         (["modify", "abc", "state", "DONE"], "unknown job state 'DONE'"),
     ]:
         done = subprocess.run(

@@ -238,3 +238,42 @@ def test_tail_reads_across_blocks(tmp_path: Path) -> None:
     assert len(tail_lines(path, 5000, block=4096)) == 2000
     path.write_text("no newline at end")
     assert tail_lines(path, 2) == ["no newline at end"]
+
+
+def test_ls_of_an_id_prefix_matching_no_job_is_not_found(
+    capsys: pytest.CaptureFixture[str], db: Backend
+) -> None:
+    job = add(db, "hi")
+    for view in ([], ["--by-states"], ["--history"], ["--tree"], ["--verbose"]):
+        code, out, err = run(capsys, "ls", "--id", "zzzz", *view)
+        assert (code, out, err) == (3, "", "balsam: error: no job with id 'zzzz'\n")
+    # A real prefix that other filters rule out is an empty listing, not an error.
+    code, out, err = run(capsys, "ls", "--id", job.job_id[:4], "--state", "FAILED")
+    assert (code, err, rows(out)) == (0, "", [])
+
+
+LISTINGS = [
+    ["ls"],
+    ["ls", "--verbose"],
+    ["ls", "--by-states"],
+    ["ls", "--history"],
+    ["ls", "--tree"],
+    ["ls", "apps"],
+    ["ls", "apps", "--verbose"],
+    ["ls", "wf"],
+    ["log", "--list"],
+]
+
+
+@pytest.mark.parametrize("argv", LISTINGS, ids=[" ".join(a) for a in LISTINGS])
+def test_listings_have_no_trailing_blanks(
+    capsys: pytest.CaptureFixture[str], db: Backend, site: Site, argv: list[str]
+) -> None:
+    parent = add(db, "a-rather-long-job-name", description="")
+    add(db, "b", workflow="other", parents=[parent.job_id])
+    fail_run(db, add(db, "crash"))
+    (site.log_dir / "launcher.log").write_text("started\n")
+    code, out, _err = run(capsys, *argv)
+    assert code == 0
+    assert len(out.splitlines()) > 2
+    assert [line for line in out.splitlines() if line != line.rstrip()] == []

@@ -110,6 +110,22 @@ def test_bad_fields_and_values_raise_balsam_errors(api: LocalBackend) -> None:
     assert BalsamJob.objects.count() == 0
 
 
+def test_integers_too_big_for_the_database_are_refused_by_name(api: LocalBackend) -> None:
+    with pytest.raises(ValidationError) as info:
+        BalsamJob(name="big", application="SayHello", num_nodes=10**30).save()
+    assert str(info.value) == f"job 'big': num_nodes must be at most 2147483647 (got {10**30})"
+    assert BalsamJob.objects.count() == 0
+    job = hello(name="hi")
+    job.save()
+    job.wall_time_minutes = 2**31
+    with pytest.raises(ValidationError, match=r"wall_time_minutes must be at most 2147483647"):
+        job.save()
+    with pytest.raises(ValidationError, match=r"max_lost_retries must be at most 2147483647"):
+        BalsamJob.objects.update(max_lost_retries=2**40)
+    stored = BalsamJob.objects.get(pk=job.pk)
+    assert (stored.wall_time_minutes, stored.max_lost_retries) == (1, 3)
+
+
 def test_changing_the_state_with_save(api: LocalBackend) -> None:
     job = hello(name="hi")
     job.save()

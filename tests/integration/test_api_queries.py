@@ -115,6 +115,11 @@ def test_bad_filters_name_the_problem(jobs: dict[str, BalsamJob]) -> None:
         BalsamJob.objects.order_by("-size")
     with pytest.raises(ValidationError, match="not saved"):
         BalsamJob.objects.filter(pk=BalsamJob(name="x", application="SayHello"))
+    with pytest.raises(ValidationError, match=r"num_nodes: 10{30} is out of range for a query"):
+        BalsamJob.objects.filter(num_nodes__gt=10**30).count()
+    with pytest.raises(ValidationError, match=r"num_nodes: -10{30} is out of range"):
+        BalsamJob.objects.filter(num_nodes__in=[1, -(10**30)])
+    assert BalsamJob.objects.filter(num_nodes__lt=2**31 - 1).count() == 4
 
 
 def test_order_first_count_and_get(jobs: dict[str, BalsamJob]) -> None:
@@ -231,6 +236,32 @@ def test_update_state_goes_through_the_state_machine(jobs: dict[str, BalsamJob])
     with pytest.raises(InvalidTransition, match="cannot move a job from PREPROCESSED to READY"):
         BalsamJob.objects.filter(name="gamma_1").update(state="READY")
     assert BalsamJob.objects.get(name="gamma_1").state == JobState.PREPROCESSED
+
+
+def test_update_with_one_invalid_move_changes_nothing(jobs: dict[str, BalsamJob]) -> None:
+    failed = BalsamJob.objects.filter(workflow="wf1")
+    assert failed.update(state="FAILED") == 2
+    before = BalsamJob.objects.order_by("name").values_list("name", "state", "wall_time_minutes")
+    # FAILED -> RESTART_READY is a reset; PREPROCESSED -> RESTART_READY is not a transition.
+    with pytest.raises(InvalidTransition) as info:
+        BalsamJob.objects.update(state="RESTART_READY", wall_time_minutes=30)
+    assert str(info.value).startswith("2 of 4 jobs cannot move to RESTART_READY, so none was")
+    assert "cannot move a job from PREPROCESSED to RESTART_READY (and 1 more)" in str(info.value)
+    after = BalsamJob.objects.order_by("name").values_list("name", "state", "wall_time_minutes")
+    assert after == before
+    assert [e.to_state for e in jobs["gamma_1"].history()][-1] == "PREPROCESSED"
+    # The valid part alone goes through, fields and states together.
+    assert failed.update(state="RESTART_READY", wall_time_minutes=30) == 2
+    moved = BalsamJob.objects.filter(state="RESTART_READY", wall_time_minutes=30)
+    assert names(moved) == {"alpha", "Beta"}
+
+
+def test_update_keeps_jobs_already_in_the_target_state(jobs: dict[str, BalsamJob]) -> None:
+    assert BalsamJob.objects.filter(name="alpha").update(state="USER_KILLED") == 1
+    assert BalsamJob.objects.filter(workflow="wf1").update(state="USER_KILLED") == 2
+    assert names(BalsamJob.objects.filter(state="USER_KILLED")) == {"alpha", "Beta"}
+    kills = [e for e in jobs["alpha"].history() if e.to_state == "USER_KILLED"]
+    assert len(kills) == 1
 
 
 def test_update_and_delete_on_a_slice_touch_only_that_slice(jobs: dict[str, BalsamJob]) -> None:

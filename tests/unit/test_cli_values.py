@@ -12,7 +12,7 @@ from balsam.cli.jobs import job_fields
 from balsam.cli.listing import job_conditions
 from balsam.cli.modify import coerce_field
 from balsam.errors import ValidationError
-from balsam.schemas.jobs import JobCreate
+from balsam.schemas.jobs import INT_MAX, INT_MINIMUMS, JobCreate, JobFields
 
 
 @pytest.mark.parametrize(
@@ -61,12 +61,24 @@ def test_resource_errors_name_the_field_in_one_line() -> None:
 
 def test_field_errors_name_the_field_and_the_bad_value() -> None:
     with pytest.raises(ValidationError) as info:
-        validated(JobCreate, {"application": "a", "name": "two words", "wall_time_minutes": -5})
+        validated(JobCreate, {"application": "a", "name": "two words", "num_nodes": "two"})
     text = str(info.value)
     assert text.startswith("name: ")
     assert "'two words'" in text
-    assert "wall_time_minutes" in text
+    assert "num_nodes" in text
     assert "\n" not in text
+
+
+def test_every_integer_job_field_has_bounds_that_the_databases_can_store() -> None:
+    integers = {name for name, info in JobFields.model_fields.items() if info.annotation is int}
+    assert set(INT_MINIMUMS) == integers
+    assert INT_MAX == 2147483647  # PostgreSQL's integer; SQLite's INTEGER holds more
+    with pytest.raises(ValidationError) as info:
+        validated(JobCreate, {"application": "a", "wall_time_minutes": -5, "num_nodes": 2**31})
+    assert str(info.value) == (
+        "num_nodes must be at most 2147483647 (got 2147483648); "
+        "wall_time_minutes must be at least 0 (got -5)"
+    )
 
 
 def test_job_options_map_to_balsam_fields() -> None:

@@ -25,15 +25,12 @@ from pydantic import ValidationError as PydanticValidationError
 
 from balsam.api.context import get_backend, get_site
 from balsam.api.lookups import UnknownField, first_error
-from balsam.api.query import JobQuerySet
+from balsam.api.query import JobQuerySet, check_moves, require_user_settable
 from balsam.backends.base import Backend
 from balsam.domain.commands import parse_env_assignments
 from balsam.domain.states import (
-    USER_SETTABLE_STATES,
     JobState,
-    TransitionError,
     parse_state,
-    validate_transition,
 )
 from balsam.errors import (
     Ambiguous,
@@ -333,6 +330,10 @@ class Job:
         """Reload every value from the database (unsaved edits are dropped)."""
         self._load(self._fetch(get_backend()))
 
+    def refresh_state(self) -> None:
+        """Reload the state, parents and bookkeeping from the database; field edits are kept."""
+        self._sync(self._fetch(get_backend()), keep_edits=False)
+
     def _fetch(self, backend: Backend) -> JobOut:
         if self.job_id is None:
             raise ValidationError(f"job {self.name!r} is not saved yet")
@@ -421,13 +422,7 @@ def _pending_id(ref: Job | str | uuid.UUID) -> str | None:
 
 def _check_move(current: JobOut, target: JobState) -> None:
     """Refuse a user's state change before any field is written."""
-    if target not in USER_SETTABLE_STATES:
-        allowed = ", ".join(sorted(USER_SETTABLE_STATES))
-        raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
-    try:
-        validate_transition(current.state, target)
-    except TransitionError as exc:
-        raise InvalidTransition(f"job {current.job_id[:8]} ({current.name}): {exc}") from None
+    check_moves([current], require_user_settable(target))
 
 
 def job_id_of(ref: Job | str | uuid.UUID, backend: Backend) -> str:

@@ -17,10 +17,14 @@ from pydantic import ValidationError as PydanticValidationError
 
 from balsam.domain.states import JobState, parse_state
 from balsam.errors import ValidationError
+from balsam.schemas.jobs import INT_MAX
 from balsam.schemas.queries import Clause, Condition, Lookup, parse_lookup
 
 #: Lookups whose value is compared as a whole (so a state name in them can be checked).
 _EQUALITY = (Lookup.EXACT, Lookup.IN)
+#: The integers a query may compare with: those an integer column holds. PostgreSQL refuses
+#: a bigger parameter for such a column, and SQLite's driver cannot send one beyond 64 bits.
+QUERY_INT_MIN, QUERY_INT_MAX = -INT_MAX - 1, INT_MAX
 
 
 class UnknownField(ValidationError, AttributeError):
@@ -67,6 +71,15 @@ def _value(field: str, lookup: Lookup, value: Any) -> Any:
             raise ValidationError(f"{field}__in needs a list of values, got {value!r}")
         return [_value(field, Lookup.EXACT, v) for v in value]
     value = normalize(value)
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not QUERY_INT_MIN <= value <= QUERY_INT_MAX
+    ):
+        raise ValidationError(
+            f"{field}: {value} is out of range for a query "
+            f"(integer fields hold {QUERY_INT_MIN} to {QUERY_INT_MAX})"
+        )
     if field == "state" and lookup in _EQUALITY and isinstance(value, str):
         try:
             return parse_state(value)

@@ -9,8 +9,10 @@ Decisions that differ from Django, on purpose:
 
 * ``update()`` and ``delete()`` on a sliced set act on exactly the jobs of that slice
   (Django refuses them); filtering or reordering a sliced set is refused, as in Django.
-* ``update(state=...)`` changes fields in one call, then the state job by job through the
-  state machine (each change validated, fast-forwarded and recorded); it is not atomic.
+* ``update(state=...)`` is all or nothing: every job's move is checked against the state
+  machine before anything is written; then the fields change in one call and each state through
+  the state machine (validated again, fast-forwarded and recorded). Jobs already in the target
+  state keep it, as ``save()`` of an unchanged state does.
 * ``values_list()`` returns a list, not a lazy set; ``delete()`` returns the number deleted.
 """
 
@@ -21,7 +23,13 @@ from typing import TYPE_CHECKING, Any, overload
 
 from balsam.api.context import get_backend
 from balsam.api.lookups import build_clause, check_order, field_error, slice_window
-from balsam.domain.states import USER_SETTABLE_STATES, JobState, parse_state
+from balsam.domain.states import (
+    USER_SETTABLE_STATES,
+    JobState,
+    TransitionError,
+    parse_state,
+    validate_transition,
+)
 from balsam.errors import InvalidTransition, ValidationError
 from balsam.schemas.jobs import JobFields, JobOut
 from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
@@ -201,7 +209,8 @@ class JobQuerySet:
     def update(self, **fields: Any) -> int:
         """Change fields of every matching job; ``state=`` goes through the state machine.
 
-        Returns how many jobs matched. Field values are validated by the backend per job.
+        All or nothing: a state move that any job may not make, or a field value that any job
+        may not take, raises before anything is written. Returns how many jobs matched.
         """
         state = _target_state(fields.pop("state", None))
         unknown = set(fields) - EDITABLE_FIELDS
@@ -209,11 +218,18 @@ class JobQuerySet:
             raise field_error(sorted(unknown)[0], EDITABLE_FIELDS | {"state"})
         backend = get_backend()
         query = self._exact_query()
-        ids = [] if state is None else [o.job_id for o in backend.query_jobs(query)]
-        count = backend.update_jobs(query, _model().compat_values(fields)) if fields else len(ids)
+        matched: list[JobOut] = []
+        moving: list[JobOut] = []
         if state is not None:
-            for job_id in ids:
-                backend.set_state(job_id, state, "set by user")
+            matched = backend.query_jobs(query)
+            moving = [job for job in matched if job.state != state]
+            check_moves(moving, state)
+        values = _model().compat_values(fields)
+        # One transaction, validated per job: a bad value leaves every job (and state) as it was.
+        count = backend.update_jobs(query, values) if values else len(matched)
+        if state is not None:
+            for job in moving:
+                backend.set_state(job.job_id, state, "set by user")
         self._cache = None
         return count
 
@@ -278,7 +294,34 @@ def _target_state(value: Any) -> JobState | None:
         state = parse_state(str(value))
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
+    return require_user_settable(state)
+
+
+def require_user_settable(state: JobState) -> JobState:
+    """``state`` if a user may set it (a reset or a give-up), else InvalidTransition."""
     if state not in USER_SETTABLE_STATES:
         allowed = ", ".join(sorted(USER_SETTABLE_STATES))
         raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
     return state
+
+
+def check_moves(jobs: Sequence[JobOut], target: JobState) -> None:
+    """InvalidTransition, naming the first job refused, unless every one may move to ``target``.
+
+    Read-only: callers check every job before writing any, so a refusal changes nothing.
+    """
+    refused = []
+    for job in jobs:
+        try:
+            validate_transition(job.state, target)
+        except TransitionError as exc:
+            refused.append(f"job {job.job_id[:8]} ({job.name}): {exc}")
+    if not refused:
+        return
+    if len(jobs) == 1:
+        raise InvalidTransition(refused[0])
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    raise InvalidTransition(
+        f"{len(refused)} of {len(jobs)} jobs cannot move to {target}, so none was changed: "
+        f"{refused[0]}{more}"
+    )

@@ -1,8 +1,16 @@
-"""Make workflow databases and open the Backend a site's settings call for."""
+"""Make workflow databases and open the Backend a site's settings call for.
+
+Opening checks two things before anything else touches the database, each a one-line
+:class:`ConfigError`: an SQLite file that is missing (connecting would silently create an empty
+one), and a schema revision other than the one this Balsam ships (one query per open; a database
+made by an older Balsam is upgraded with ``balsam db upgrade``, see :func:`upgrade_site`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from balsam.backends.base import Backend
 from balsam.backends.local import LocalBackend
@@ -16,15 +24,75 @@ from balsam.config import (
     settings_path,
 )
 from balsam.errors import AlreadyExists, ConfigError
-from balsam.store.engine import make_engine
-from balsam.store.migrate import upgrade
+from balsam.store.engine import database_errors, make_engine, sqlite_path
+from balsam.store.migrate import SchemaState, current_revision, head_revision, schema_state, upgrade
 
 SITE_DIRS = ("data", "log", "qsubmit")
 
 
 def open_backend(site: Site) -> Backend:
-    """The Backend for ``site`` (a LocalBackend on its database URL)."""
-    return LocalBackend(make_engine(site.database_url()))
+    """The Backend for ``site`` (a LocalBackend on its database URL), its schema checked.
+
+    ConfigError when the SQLite file is missing or the schema is not this Balsam's revision;
+    DatabaseError when the database cannot be reached.
+    """
+    engine = _site_engine(site)
+    try:
+        with database_errors():
+            revision = current_revision(engine)
+        problem = _schema_problem(revision)
+        if problem:
+            raise ConfigError(problem)
+    except BaseException:
+        engine.dispose()
+        raise
+    return LocalBackend(engine)
+
+
+def upgrade_site(site: Site) -> tuple[str | None, str | None]:
+    """Migrate the site's database to this Balsam's newest revision; returns (before, after).
+
+    Idempotent: a database already at the newest revision is left as it is. A database made by
+    a newer Balsam is refused (ConfigError), never downgraded.
+    """
+    engine = _site_engine(site)
+    try:
+        with database_errors():
+            before = current_revision(engine)
+            if schema_state(before) is SchemaState.AHEAD:
+                raise ConfigError(_schema_problem(before))
+            upgrade(engine)
+            return before, current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def _site_engine(site: Site) -> Engine:
+    """An engine on the site's database; refuses an SQLite file that is not there."""
+    url = site.database_url()
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"workflow database file {path} is missing")
+    return make_engine(url)
+
+
+def _schema_problem(revision: str | None) -> str:
+    """What is wrong with a database at ``revision``, empty when it is this Balsam's."""
+    head = head_revision()
+    state = schema_state(revision)
+    if state is SchemaState.BEHIND:
+        return (
+            f"the workflow database is at schema revision {revision} but this Balsam needs "
+            f"{head}: run 'balsam db upgrade'"
+        )
+    if state is SchemaState.AHEAD:
+        return (
+            f"the workflow database is at schema revision {revision}, newer than this Balsam "
+            f"knows ({head}): it was made by a newer Balsam; upgrade Balsam to use it"
+        )
+    if state is SchemaState.EMPTY:
+        return "the workflow database has no Balsam tables: run 'balsam db upgrade' to build them"
+    return ""
 
 
 def open_active_backend() -> tuple[Site, Backend]:

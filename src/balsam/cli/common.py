@@ -3,9 +3,10 @@
 Every command opens the active workflow database with :func:`active_backend` and closes it on
 the way out. Bad input becomes a :class:`balsam.errors.BalsamError`, which ``balsam.cli.main``
 prints as one line; Click's own usage errors are turned into one as well by
-:class:`BalsamCommand`. Output goes through :func:`make_console`: plain text (no colours, no
+:class:`BalsamCommand`, and a group called without a subcommand prints its help
+(:class:`BalsamGroup`). Output goes through :func:`make_console`: plain text (no colours, no
 markup interpretation) whenever stdout is not a terminal, so ``watch balsam ls`` and pipes see
-only the table.
+only the table; :func:`show` prints it without trailing blanks.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import click
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from balsam.backends.base import Backend
-from balsam.backends.factory import open_active_backend
 from balsam.config import Site
 from balsam.errors import ValidationError
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
@@ -60,9 +61,29 @@ class BalsamCommand(click.Command):
             raise ValidationError(f"{message}; see 'balsam {info_name} --help'") from None
 
 
+class BalsamGroup(click.Group):
+    """A Click group that, called without a subcommand, prints its help on stdout (exit 0).
+
+    Click reports a bare group as a usage error, which Balsam would print as many lines on
+    stderr. Asking a group what it offers is not an error (``git remote`` answers too), so
+    every group (``balsam``, ``balsam db``) shows its help, as with ``--help``.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse ``args``; none at all means: show the help and stop."""
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            ctx.exit()
+        return super().parse_args(ctx, args)
+
+
 @contextmanager
 def active_backend() -> Iterator[tuple[Site, Backend]]:
     """The active site and its Backend, closed when the block ends."""
+    # Imported here: SQLAlchemy and Alembic take most of the start-up time of commands such as
+    # 'balsam which' (run by every balsamactivate) that never open the database.
+    from balsam.backends.factory import open_active_backend
+
     site, backend = open_active_backend()
     try:
         yield site, backend
@@ -117,6 +138,24 @@ def make_console() -> Console:
     """A console on stdout: colours only on a terminal, never wrapped into a pipe."""
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(width=PIPE_WIDTH if piped else None, markup=False, highlight=False, emoji=False)
+
+
+def show(renderable: RenderableType) -> None:
+    """Print a Rich table or tree on stdout, without the spaces Rich pads each line with.
+
+    Rich pads every cell to its column's width, the last one included; trailing blanks make
+    ``diff``, ``grep ' $'`` and copy-paste of the output awkward, so they are cut here.
+    """
+    console = make_console()
+    lines = []
+    for segments in console.render_lines(renderable, pad=False):
+        line = Text()
+        for segment in segments:
+            if not segment.control:
+                line.append(segment.text, segment.style)
+        line.rstrip()
+        lines.append(line)
+    console.print(Text("\n").join(lines), soft_wrap=True)
 
 
 def make_table(*columns: str, title: str | None = None) -> Table:

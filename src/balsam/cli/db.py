@@ -1,4 +1,8 @@
-"""Workflow database commands: ``balsam init``, ``balsam which``, ``balsam db start|stop|status``.
+"""Workflow database commands: ``balsam init``, ``balsam which``, ``balsam db ...``.
+
+``balsam db upgrade`` migrates the active database's schema to this Balsam's revision (every
+other command refuses a database at another revision); ``balsam db start|stop|status`` manage
+a server the workflow directory owns.
 
 ``balsam init PATH`` makes a workflow directory: embedded SQLite by default, a private PostgreSQL
 cluster with ``--db postgres``, or an existing server with ``--db-url``. A failed init leaves
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from balsam.cli.common import BalsamCommand
+from balsam.cli.common import BalsamCommand, BalsamGroup
 from balsam.config import (
     DatabaseSettings,
     Site,
@@ -167,9 +171,23 @@ def _list_sites() -> None:
         click.echo(f"{mark} {path.name:<{width}}  {path}")
 
 
-@click.group("db")
+@click.group("db", cls=BalsamGroup)
 def db() -> None:
-    """Manage the database server of the active workflow database (if it owns one)."""
+    """Manage the active workflow database: its schema, and its server if it owns one."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database's schema to this Balsam's version (idempotent)."""
+    site = load_site()
+    from balsam.backends.factory import upgrade_site
+
+    before, after = upgrade_site(site)
+    if before == after:
+        click.echo(f"Workflow database {site.name} is at schema revision {after}: nothing to do")
+        return
+    start = f"schema revision {before}" if before else "no schema"
+    click.echo(f"Upgraded workflow database {site.name} from {start} to schema revision {after}")
 
 
 def _owns_server(site: Site) -> bool:

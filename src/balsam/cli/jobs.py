@@ -11,9 +11,9 @@ from balsam.cli.common import (
     BalsamCommand,
     active_backend,
     format_value,
-    make_console,
     make_table,
     parse_pairs,
+    show,
     validated,
 )
 from balsam.domain.commands import CommandError, parse_env_assignments, render_command
@@ -138,7 +138,7 @@ def _summary(spec: JobCreate, app: AppOut) -> None:
     except CommandError as exc:
         command = f"(cannot render: {exc})"
     table.add_row("command", command)
-    make_console().print(table)
+    show(table)
 
 
 def _default_or_none(field: str) -> Any:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
@@ -25,9 +24,9 @@ from balsam.cli.common import (
     format_value,
     id_width,
     job_query,
-    make_console,
     make_table,
     print_rows,
+    show,
 )
 from balsam.config import load_site
 from balsam.domain.states import JobState, parse_state
@@ -65,13 +64,12 @@ def ls_command(objects: str, **opts: Any) -> None:
     if objects != "jobs":
         _refuse_job_flags(objects, opts)
     with active_backend() as (_site, backend):
-        console = make_console()
         if objects == "apps":
-            _list_apps(console, backend, opts["name"], opts["verbose"])
+            _list_apps(backend, opts["name"], opts["verbose"])
         elif objects == "wf":
-            _list_workflows(console, backend, opts["name"], opts["wf"])
+            _list_workflows(backend, opts["name"], opts["wf"])
         else:
-            _list_jobs(console, backend, opts, views[0] if views else "")
+            _list_jobs(backend, opts, views[0] if views else "")
 
 
 def _refuse_job_flags(objects: str, opts: dict[str, Any]) -> None:
@@ -102,27 +100,38 @@ def job_conditions(
     return conditions
 
 
-def _list_jobs(console: Console, backend: Backend, opts: dict[str, Any], view: str) -> None:
+def _list_jobs(backend: Backend, opts: dict[str, Any], view: str) -> None:
     conditions = job_conditions(opts["name"], opts["id_prefix"], opts["state"], opts["wf"])
+    if opts["id_prefix"]:
+        _require_id_prefix(backend, conditions["job_id__startswith"])
     query = job_query(**conditions)
     if view == "by_states":
-        console.print(_state_counts(backend.count_by_state(query)))
+        show(_state_counts(backend.count_by_state(query)))
         return
     jobs = backend.query_jobs(query)
     width = 36 if opts["verbose"] else id_width(j.job_id for j in jobs)
     if view == "history":
         for job in jobs:
-            console.print(_history_table(backend, job, width))
+            show(_history_table(backend, job, width))
     elif view == "tree":
-        console.print(_job_tree(backend, jobs, width))
+        show(_job_tree(backend, jobs, width))
     elif opts["verbose"]:
         for job in jobs:
-            console.print(_job_fields_table(job))
+            show(_job_fields_table(job))
     else:
         print_rows(
             JOB_COLUMNS,
             ((j.job_id[:width], j.name, j.workflow, j.application, j.state) for j in jobs),
         )
+
+
+def _require_id_prefix(backend: Backend, prefix: str) -> None:
+    """NotFound when no job id starts with ``prefix``, as for every command taking an id.
+
+    Other filters may still leave nothing to list (an empty table); a mistyped id may not.
+    """
+    if backend.count_jobs(job_query(job_id__startswith=prefix)) == 0:
+        raise NotFound(f"no job with id {prefix!r}")
 
 
 def _state_counts(counts: dict[str, int]) -> Any:
@@ -187,7 +196,7 @@ def _children(backend: Backend, job_id: str, known: dict[str, JobOut]) -> list[J
     return sorted((known[i] for i in ids if i in known), key=lambda j: (j.created_at, j.job_id))
 
 
-def _list_apps(console: Console, backend: Backend, name: str | None, verbose: bool) -> None:
+def _list_apps(backend: Backend, name: str | None, verbose: bool) -> None:
     clauses = [clause_from_kwargs({"name__icontains": name})] if name else []
     columns = ["ID", "NAME", "EXECUTABLE", "DESCRIPTION"]
     if verbose:
@@ -196,10 +205,10 @@ def _list_apps(console: Console, backend: Backend, name: str | None, verbose: bo
     for app in backend.list_apps(clauses):
         values = app.model_dump()
         table.add_row(*(str(values[c.lower()]) for c in columns))
-    console.print(table)
+    show(table)
 
 
-def _list_workflows(console: Console, backend: Backend, name: str | None, wf: str | None) -> None:
+def _list_workflows(backend: Backend, name: str | None, wf: str | None) -> None:
     """One row per workflow: its job count in total and in each state that has jobs."""
     conditions: dict[str, Any] = {}
     if name:
@@ -216,7 +225,7 @@ def _list_workflows(console: Console, backend: Backend, name: str | None, wf: st
     for workflow, per_state in counts.items():
         cells = [str(per_state.get(s, 0) or "") for s in states]
         table.add_row(workflow, str(sum(per_state.values())), *cells)
-    console.print(table)
+    show(table)
 
 
 def _workflows(backend: Backend, conditions: dict[str, Any]) -> list[str]:
@@ -261,7 +270,7 @@ def log_command(list_files: bool, lines: int) -> None:
             table.add_row(
                 _mtime(stat.st_mtime), str(stat.st_size), str(path.relative_to(site.log_dir))
             )
-        make_console().print(table)
+        show(table)
         return
     if not files:
         raise NotFound(f"no log files in {site.log_dir} yet")

@@ -8,10 +8,11 @@ import sys
 
 import click
 
+from balsam.cli.common import BalsamGroup
 from balsam.errors import BalsamError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BalsamGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="balsam")
 def cli() -> None:
     """Balsam: run large campaigns of application runs on HPC machines."""

@@ -12,7 +12,7 @@ from typing import Any, get_origin
 import click
 
 from balsam.backends.base import Backend
-from balsam.cli.common import BalsamCommand, active_backend, job_query, make_console, make_table
+from balsam.cli.common import BalsamCommand, active_backend, job_query, make_table, show
 from balsam.domain.commands import parse_env_assignments
 from balsam.domain.states import parse_state
 from balsam.errors import InvalidTransition, NotFound, ValidationError
@@ -156,7 +156,7 @@ def _rm_jobs(backend: Backend, name: str | None, ident: str | None, yes: bool) -
         table = make_table("ID", "NAME", "WORKFLOW", "STATE")
         for job in preview:
             table.add_row(job.job_id[:8], job.name, job.workflow, job.state)
-        make_console().print(table)
+        show(table)
         if count > len(preview):
             click.echo(f"... and {count - len(preview)} more")
         click.confirm(f"Remove {count} job(s)", abort=True)

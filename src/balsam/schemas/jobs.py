@@ -13,6 +13,38 @@ from balsam.domain.states import JobState
 
 NAME_PATTERN = r"^[A-Za-z0-9_.+=@-]+$"
 
+#: The largest value of an integer job field: PostgreSQL's integer columns are 32-bit signed
+#: (SQLite's hold more), so this is what both store; a bigger value fails in the driver.
+INT_MAX = 2**31 - 1
+#: The smallest value of each integer job field (each is at most :data:`INT_MAX`). Checked
+#: here rather than with ``Field(ge=...)`` so that every bound is reported in Balsam's words.
+INT_MINIMUMS: dict[str, int] = {
+    "num_nodes": 1,
+    "ranks_per_node": 1,
+    "threads_per_rank": 1,
+    "threads_per_core": 1,
+    "gpus_per_rank": 0,
+    "node_packing_count": 1,
+    "wall_time_minutes": 0,
+    "max_error_retries": 0,
+    "max_timeout_retries": 0,
+    "max_lost_retries": 0,
+}
+
+
+def range_problems(values: dict[str, Any]) -> list[str]:
+    """Why integer job fields in ``values`` are out of range, empty when all fit."""
+    problems = []
+    for field, low in INT_MINIMUMS.items():
+        value = values.get(field)
+        if not isinstance(value, int):
+            continue
+        if value < low:
+            problems.append(f"{field} must be at least {low} (got {value})")
+        elif value > INT_MAX:
+            problems.append(f"{field} must be at most {INT_MAX} (got {value})")
+    return problems
+
 
 class JobFields(BaseModel):
     """The fields a user sets on a job (Balsam's names), shared by create and update."""
@@ -31,7 +63,7 @@ class JobFields(BaseModel):
     gpus_per_rank: int = 0
     cpu_affinity: str = "none"
     node_packing_count: int = 1
-    wall_time_minutes: int = Field(default=1, ge=0)
+    wall_time_minutes: int = 1
     environ_vars: dict[str, str] = Field(default_factory=dict)
     mpi_flags: str = ""
     input_files: str = "*"
@@ -42,9 +74,9 @@ class JobFields(BaseModel):
     post_timeout_handler: bool = False
     auto_timeout_retry: bool = True
     wait_for_parents: bool = True
-    max_error_retries: int = Field(default=0, ge=0)
-    max_timeout_retries: int = Field(default=3, ge=0)
-    max_lost_retries: int = Field(default=3, ge=0)
+    max_error_retries: int = 0
+    max_timeout_retries: int = 3
+    max_lost_retries: int = 3
     data: dict[str, Any] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -66,7 +98,8 @@ class JobFields(BaseModel):
 
     @model_validator(mode="after")
     def _resources_possible(self) -> JobFields:
-        problems = resource_problems(self.resources())
+        # Bounds first: the resource arithmetic is only meaningful on values that can be stored.
+        problems = range_problems(dict(self)) or resource_problems(self.resources())
         if problems:
             raise ValueError("; ".join(problems))
         return self

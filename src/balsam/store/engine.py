@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -54,6 +55,14 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def is_sqlite(engine: Engine) -> bool:
     """True for the embedded SQLite backend."""
     return engine.dialect.name == "sqlite"
@@ -66,9 +75,15 @@ def unit_of_work(engine: Engine, write: bool = True) -> Iterator[Session]:
     Driver errors become :class:`DatabaseError`; Balsam's own errors pass through unchanged.
     """
     bound = engine.execution_options(balsam_write=True) if write else engine
+    with database_errors(), Session(bound, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Turn driver errors raised in the block into :class:`DatabaseError` (one line)."""
     try:
-        with Session(bound, expire_on_commit=False) as session, session.begin():
-            yield session
+        yield
     except OperationalError as exc:
         raise DatabaseError(f"workflow database unavailable: {_first_line(exc)}") from exc
     except SQLAlchemyError as exc:

@@ -1,12 +1,36 @@
-"""Build and upgrade a workflow database with Alembic (the only way tables are made)."""
+"""Build and upgrade a workflow database with Alembic (the only way tables are made).
+
+Every open of a workflow database compares its revision with the newest one this Balsam ships
+(:func:`schema_state`), so a database made by an older Balsam is reported as such rather than
+failing later with "no such column".
+"""
 
 from __future__ import annotations
 
+import functools
+from enum import StrEnum
+
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
+
+#: Alembic's bookkeeping table: one row, the revision the database is at.
+VERSION_TABLE = "alembic_version"
+
+
+class SchemaState(StrEnum):
+    """How a database's schema revision compares with this Balsam's migrations."""
+
+    CURRENT = "current"
+    """At the newest revision this Balsam ships."""
+    BEHIND = "behind"
+    """At an older revision: ``balsam db upgrade`` brings it up to date."""
+    AHEAD = "ahead"
+    """At a revision this Balsam does not know: a newer Balsam made or upgraded it."""
+    EMPTY = "empty"
+    """Never migrated: no Balsam tables at all."""
 
 
 def alembic_config() -> Config:
@@ -19,17 +43,50 @@ def alembic_config() -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` on ``engine``'s database."""
     cfg = alembic_config()
-    with engine.begin() as conn:
+    # The write lock up front (SQLite): a second upgrader waits, then finds nothing to do.
+    with engine.execution_options(balsam_write=True).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None when it was never migrated."""
+    """The revision the database is at, or None when it was never migrated.
+
+    One query when the database is a Balsam one (this runs on every open); only when it fails
+    is the version table looked for, to tell "never migrated" from a real error.
+    """
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        try:
+            return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        except DBAPIError:
+            conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
+            if inspect(conn).has_table(VERSION_TABLE):
+                raise
+            return None
 
 
 def head_revision() -> str | None:
     """The newest revision Balsam ships."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return _scripts().get_current_head()
+
+
+def schema_state(revision: str | None) -> SchemaState:
+    """Where a database at ``revision`` stands relative to this Balsam's migrations."""
+    if revision is None:
+        return SchemaState.EMPTY
+    if revision == head_revision():
+        return SchemaState.CURRENT
+    if revision in _known_revisions():
+        return SchemaState.BEHIND
+    return SchemaState.AHEAD
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    # Parsing the migration scripts costs milliseconds; they cannot change while Balsam runs.
+    return ScriptDirectory.from_config(alembic_config())
+
+
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    return frozenset(script.revision for script in _scripts().walk_revisions())
