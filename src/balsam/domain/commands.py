@@ -9,6 +9,7 @@ re-quoted before it reaches the shell, so arguments still cannot inject syntax.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from dataclasses import dataclass
 
@@ -22,8 +23,14 @@ class CommandError(ValueError):
 
 def split_words(text: str, what: str) -> list[str]:
     """Split ``text`` like a POSIX shell would, or raise :class:`CommandError`."""
+    return list(_split_cached(text, what))
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_cached(text: str, what: str) -> tuple[str, ...]:
+    # A campaign runs one app's executable (and often the same args) thousands of times.
     try:
-        return shlex.split(text)
+        return tuple(shlex.split(text))
     except ValueError as exc:
         raise CommandError(f"cannot parse {what} {text!r}: {exc}") from None
 

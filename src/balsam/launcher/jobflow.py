@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import cast
 
@@ -62,11 +63,17 @@ class Task:
         job = self.job
         return job.error_count + job.timeout_count + job.lost_count + 1
 
-    @property
+    @cached_property
     def priority(self) -> tuple[int, int, int, int]:
         """Sort key of waiting jobs: biggest (nodes, then cores, then GPUs), then longest."""
         req = self.job.resources()
         return (-req.num_nodes, -req.cpus_per_node, -req.gpus_per_node, -self.job.wall_time_minutes)
+
+    @cached_property
+    def shape(self) -> tuple[int, int, int, int]:
+        """What the job takes of a node: jobs of one shape can run in each other's place."""
+        req = self.job.resources()
+        return (req.num_nodes, req.cpus_per_node, req.gpus_per_node, req.node_packing_count)
 
 
 class JobFlow:
@@ -267,16 +274,24 @@ class JobFlow:
         without waiting for the launcher: the launcher's bookkeeping of one job overlaps the
         next one's start. The job takes over the predecessor's placement when that exits.
         """
-        before = self.tasks[predecessor.job_id]
-        assert before.placement is not None and predecessor.remote is not None
+        placement = self._placement_of_chain(predecessor)
         try:
-            child = self._send_run(task, before.placement, predecessor)
+            child = self._send_run(task, placement, predecessor)
         except (OSError, CommandError, commands.CannotRun) as exc:
-            where = f"attempt {task.attempt} on {','.join(before.placement.hosts)}"
+            where = f"attempt {task.attempt} on {','.join(placement.hosts)}"
             self._cannot_start(task, where, time.monotonic(), str(exc))
             return
         predecessor.successor, child.follows = child, predecessor
         task.child = child
+
+    def _placement_of_chain(self, child: Child) -> Placement:
+        """The placement a queued run will inherit: that of the running run it waits behind."""
+        head = child
+        while head.follows is not None:
+            head = head.follows
+        placement = self.tasks[head.job_id].placement
+        assert placement is not None, "the head of a chain of runs holds the placement"
+        return placement
 
     def run_cancelled(self, key: int) -> None:
         """A queued run was taken off its worker's queue before it started."""
@@ -284,13 +299,21 @@ class JobFlow:
         task = self.tasks.get(child.job_id) if child is not None else None
         if child is None or task is None:
             return
-        if child.follows is not None and child.follows.successor is child:
-            child.follows.successor = None
+        before, behind = child.follows, child.successor
+        if before is not None and before.successor is child:
+            # What queued behind it moves up a place, as it did at the worker.
+            before.successor = behind
+        if behind is not None:
+            behind.follows = before
+        self.requeue_behind(before, behind)
         task.child = None
         if task.placement is not None:
             self.pool.release(task.placement)
             task.placement = None
         self.unstarted(task)
+
+    def requeue_behind(self, before: Child | None, behind: Child | None) -> None:
+        """Hook: a run ``before`` lost the run queued behind it (``behind`` moved up)."""
 
     def unstarted(self, task: Task) -> None:
         """A job whose run was called off before it started (killed, stopping, fenced)."""
@@ -301,6 +324,8 @@ class JobFlow:
         """Send the run to the worker of its node, or to the local one for MPI launches
         (``after``: queued behind that run, on its worker)."""
         job = task.job
+        # Made here, not by the worker: with jobs queued at the worker ahead of time the
+        # launcher has time to spare, and the worker's every step delays the next start.
         workdir = self.workdir(job)
         variables, env = self.job_env(job, placement.gpus[0])
         run = commands.run_command(

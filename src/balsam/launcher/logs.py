@@ -39,11 +39,53 @@ def log_path(log_dir: Path, host: str, pid: int | None = None) -> Path:
     return log_dir / f"launcher_{host}_{pid if pid is not None else os.getpid()}.log"
 
 
+class BufferedFileHandler(logging.FileHandler):
+    """A log file written in blocks rather than a write per line.
+
+    A busy launcher logs a few lines per job; one write each would cost more than the job.
+    Lines are written when a warning or error comes, when :func:`flush` is called (the
+    launcher's loop does, before it sleeps and at least every ``FLUSH_SECONDS``), and at close.
+    """
+
+    def flush(self) -> None:
+        """Do nothing: StreamHandler calls this after every record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Buffer ``record``; write at once from WARNING up."""
+        super().emit(record)
+        if record.levelno >= logging.WARNING:
+            self.write_out()
+
+    def write_out(self) -> None:
+        """Write what is buffered."""
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.flush()
+        finally:
+            self.release()
+
+
+#: Longest a buffered line waits while the launcher is busy.
+FLUSH_SECONDS = 0.5
+_last_flush = [0.0]
+
+
+def flush(now: float, force: bool = False) -> None:
+    """Write the buffered lines of every launcher log file (at most every FLUSH_SECONDS)."""
+    if not force and now - _last_flush[0] < FLUSH_SECONDS:
+        return
+    _last_flush[0] = now
+    for handler in logging.getLogger("balsam").handlers:
+        if isinstance(handler, BufferedFileHandler):
+            handler.write_out()
+
+
 def configure(log_dir: Path, host: str, level: int = logging.INFO) -> Path:
     """Send ``balsam`` log records to this launcher's file; returns its path."""
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_path(log_dir, host)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = BufferedFileHandler(path, encoding="utf-8")
     errors = logging.StreamHandler()
     errors.setLevel(logging.WARNING)
     for each in (handler, errors):

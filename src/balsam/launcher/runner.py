@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import selectors
 import signal
@@ -34,6 +35,7 @@ from balsam.backends.base import Backend
 from balsam.config import Site
 from balsam.domain.states import JobState
 from balsam.errors import DatabaseError, LauncherError, NotFound
+from balsam.launcher import logs
 from balsam.launcher.children import Child, ChildProcesses, Step
 from balsam.launcher.jobflow import JobFlow, Task
 from balsam.launcher.lease import Lease, LeaseNews
@@ -61,6 +63,9 @@ PREFETCH_SECONDS = 0.5
 #: average: it saves a round trip per short run, and costs a long one the chance of a node
 #: that frees up meanwhile.
 CHAIN_BELOW_SECONDS = 2.0
+#: How much work (seconds) is queued at a worker behind each run, at most this many runs.
+CHAIN_AHEAD_SECONDS = 0.05
+CHAIN_MAX_DEPTH = 8
 #: States of jobs that may still become work for a launcher (see :meth:`Launcher.remaining`).
 UPCOMING_STATES = [
     S.CREATED,
@@ -105,6 +110,8 @@ class Launcher(NodeWork, JobFlow):
         self.waiting: list[Task] = []
         #: Runs sent to a worker with no successor queued behind them yet.
         self.unchained: dict[int, Child] = {}
+        #: Shapes of runs that no waiting job has (so chaining need not look again).
+        self.absent_shapes: set[tuple[int, int, int, int]] = set()
         self.started = time.monotonic()
         self.stop_at = self._stop_time()
         self.stop_reason: str | None = None
@@ -214,6 +221,9 @@ class Launcher(NodeWork, JobFlow):
         return max(0.0, min(times) - now)
 
     def _wait(self, timeout: float) -> None:
+        if self.fleet is not None:
+            self.fleet.flush()
+        logs.flush(time.monotonic(), force=timeout > 0)
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 _drain(key.fd)
@@ -447,6 +457,7 @@ class Launcher(NodeWork, JobFlow):
     def enqueue(self, task: Task) -> None:
         """Queue a job to be started, in priority order."""
         bisect.insort(self.waiting, task, key=lambda t: t.priority)
+        self.absent_shapes.discard(task.shape)
 
     def _unqueue(self, task: Task) -> None:
         if task in self.waiting:
@@ -464,7 +475,7 @@ class Launcher(NodeWork, JobFlow):
                 self._unqueue(task)
                 self.give_back(task, now, "does not fit the launcher's remaining time")
                 continue
-            shape = _shape(task)
+            shape = task.shape
             if shape in blocked:
                 continue
             placement = self.pool.place(task.job.resources())
@@ -485,21 +496,45 @@ class Launcher(NodeWork, JobFlow):
         typical = self.run_times.mean()
         if typical is None or typical >= CHAIN_BELOW_SECONDS:
             return
-        by_shape: dict[tuple[int, int, int, int], list[Task]] = {}
+        # Deep enough to ride out the launcher's own pauses (a flush, a claim) on short runs.
+        depth = min(CHAIN_MAX_DEPTH, max(1, math.ceil(CHAIN_AHEAD_SECONDS / max(typical, 1e-3))))
+        for child in list(self.unchained.values()):
+            tail, length = child, _queued_ahead(child)
+            while length < depth and self.waiting:
+                before = self.tasks.get(tail.job_id)
+                if self.children.get(tail.key) is None or before is None:
+                    self.unchained.pop(tail.key, None)
+                    break
+                if before.killed or tail.kill_at is not None or before.shape in self.absent_shapes:
+                    break
+                task = self._first_waiting(before.shape, remaining)
+                if task is None:
+                    # Remembered until a job joins the queue: no scan per loop for it.
+                    self.absent_shapes.add(before.shape)
+                    break
+                self._unqueue(task)
+                self.chain(task, tail)
+                if task.child is None:
+                    break
+                self.unchained.pop(tail.key, None)
+                tail, length = task.child, length + 1
+                self.unchained[tail.key] = tail
+
+    def requeue_behind(self, before: Child | None, behind: Child | None) -> None:
+        """A cancelled queued run left ``before`` without a successor: it may take another."""
+        if before is not None and behind is None and self.children.get(before.key) is not None:
+            self.unchained[before.key] = before
+
+    def _first_waiting(
+        self, shape: tuple[int, int, int, int], remaining: float | None
+    ) -> Task | None:
+        """The first waiting job of ``shape`` that fits the time left."""
         for task in self.waiting:
-            if remaining is None or task.job.wall_time_minutes <= remaining:
-                by_shape.setdefault(_shape(task), []).append(task)
-        for key, child in list(self.unchained.items()):
-            before = self.tasks.get(child.job_id)
-            if before is None or before.killed or child.kill_at is not None:
-                continue
-            followers = by_shape.get(_shape(before))
-            if not followers:
-                continue
-            task = followers.pop(0)
-            self._unqueue(task)
-            del self.unchained[key]
-            self.chain(task, child)
+            if task.shape == shape and (
+                remaining is None or task.job.wall_time_minutes <= remaining
+            ):
+                return task
+        return None
 
     def exited(self, child: Child, code: int, now: float) -> None:
         """A command of a job ended with ``code`` (here or on a remote node)."""
@@ -538,7 +573,6 @@ class Launcher(NodeWork, JobFlow):
             successor.follows = None
             successor.started = now
             follower.placement, task.placement = task.placement, None
-            self.unchained[successor.key] = successor
             return
         assert task.placement is not None
         self.pool.release(task.placement)
@@ -590,6 +624,14 @@ class Launcher(NodeWork, JobFlow):
             self.release([job_id])
 
 
+def _queued_ahead(child: Child) -> int:
+    """How many queued runs stand between ``child`` and the running one it waits for."""
+    count, current = 0, child
+    while current.follows is not None:
+        count, current = count + 1, current.follows
+    return count
+
+
 class RateMeter:
     """Events per second over the last ``window`` events."""
 
@@ -621,11 +663,6 @@ class RecentMean:
     def mean(self) -> float | None:
         """The mean, or None before the first value."""
         return sum(self.values) / len(self.values) if self.values else None
-
-
-def _shape(task: Task) -> tuple[int, int, int, int]:
-    req = task.job.resources()
-    return (req.num_nodes, req.cpus_per_node, req.gpus_per_node, req.node_packing_count)
 
 
 def _drain(fd: int) -> None:

@@ -55,7 +55,8 @@ class UpdateBuffer:
         lost: bool = False,
     ) -> None:
         """Queue one job's move to ``state``, stamped with the current time."""
-        update = StateUpdate(
+        # Built by the launcher itself from valid values: skip validation on this hot path.
+        update = StateUpdate.model_construct(
             job_id=job_id,
             state=state,
             message=message,

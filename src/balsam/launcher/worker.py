@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from balsam.launcher.children import Child, ChildProcesses, Step
-from balsam.launcher.wire import LineReader, Message, WireError, send
+from balsam.launcher.wire import LineReader, Message, WireError, encode, send
 from balsam.platform.nodes import local_node_name
 
 log = logging.getLogger("balsam.launcher.worker")
@@ -65,6 +65,8 @@ class Worker:
         #: Prefetched run messages by the key of the command each follows, and the reverse.
         self.queued: dict[int, Message] = {}
         self.following: dict[int, int] = {}
+        #: Replies of the current round, written together.
+        self.replies: list[bytes] = []
 
     def hello(self, token: str) -> None:
         """Introduce this node to the launcher."""
@@ -89,6 +91,8 @@ class Worker:
                             return 0
                     else:
                         self._on_exit(key.data)
+                # One write for everything this round produced, not one per message.
+                self._send_replies()
         finally:
             self._kill_all()
 
@@ -109,8 +113,9 @@ class Worker:
     def _handle(self, message: Message) -> None:
         if message["op"] == "run":
             after = message.get("after")
-            if isinstance(after, int) and after in self.running:
-                # Prefetched: starts the moment the command it follows exits, in its place.
+            if isinstance(after, int) and (after in self.running or after in self.following):
+                # Prefetched: starts the moment the command it follows exits, in its place
+                # (behind a queued one, once that one has run).
                 self.queued[after] = message
                 self.following[int(message["key"])] = after
             else:
@@ -121,7 +126,13 @@ class Worker:
     def _signal(self, key: int, sig: signal.Signals) -> None:
         """Signal a running command; a queued one is taken off the queue instead."""
         if key in self.following:
-            del self.queued[self.following.pop(key)]
+            before = self.following.pop(key)
+            del self.queued[before]
+            behind = self.queued.pop(key, None)
+            if behind is not None:
+                # What queued behind it moves up a place.
+                self.queued[before] = behind
+                self.following[int(behind["key"])] = before
             self._reply({"op": "cancelled", "key": key})
         elif key in self.running:
             self.children.signal(self.running[key], sig)
@@ -157,8 +168,14 @@ class Worker:
             self._run(successor)
 
     def _reply(self, message: dict[str, Any]) -> None:
+        self.replies.append(encode(message))
+
+    def _send_replies(self) -> None:
+        if not self.replies:
+            return
+        data, self.replies = b"".join(self.replies), []
         try:
-            send(self.sock, message)
+            self.sock.sendall(data)
         except OSError as exc:
             log.error("cannot reach the launcher: %s", exc)
 

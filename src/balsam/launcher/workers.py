@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from balsam.launcher.wire import LineReader, Message, WireError, send
+from balsam.launcher.wire import LineReader, Message, WireError, encode
 from balsam.platform.mpi import MpiLauncher, MpiRun
 
 log = logging.getLogger(__name__)
@@ -71,16 +71,23 @@ class WorkerLink:
     reader: LineReader = field(init=False)
     alive: bool = True
     local: bool = False
+    outbox: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reader = LineReader(self.sock)
 
     def send(self, message: Message) -> None:
-        """Send one message; a worker that cannot take it counts as gone."""
-        if not self.alive:
+        """Queue one message; :meth:`flush` writes what is queued in one go."""
+        if self.alive:
+            self.outbox.append(encode(message))
+
+    def flush(self) -> None:
+        """Write the queued messages; a worker that cannot take them counts as gone."""
+        if not self.outbox or not self.alive:
             return
+        data, self.outbox = b"".join(self.outbox), []
         try:
-            send(self.sock, message)
+            self.sock.sendall(data)
         except OSError as exc:
             log.warning("worker on %s unreachable: %s", self.hostname, exc)
             self.alive = False
@@ -307,11 +314,21 @@ class WorkerFleet:
 
     # ---- stopping --------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Write every worker's queued messages."""
+        for link in self._all_links():
+            link.flush()
+
+    def _all_links(self) -> list[WorkerLink]:
+        links = {id(link): link for link in [*self.links.values(), self.local] if link}
+        return list(links.values())
+
     def close(self, timeout: float = 10.0) -> None:
         """Say bye to every worker, wait for them, close every socket."""
-        links = {id(link): link for link in [*self.links.values(), self.local] if link}
+        links = {id(link): link for link in self._all_links()}
         for link in links.values():
             link.send({"op": "bye"})
+            link.flush()
         for proc in [p for p in (self.local_popen, self.step.popen if self.step else None) if p]:
             try:
                 proc.wait(timeout=timeout)

@@ -125,15 +125,16 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
     with unit_of_work(engine) as session:
         if session.get(SessionRow, session_id) is None:
             raise NotFound(f"launcher session {session_id} has expired")
+        # One range on num_nodes, never an equality beside it: with both, SQLite sorts every
+        # claimable row instead of reading the index in claim order (jobs have num_nodes >= 1).
+        max_nodes = 1 if req.serial_only else req.max_nodes
         stmt = (
             select(JobRow)
-            .where(text(CLAIMABLE_PREDICATE), JobRow.num_nodes <= req.max_nodes)
+            .where(text(CLAIMABLE_PREDICATE), JobRow.num_nodes <= max_nodes)
             .order_by(JobRow.num_nodes.desc(), JobRow.wall_time_minutes.desc(), JobRow.created_at)
             .limit(req.limit)
         )
         stmt = _filter_workflows(stmt, req.workflows, is_sqlite(engine))
-        if req.serial_only:
-            stmt = stmt.where(JobRow.num_nodes == 1)
         if req.max_wall_time_minutes is not None:
             stmt = stmt.where(JobRow.wall_time_minutes <= req.max_wall_time_minutes)
         if req.job_ids:
