@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -40,3 +42,30 @@ def test_migrated_schema_matches_tables(db_url: str) -> None:
         } <= indexes
     finally:
         engine.dispose()
+
+
+def test_the_revisions_balsam_knows_are_the_migration_scripts() -> None:
+    """migrate.REVISIONS (read on every open, without Alembic) matches the scripts, in order."""
+    from balsam.store.migrate import REVISIONS, scripts
+
+    chain = [s.revision for s in reversed(list(scripts().walk_revisions()))]
+    assert list(REVISIONS) == chain
+    assert scripts().get_current_head() == head_revision()
+
+
+def test_opening_a_database_does_not_import_alembic(tmp_path: Path) -> None:
+    """Every command and launcher opens the database: keep Alembic off that path."""
+    import subprocess
+    import sys
+
+    from balsam.backends.factory import init_site
+
+    site = init_site(tmp_path / "wf")
+    code = (
+        "import sys; from balsam.backends.factory import open_backend; "
+        "from balsam.config import load_site; "
+        f"open_backend(load_site({str(site.path)!r})).close(); "
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

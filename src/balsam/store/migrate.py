@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import functools
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 #: Alembic's bookkeeping table: one row, the revision the database is at.
 VERSION_TABLE = "alembic_version"
+#: Every revision Balsam ships, oldest first (tests/migrations checks it against the scripts).
+#: Kept here so that opening a database, which every command and launcher does, need not
+#: import Alembic (a fifth of a second) just to read the newest revision.
+REVISIONS = ("0001", "0002", "0003")
 
 
 class SchemaState(StrEnum):
@@ -35,6 +41,8 @@ class SchemaState(StrEnum):
 
 def alembic_config() -> Config:
     """An Alembic config pointing at Balsam's packaged migration scripts."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", "balsam.store:migrations")
     return cfg
@@ -42,6 +50,8 @@ def alembic_config() -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` on ``engine``'s database."""
+    from alembic import command
+
     cfg = alembic_config()
     # The write lock up front (SQLite): a second upgrader waits, then finds nothing to do.
     with engine.execution_options(balsam_write=True).begin() as conn:
@@ -65,9 +75,9 @@ def current_revision(engine: Engine) -> str | None:
             return None
 
 
-def head_revision() -> str | None:
+def head_revision() -> str:
     """The newest revision Balsam ships."""
-    return _scripts().get_current_head()
+    return REVISIONS[-1]
 
 
 def schema_state(revision: str | None) -> SchemaState:
@@ -76,17 +86,14 @@ def schema_state(revision: str | None) -> SchemaState:
         return SchemaState.EMPTY
     if revision == head_revision():
         return SchemaState.CURRENT
-    if revision in _known_revisions():
+    if revision in REVISIONS:
         return SchemaState.BEHIND
     return SchemaState.AHEAD
 
 
 @functools.cache
-def _scripts() -> ScriptDirectory:
-    # Parsing the migration scripts costs milliseconds; they cannot change while Balsam runs.
+def scripts() -> ScriptDirectory:
+    """Alembic's view of the migration scripts (parsed once)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
-
-
-@functools.cache
-def _known_revisions() -> frozenset[str]:
-    return frozenset(script.revision for script in _scripts().walk_revisions())
