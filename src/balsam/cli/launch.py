@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -75,9 +76,11 @@ def launcher(
     finally:
         backend.close()
         logs.close(path)
-    if code:
-        # Not click's Exit: in non-standalone mode click turns it into a return value.
-        sys.exit(code)
+    # Everything is written and closed: skip the interpreter's teardown of the database
+    # drivers and models (a tenth of a second, on the end of every allocation's makespan).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.command("submit-launch")

@@ -100,13 +100,17 @@ class NodeWork:
 
     # ---- preparing the nodes ---------------------------------------------------------------
 
-    def prepare_nodes(self, now: float) -> None:
-        """Start the local worker; decide which nodes take jobs; start remote workers."""
+    def start_local_worker(self) -> None:
+        """Start the worker on the launcher's host (first: its start-up overlaps the rest)."""
         self.fleet = WorkerFleet(self.children.selector, self)
         logs = self.site.log_dir
         logs.mkdir(parents=True, exist_ok=True)
         local_log = logs / f"worker_{self.hostname}_{os.getpid()}.log"
         self.fleet.start_local(self.local_index, self.hostname, self.environ, local_log)
+
+    def prepare_nodes(self, now: float) -> None:
+        """Decide which nodes take jobs; start the workers of remote nodes (serial mode)."""
+        assert self.fleet is not None, "start_local_worker() first"
         remote = {
             i: spec.hostname for i, spec in enumerate(self.pool.specs) if i != self.local_index
         }
@@ -125,7 +129,7 @@ class NodeWork:
             return
         for i in remote:
             self.pool.set_ready(i, False)
-        remote_log = logs / f"workers_{self.hostname}_{os.getpid()}.log"
+        remote_log = self.site.log_dir / f"workers_{self.hostname}_{os.getpid()}.log"
         cpus = max((spec.cpus for spec in self.pool.specs), default=1)
         self.fleet.start_remote(
             remote, self._listen_address(), self.mpi, cpus, self.environ, remote_log

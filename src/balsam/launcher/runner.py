@@ -143,6 +143,7 @@ class Launcher(NodeWork, JobFlow):
         self.selector.register(wake_r, selectors.EVENT_READ, None)
         previous = self._install_signals(wake_w)
         try:
+            self.start_local_worker()
             self._open_session()
             try:
                 self.prepare_nodes(time.monotonic())
