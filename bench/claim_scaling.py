@@ -15,10 +15,10 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchlib import CHUNK, fresh_pg_database, job_row
 from sqlalchemy import insert, text
 
 from balsam.backends.local import LocalBackend
@@ -26,52 +26,6 @@ from balsam.schemas import AppCreate, ClaimRequest
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 from balsam.store.tables import JobRow
-
-CHUNK = 20_000
-
-
-def job_row(state: str, now: datetime) -> dict[str, object]:
-    """A job row as create_jobs would write it (bulk path for filling fast)."""
-    jid = str(uuid.uuid4())
-    return {
-        "job_id": jid,
-        "name": "b",
-        "workflow": "bench",
-        "description": "",
-        "application": "T",
-        "args": "",
-        "num_nodes": 1,
-        "ranks_per_node": 1,
-        "threads_per_rank": 1,
-        "threads_per_core": 1,
-        "gpus_per_rank": 0,
-        "cpu_affinity": "none",
-        "node_packing_count": 1,
-        "wall_time_minutes": 1,
-        "environ_vars": {},
-        "mpi_flags": "",
-        "input_files": "*",
-        "stage_in_url": "",
-        "stage_out_files": "",
-        "stage_out_url": "",
-        "post_error_handler": False,
-        "post_timeout_handler": False,
-        "auto_timeout_retry": True,
-        "wait_for_parents": True,
-        "max_error_retries": 0,
-        "max_timeout_retries": 3,
-        "data": {},
-        "tags": {},
-        "state": state,
-        "state_timestamp": now,
-        "created_at": now,
-        "working_directory": f"data/bench/b_{jid[:8]}",
-        "error_count": 0,
-        "timeout_count": 0,
-        "lost_count": 0,
-        "return_code": None,
-        "session_id": None,
-    }
 
 
 def fill(backend: LocalBackend, target: int, have: int) -> None:
@@ -114,6 +68,8 @@ def main() -> int:
     url = args.db
     if url == "sqlite":
         url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
+    else:
+        url = fresh_pg_database(url)
     engine = make_engine(url)
     upgrade(engine)
     backend = LocalBackend(engine)

@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchlib import CHUNK, job_row
 from sqlalchemy import insert
 
 from balsam.backends.factory import init_site, open_backend
@@ -30,9 +31,6 @@ from balsam.config import Site, save_settings
 from balsam.schemas import AppCreate, JobQuery
 from balsam.schemas.queries import clause_from_kwargs
 from balsam.store.tables import JobRow
-
-sys.path.insert(0, str(Path(__file__).parent))
-from claim_scaling import CHUNK, job_row
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 

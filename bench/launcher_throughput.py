@@ -4,7 +4,8 @@ Workloads (each on one node of ``--slots`` CPUs, ``node_packing_count = slots``,
 
 * ``true``:  N x ``/bin/true`` (default 10,000). Figure: jobs per second, with every state
   change committed, against a Popen loop that runs the same commands with the same slots
-  (a working directory and an output file per run, its own session, reaped as they exit).
+  (a working directory and an output file per run, its own session, reaped as they exit),
+  run before and after the launcher: the mean is the baseline, and both are printed.
 * ``sleep``: N x ``sleep 1`` on 2 slots (default 200). Figure: makespan against the ideal
   N / slots seconds.
 
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from benchlib import fresh_pg_database
 
 from balsam.backends.factory import init_site, open_backend
 from balsam.config import Site, save_settings
@@ -112,17 +113,6 @@ def count_finished(site: Site) -> int:
         backend.close()
 
 
-def fresh_pg_database(url: str) -> str:
-    """Recreate the database named in ``url`` (so each run starts empty); returns ``url``."""
-    base, _, name = url.rpartition("/")
-    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return url
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
@@ -134,18 +124,22 @@ def main() -> int:
     jobs = args.jobs or (10_000 if args.workload == "true" else 200)
     root = Path(tempfile.mkdtemp(prefix="balsam-bench-"))
     try:
-        base = popen_loop(argv, jobs, args.slots, root / "popen")
+        # The baseline runs before and after the launcher: a noisy machine shows as a spread.
+        before = popen_loop(argv, jobs, args.slots, root / "popen1")
         db = args.db if args.db == "sqlite" else fresh_pg_database(args.db)
         site = make_site(root, db, args.slots)
         add_jobs(site, argv, jobs, args.slots)
         took, code = run_launcher(site)
         finished = count_finished(site)
+        after = popen_loop(argv, jobs, args.slots, root / "popen2")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    base = (before + after) / 2
     kind = "sqlite" if args.db == "sqlite" else "postgresql"
     ideal = jobs / args.slots * (1.0 if args.workload == "sleep" else 0.0)
     print(f"workload={args.workload} jobs={jobs} slots={args.slots} db={kind}")
-    print(f"  popen loop : {base:8.2f} s  {jobs / base:8.1f} jobs/s")
+    spread = f"(before {jobs / before:.0f}/s, after {jobs / after:.0f}/s)"
+    print(f"  popen loop : {base:8.2f} s  {jobs / base:8.1f} jobs/s  {spread}")
     rate = jobs / took
     print(f"  launcher   : {took:8.2f} s  {rate:8.1f} jobs/s  exit={code} finished={finished}")
     print(f"  ratio      : {base / took:8.1%} of the Popen loop's rate")

@@ -77,10 +77,15 @@ def launcher(
         backend.close()
         logs.close(path)
     # Everything is written and closed: skip the interpreter's teardown of the database
-    # drivers and models (a tenth of a second, on the end of every allocation's makespan).
+    # drivers and models (a tenth of a second, on the end of every allocation's makespan),
+    # unless a profiler or coverage tracer still has to write its results.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    if sys.getprofile() is None and sys.gettrace() is None:
+        os._exit(code)
+    if code:
+        # Not click's Exit: in non-standalone mode click turns it into a return value.
+        sys.exit(code)
 
 
 @click.command("submit-launch")
