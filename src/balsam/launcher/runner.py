@@ -18,14 +18,11 @@ off, kill the commands they run, and its peers recover its jobs.
 
 from __future__ import annotations
 
-import bisect
 import logging
-import math
 import os
 import selectors
 import signal
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from types import FrameType
@@ -34,51 +31,31 @@ from typing import Any
 from balsam.backends.base import Backend
 from balsam.config import Site
 from balsam.domain.states import JobState
-from balsam.errors import DatabaseError, LauncherError, NotFound
+from balsam.errors import DatabaseError, LauncherError
 from balsam.launcher import logs
 from balsam.launcher.children import Child, ChildProcesses, Step
+from balsam.launcher.claims import IDLE_POLL_SECONDS, UPCOMING_STATES, Claims
 from balsam.launcher.jobflow import JobFlow, Task
 from balsam.launcher.lease import Lease, LeaseNews
 from balsam.launcher.logs import job_extra
 from balsam.launcher.nodework import NodeWork
 from balsam.launcher.options import JobMode, LauncherOptions
 from balsam.launcher.placement import NodePool, select_nodes
+from balsam.launcher.queue import RateMeter, RecentMean, RunQueue
 from balsam.launcher.updates import FlushResult, UpdateBuffer
 from balsam.launcher.workers import WorkerFleet
 from balsam.platform.mpi import MpiLauncher, find_mpi_launcher, search_path
 from balsam.platform.nodes import discover_nodes, local_hostname, node_index
 from balsam.platform.walltime import allocation_minutes_left
 from balsam.schemas.jobs import JobOut
-from balsam.schemas.queries import JobQuery, clause_from_kwargs
-from balsam.schemas.sessions import ClaimRequest
 
 log = logging.getLogger(__name__)
 S = JobState
 
-#: How often an idle launcher asks for new jobs.
-IDLE_POLL_SECONDS = 1.0
-#: How much work (seconds, at the rate jobs have been ending) a launcher holds ahead.
-PREFETCH_SECONDS = 0.5
-#: Runs are queued behind others at their worker only while runs take less than this on
-#: average: it saves a round trip per short run, and costs a long one the chance of a node
-#: that frees up meanwhile.
-CHAIN_BELOW_SECONDS = 2.0
-#: How much work (seconds) is queued at a worker behind each run, at most this many runs.
-CHAIN_AHEAD_SECONDS = 0.05
-CHAIN_MAX_DEPTH = 8
-#: States of jobs that may still become work for a launcher (see :meth:`Launcher.remaining`).
-UPCOMING_STATES = [
-    S.CREATED,
-    S.AWAITING_PARENTS,
-    S.READY,
-    S.STAGED_IN,
-    S.PREPROCESSED,
-    S.RESTART_READY,
-]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Launcher(NodeWork, JobFlow):
+class Launcher(Claims, RunQueue, NodeWork, JobFlow):
     """Runs the jobs of one workflow database on the nodes of one allocation."""
 
     def __init__(
@@ -204,7 +181,7 @@ class Launcher(NodeWork, JobFlow):
             self.check_nodes(now)
             if self._claim_due(now):
                 self._claim(now)
-            self._start_waiting(now)
+            self.start_waiting(now)
             due = self.updates.due_at()
             if due is not None and now >= due and self.lease.session_id:
                 self.flush(now)
@@ -308,7 +285,7 @@ class Launcher(NodeWork, JobFlow):
         """Peers expired the lease: everything held may run elsewhere now; start afresh."""
         for task in list(self.tasks.values()):
             if task.child is None:
-                self._unqueue(task)
+                self.unqueue(task)
                 self.forget(task)
             else:
                 task.killed = True
@@ -327,123 +304,6 @@ class Launcher(NodeWork, JobFlow):
         self.fenced = False
         log.warning("carrying on in new session %d", session.id)
 
-    # ---- claims ------------------------------------------------------------------------------
-
-    def _prefetch(self) -> int:
-        """How many waiting jobs to hold: one round of the allocation, or more for short jobs.
-
-        Enough to keep every slot busy for ``PREFETCH_SECONDS`` at the rate jobs have been
-        ending, so that a campaign of very short jobs is claimed in batches rather than a
-        transaction per job; at most ``claim_batch``.
-        """
-        capacity = self.pool.capacity(not self.mpi_mode)
-        return max(
-            capacity, min(self.settings.claim_batch, int(self.ends.rate() * PREFETCH_SECONDS))
-        )
-
-    def _claim_budget(self) -> int:
-        """How many jobs to claim: room for every free slot plus the prefetch.
-
-        Holding jobs ahead lets the next one start the moment a slot frees, without a database
-        round trip. Claiming waits until the queue is down to half the prefetch, then tops it
-        up in one transaction.
-        """
-        if self.stop_reason is not None or self.fenced or not self.lease.session_id:
-            return 0
-        prefetch = self._prefetch()
-        if len(self.waiting) > prefetch // 2:
-            return 0
-        free = self.pool.free_slots(not self.mpi_mode) + prefetch - len(self.waiting)
-        return max(0, min(self.settings.claim_batch, free))
-
-    def _claim_due(self, now: float) -> bool:
-        return now >= self.next_claim and self._claim_budget() > 0
-
-    def remaining_minutes(self, now: float) -> float | None:
-        """Minutes left before jobs are stopped (None without a time limit)."""
-        if self.stop_at is None:
-            return None
-        return max(0.0, (self.stop_at - now) / 60)
-
-    def _claim(self, now: float) -> None:
-        # The service must see finished jobs first: they may free their children.
-        self.flush(now)
-        budget = self._claim_budget()
-        request = ClaimRequest(
-            limit=budget,
-            workflows=self.options.workflows,
-            max_nodes=len(self.pool),
-            serial_only=not self.mpi_mode,
-            max_wall_time_minutes=self.remaining_minutes(now),
-        )
-        try:
-            jobs = self.backend.claim_jobs(self.session_id, request)
-        except NotFound:
-            self._lost_lease(now)
-            return
-        except DatabaseError as exc:
-            log.warning("cannot claim jobs, will retry: %s", exc)
-            self.next_claim = now + IDLE_POLL_SECONDS
-            return
-        self.next_claim = now if len(jobs) >= budget else now + IDLE_POLL_SECONDS
-        if jobs:
-            log.info("claimed %d job(s)", len(jobs))
-            self._admit_claimed(jobs, now)
-        elif self.options.consume_all and not self.tasks and not len(self.updates):
-            self._check_exhausted(now)
-
-    def _admit_claimed(self, jobs: list[JobOut], now: float) -> None:
-        try:
-            self.admit(jobs, now)
-        except DatabaseError as exc:
-            # Cannot even look up their apps: hand back what has not started yet.
-            log.warning("cannot take %d claimed job(s), handing them back: %s", len(jobs), exc)
-            idle = []
-            for job in jobs:
-                task = self.tasks.get(job.job_id)
-                if task is None or task.child is None:
-                    if task is not None:
-                        self._unqueue(task)
-                    self.tasks.pop(job.job_id, None)
-                    idle.append(job.job_id)
-            self.flush(now)
-            self.release(idle)
-
-    def remaining(self, now: float) -> JobQuery:
-        """Jobs this launcher could still run: the ``--consume-all`` exit test counts them.
-
-        Jobs in the filter that are on their way to running (CREATED, AWAITING_PARENTS,
-        READY, STAGED_IN, PREPROCESSED, RESTART_READY), held by no launcher, and that fit this
-        launcher (node count, serial mode, remaining wall time). AWAITING_PARENTS jobs count
-        whatever their parents are doing, so a launcher waits while parents run elsewhere.
-        """
-        filters = self.upcoming_filters()
-        filters["num_nodes__lte"] = 1 if not self.mpi_mode else len(self.pool)
-        minutes = self.remaining_minutes(now)
-        if minutes is not None:
-            filters["wall_time_minutes__lte"] = minutes
-        return JobQuery(clauses=[clause_from_kwargs(filters)])
-
-    def upcoming_filters(self) -> dict[str, Any]:
-        """Jobs in this launcher's workflows on their way to running, held by no launcher."""
-        filters: dict[str, Any] = {
-            "state__in": [s.value for s in UPCOMING_STATES],
-            "session_id__isnull": True,
-        }
-        if self.options.workflows:
-            filters["workflow__in"] = list(self.options.workflows)
-        return filters
-
-    def _check_exhausted(self, now: float) -> None:
-        try:
-            left = self.backend.count_jobs(self.remaining(now))
-        except DatabaseError as exc:
-            log.warning("cannot count remaining jobs, will retry: %s", exc)
-            return
-        if left == 0:
-            log.info("no runnable jobs remain: exiting (--consume-all)")
-            self.finished = True
-
     # ---- starting jobs ---------------------------------------------------------------------
 
     def admit(self, jobs: list[JobOut], now: float) -> None:
@@ -455,88 +315,6 @@ class Launcher(NodeWork, JobFlow):
             if task is not None and task.child is None:
                 self.enqueue(task)
 
-    def enqueue(self, task: Task) -> None:
-        """Queue a job to be started, in priority order."""
-        bisect.insort(self.waiting, task, key=lambda t: t.priority)
-        self.absent_shapes.discard(task.shape)
-
-    def _unqueue(self, task: Task) -> None:
-        if task in self.waiting:
-            self.waiting.remove(task)
-
-    def _start_waiting(self, now: float) -> None:
-        if self.stop_reason is not None or self.fenced or not self.waiting:
-            return
-        remaining = self.remaining_minutes(now)
-        blocked: set[tuple[int, int, int, int]] = set()
-        for task in list(self.waiting):
-            if not self.pool.has_room():
-                break
-            if remaining is not None and task.job.wall_time_minutes > remaining:
-                self._unqueue(task)
-                self.give_back(task, now, "does not fit the launcher's remaining time")
-                continue
-            shape = task.shape
-            if shape in blocked:
-                continue
-            placement = self.pool.place(task.job.resources())
-            if placement is None:
-                # Nothing of this size fits now: skip its twins, try smaller jobs behind it.
-                blocked.add(shape)
-                continue
-            self._unqueue(task)
-            self.start_run(task, placement, now)
-            if task.child is not None:
-                self.unchained[task.child.key] = task.child
-        self._chain_waiting(remaining)
-
-    def _chain_waiting(self, remaining: float | None) -> None:
-        """Queue a waiting job behind each run of the same size, at that run's worker."""
-        if not self.waiting or not self.unchained:
-            return
-        typical = self.run_times.mean()
-        if typical is None or typical >= CHAIN_BELOW_SECONDS:
-            return
-        # Deep enough to ride out the launcher's own pauses (a flush, a claim) on short runs.
-        depth = min(CHAIN_MAX_DEPTH, max(1, math.ceil(CHAIN_AHEAD_SECONDS / max(typical, 1e-3))))
-        for child in list(self.unchained.values()):
-            tail, length = child, _queued_ahead(child)
-            while length < depth and self.waiting:
-                before = self.tasks.get(tail.job_id)
-                if self.children.get(tail.key) is None or before is None:
-                    self.unchained.pop(tail.key, None)
-                    break
-                if before.killed or tail.kill_at is not None or before.shape in self.absent_shapes:
-                    break
-                task = self._first_waiting(before.shape, remaining)
-                if task is None:
-                    # Remembered until a job joins the queue: no scan per loop for it.
-                    self.absent_shapes.add(before.shape)
-                    break
-                self._unqueue(task)
-                self.chain(task, tail)
-                if task.child is None:
-                    break
-                self.unchained.pop(tail.key, None)
-                tail, length = task.child, length + 1
-                self.unchained[tail.key] = tail
-
-    def requeue_behind(self, before: Child | None, behind: Child | None) -> None:
-        """A cancelled queued run left ``before`` without a successor: it may take another."""
-        if before is not None and behind is None and self.children.get(before.key) is not None:
-            self.unchained[before.key] = before
-
-    def _first_waiting(
-        self, shape: tuple[int, int, int, int], remaining: float | None
-    ) -> Task | None:
-        """The first waiting job of ``shape`` that fits the time left."""
-        for task in self.waiting:
-            if task.shape == shape and (
-                remaining is None or task.job.wall_time_minutes <= remaining
-            ):
-                return task
-        return None
-
     def exited(self, child: Child, code: int, now: float) -> None:
         """A command of a job ended with ``code`` (here or on a remote node)."""
         self.unchained.pop(child.key, None)
@@ -545,7 +323,7 @@ class Launcher(NodeWork, JobFlow):
             return
         task.child = None
         if task.placement is not None:
-            self._hand_over(task, child, now)
+            self.hand_over(task, child, now)
         if task.killed:
             self.forget(task)
             self.release([task.job.job_id])
@@ -560,24 +338,6 @@ class Launcher(NodeWork, JobFlow):
             self.step_done(task, child.step, code, now)
             if task.job.job_id in self.tasks and task.child is None:
                 self.enqueue(task)
-
-    def _hand_over(self, task: Task, child: Child, now: float) -> None:
-        """Give an ended run's place to the run queued behind it, else back to the pool."""
-        self.next_claim = now
-        self.ends.tick(now)
-        if child.step is Step.RUN:
-            self.run_times.add(now - child.started)
-        successor = child.successor
-        follower = self.tasks.get(successor.job_id) if successor is not None else None
-        if successor is not None and follower is not None and follower.child is successor:
-            # The worker starts it now, in this one's place: the placement moves over.
-            successor.follows = None
-            successor.started = now
-            follower.placement, task.placement = task.placement, None
-            return
-        assert task.placement is not None
-        self.pool.release(task.placement)
-        task.placement = None
 
     def worker_died(self) -> None:
         """The local worker is gone: nothing more can start here, so stop."""
@@ -620,50 +380,9 @@ class Launcher(NodeWork, JobFlow):
         if task.child is not None:
             self.children.terminate(task.child, self.settings.kill_grace_seconds, now)
         else:
-            self._unqueue(task)
+            self.unqueue(task)
             self.forget(task)
             self.release([job_id])
-
-
-def _queued_ahead(child: Child) -> int:
-    """How many queued runs stand between ``child`` and the running one it waits for."""
-    count, current = 0, child
-    while current.follows is not None:
-        count, current = count + 1, current.follows
-    return count
-
-
-class RateMeter:
-    """Events per second over the last ``window`` events."""
-
-    def __init__(self, window: int = 256) -> None:
-        self.times: deque[float] = deque(maxlen=window)
-
-    def tick(self, now: float) -> None:
-        """Count one event at ``now``."""
-        self.times.append(now)
-
-    def rate(self) -> float:
-        """Recent events per second (0 with fewer than two)."""
-        if len(self.times) < 2:
-            return 0.0
-        span = self.times[-1] - self.times[0]
-        return (len(self.times) - 1) / span if span > 0 else float(len(self.times))
-
-
-class RecentMean:
-    """The mean of the last ``window`` values."""
-
-    def __init__(self, window: int = 64) -> None:
-        self.values: deque[float] = deque(maxlen=window)
-
-    def add(self, value: float) -> None:
-        """Count one value."""
-        self.values.append(value)
-
-    def mean(self) -> float | None:
-        """The mean, or None before the first value."""
-        return sum(self.values) / len(self.values) if self.values else None
 
 
 def _drain(fd: int) -> None:
