@@ -88,10 +88,18 @@ def expire_sessions(
     the sessions in ``dead`` (launchers seen dead on their own host); returns their ids."""
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
     with unit_of_work(engine) as session:
-        stale = list(session.scalars(select(SessionRow.id).where(SessionRow.heartbeat < cutoff)))
+        # Several launchers may notice the same loss at once: each session is recovered by
+        # the one that locks it (PostgreSQL; SQLite's write lock serialises them anyway).
+        lock = not is_sqlite(engine)
+        stale_q = select(SessionRow.id).where(SessionRow.heartbeat < cutoff)
+        stale = list(
+            session.scalars(stale_q.with_for_update(skip_locked=True) if lock else stale_q)
+        )
         gone = [s for s in dict.fromkeys(dead or []) if s not in stale]
         if gone:
-            gone = list(session.scalars(select(SessionRow.id).where(SessionRow.id.in_(gone))))
+            gone_q = select(SessionRow.id).where(SessionRow.id.in_(gone))
+            gone_q = gone_q.with_for_update(skip_locked=True) if lock else gone_q
+            gone = list(session.scalars(gone_q))
         if stale:
             _recover_jobs(session, stale, "launcher lost (lease expired)")
         if gone:
@@ -102,8 +110,16 @@ def expire_sessions(
 
 
 def _recover_jobs(session: Session, session_ids: list[int], message: str) -> None:
-    """Hand back every job the sessions hold; RUNNING ones restart (a lost run) or fail."""
-    rows = list(session.scalars(select(JobRow).where(JobRow.session_id.in_(session_ids))))
+    """Hand back every job the sessions hold; RUNNING ones restart (a lost run) or fail.
+
+    The rows are locked, so a launcher closing its session while a peer expires it does not
+    recover a job twice: the second waits, then finds it held by nobody (PostgreSQL rechecks
+    the condition on the row it waited for).
+    """
+    stmt = select(JobRow).where(JobRow.session_id.in_(session_ids))
+    if session.get_bind().dialect.name != "sqlite":
+        stmt = stmt.with_for_update()
+    rows = list(session.scalars(stmt))
     engine_ = StateEngine(session)
     for row in rows:
         if row.state == S.RUNNING:
