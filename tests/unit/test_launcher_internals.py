@@ -770,3 +770,58 @@ def test_terminate_then_escalate_kills_after_the_grace(
     assert children.next_kill_at() is None
     assert exited(children) == [child]
     assert children.reap(child) == KILLED
+
+
+# ---- working directories made ahead ---------------------------------------------------------
+
+
+class _Holder:
+    """A stand-in for a launcher's job: only the mark the maker sets."""
+
+    def __init__(self) -> None:
+        self.workdir_made = False
+
+
+def test_directories_are_made_ahead_and_jobs_marked(tmp_path: Path) -> None:
+    from balsam.launcher.workdirs import DirectoryMaker
+
+    maker = DirectoryMaker()
+    holders = [_Holder() for _ in range(50)]
+    try:
+        for i, holder in enumerate(holders):
+            maker.prepare(holder, tmp_path / "data" / f"j{i}")
+        assert eventually(lambda: all(h.workdir_made for h in holders))
+        assert all((tmp_path / "data" / f"j{i}").is_dir() for i in range(50))
+    finally:
+        maker.close()
+
+
+def test_ensure_makes_a_directory_the_thread_has_not_made_yet(tmp_path: Path) -> None:
+    from balsam.launcher.workdirs import DirectoryMaker
+
+    holder = _Holder()
+    path = tmp_path / "a" / "b"
+    assert DirectoryMaker.ensure(holder, path) == path
+    assert path.is_dir() and holder.workdir_made
+    # A marked job costs no system call: a directory removed behind its back stays removed.
+    path.rmdir()
+    DirectoryMaker.ensure(holder, path)
+    assert not path.exists()
+
+
+def test_a_directory_that_cannot_be_made_leaves_the_job_unmarked(tmp_path: Path) -> None:
+    from balsam.launcher.workdirs import DirectoryMaker
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    maker = DirectoryMaker()
+    holder, fine = _Holder(), _Holder()
+    try:
+        maker.prepare(holder, blocker / "job")
+        maker.prepare(fine, tmp_path / "ok")
+        assert eventually(lambda: fine.workdir_made)
+        assert not holder.workdir_made
+        with pytest.raises(NotADirectoryError):
+            DirectoryMaker.ensure(holder, blocker / "job")
+    finally:
+        maker.close()

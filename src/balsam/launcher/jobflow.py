@@ -33,6 +33,7 @@ from balsam.launcher.lease import Lease
 from balsam.launcher.logs import job_extra
 from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.updates import FlushResult, UpdateBuffer
+from balsam.launcher.workdirs import DirectoryMaker
 from balsam.launcher.workers import WorkerFleet, WorkerLink
 from balsam.platform.mpi import MpiLauncher
 from balsam.schemas.apps import AppOut
@@ -56,6 +57,8 @@ class Task:
     abandoned: str = ""
     #: Its run was recorded RUNNING (its worker said it started).
     running: bool = False
+    #: Its working directory exists (see :mod:`balsam.launcher.workdirs`).
+    workdir_made: bool = False
 
     @property
     def attempt(self) -> int:
@@ -98,6 +101,7 @@ class JobFlow:
     local_index: int | None
     #: Every job runs through the MPI launcher.
     mpi_mode: bool
+    dirs: DirectoryMaker
 
     @property
     def session_id(self) -> int:
@@ -154,8 +158,11 @@ class JobFlow:
     def workdir(self, job: JobOut) -> Path:
         """The job's working directory (created)."""
         path = self.site.job_dir(job.working_directory)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        task = self.tasks.get(job.job_id)
+        if task is None:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        return self.dirs.ensure(task, path)
 
     def job_env(
         self, job: JobOut, gpus: tuple[int, ...] = ()
@@ -199,6 +206,7 @@ class JobFlow:
                 continue
             task = Task(job, app)
             self.tasks[job.job_id] = task
+            self.dirs.prepare(task, self.site.job_dir(job.working_directory))
             self._advance(task, now)
 
     def _advance(self, task: Task, now: float) -> None:
@@ -324,8 +332,8 @@ class JobFlow:
         """Send the run to the worker of its node, or to the local one for MPI launches
         (``after``: queued behind that run, on its worker)."""
         job = task.job
-        # Made here, not by the worker: with jobs queued at the worker ahead of time the
-        # launcher has time to spare, and the worker's every step delays the next start.
+        # Made by the launcher's directory thread (or now), not by the worker: the worker's
+        # every step delays the next start.
         workdir = self.workdir(job)
         variables, env = self.job_env(job, placement.gpus[0])
         run = commands.run_command(

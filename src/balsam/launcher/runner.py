@@ -43,6 +43,7 @@ from balsam.launcher.options import JobMode, LauncherOptions
 from balsam.launcher.placement import NodePool, select_nodes
 from balsam.launcher.queue import RateMeter, RecentMean, RunQueue
 from balsam.launcher.updates import FlushResult, UpdateBuffer
+from balsam.launcher.workdirs import DirectoryMaker
 from balsam.launcher.workers import WorkerFleet
 from balsam.platform.mpi import MpiLauncher, find_mpi_launcher, search_path
 from balsam.platform.nodes import discover_nodes, local_hostname, node_index
@@ -81,6 +82,7 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         self.local_index = local_index
         self.environ = dict(os.environ if environ is None else environ)
         self.selector = selectors.DefaultSelector()
+        self.dirs = DirectoryMaker()
         self.children = ChildProcesses(self.selector)
         self.fleet: WorkerFleet | None = None
         self.tasks: dict[str, Task] = {}
@@ -130,6 +132,7 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         finally:
             if self.fleet is not None:
                 self.fleet.close()
+            self.dirs.close()
             self._restore_signals(previous)
             self.selector.close()
             os.close(wake_r)
