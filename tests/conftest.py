@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from balsam.backends.factory import init_site
+from balsam.backends.base import Backend
+from balsam.backends.factory import init_site, open_backend
 from balsam.backends.local import LocalBackend
 from balsam.config import Site
 from balsam.store.engine import make_engine
@@ -103,3 +104,11 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
         made = init_site(path, kind="url", url=new_pg_database(server))
     monkeypatch.setenv("BALSAM_DB_PATH", str(made.path))
     return made
+
+
+@pytest.fixture
+def backend_of(site: Site) -> Iterator[Backend]:
+    """A Backend on the test's site (what a test uses to add and inspect jobs)."""
+    be = open_backend(site)
+    yield be
+    be.close()

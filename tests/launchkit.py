@@ -9,14 +9,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from balsam.backends.base import Backend
-from balsam.backends.factory import open_backend
 from balsam.config import Site, load_settings, save_settings
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate
@@ -25,13 +24,6 @@ from balsam.schemas.queries import JobQuery
 
 BALSAM = str(Path(sys.executable).parent / "balsam")
 S = JobState
-
-
-def backend_for(site: Site) -> Iterator[Backend]:
-    """A Backend on the test's site (what a test uses to add and inspect jobs)."""
-    be = open_backend(site)
-    yield be
-    be.close()
 
 
 def balsam(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -125,3 +117,12 @@ def gone(pid: int) -> bool:
 def state_of(be: Backend, job_id: str) -> JobState:
     """A job's current state."""
     return be.get_job(job_id).state
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``balsam ARGV`` in this process; returns (exit code, stdout, stderr)."""
+    from balsam.cli.main import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -6,14 +6,12 @@ import os
 import shlex
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from balsam.backends.base import Backend
-from balsam.backends.factory import open_backend
 from balsam.cli.common import job_query
 from balsam.cli.main import main
 from balsam.config import Site
@@ -69,31 +67,26 @@ BAD_INPUT = [
 ]  # fmt: skip
 
 
-def snapshot(db: Backend) -> Any:
+def snapshot(backend_of: Backend) -> Any:
     """Everything a bad command could have changed: jobs (state, fields, parents) and apps."""
-    jobs = [j.model_dump() for j in db.query_jobs(JobQuery())]
-    return jobs, [a.model_dump() for a in db.list_apps()]
+    jobs = [j.model_dump() for j in backend_of.query_jobs(JobQuery())]
+    return jobs, [a.model_dump() for a in backend_of.list_apps()]
 
 
 @pytest.fixture
-def db(site: Site) -> Iterator[Backend]:
-    backend = open_backend(site)
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def ids(db: Backend) -> dict[str, str]:
+def ids(backend_of: Backend) -> dict[str, str]:
     """An app, a parent and child, a killed job, and enough jobs for an ambiguous id prefix."""
-    db.create_app(AppCreate(name="SayHello", executable="echo hello,"))
-    (parent,) = db.create_jobs([JobCreate(name="parent", application="SayHello")])
-    (child,) = db.create_jobs(
+    backend_of.create_app(AppCreate(name="SayHello", executable="echo hello,"))
+    (parent,) = backend_of.create_jobs([JobCreate(name="parent", application="SayHello")])
+    (child,) = backend_of.create_jobs(
         [JobCreate(name="child", application="SayHello", parents=[parent.job_id])]
     )
-    (killed,) = db.create_jobs([JobCreate(name="killed", application="SayHello")])
-    db.kill_jobs(killed.job_id)
+    (killed,) = backend_of.create_jobs([JobCreate(name="killed", application="SayHello")])
+    backend_of.kill_jobs(killed.job_id)
     # 16 hex digits: among 19 ids at least two share their first character.
-    more = db.create_jobs([JobCreate(name=f"m{i}", application="SayHello") for i in range(16)])
+    more = backend_of.create_jobs(
+        [JobCreate(name=f"m{i}", application="SayHello") for i in range(16)]
+    )
     firsts = Counter(j.job_id[0] for j in [parent, child, killed, *more])
     ambiguous = next(c for c, n in firsts.items() if n > 1)
     return {
@@ -108,9 +101,13 @@ def ids(db: Backend) -> dict[str, str]:
     ("command", "message"), [(c, m) for _, c, m in BAD_INPUT], ids=[i for i, _, _ in BAD_INPUT]
 )
 def test_bad_input_is_one_line_and_changes_nothing(
-    capsys: pytest.CaptureFixture[str], db: Backend, ids: dict[str, str], command: str, message: str
+    capsys: pytest.CaptureFixture[str],
+    backend_of: Backend,
+    ids: dict[str, str],
+    command: str,
+    message: str,
 ) -> None:
-    before = snapshot(db)
+    before = snapshot(backend_of)
     code = main(shlex.split(command.format(**ids)))
     out, err = capsys.readouterr()
     assert code != 0
@@ -118,14 +115,18 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert err.startswith("balsam: error: ")
     assert message in err
     assert "Traceback" not in err + out
-    assert snapshot(db) == before
+    assert snapshot(backend_of) == before
 
 
 @pytest.mark.parametrize(("field", "low"), sorted(INT_MINIMUMS.items()))
 def test_every_integer_field_has_both_bounds_in_balsams_words(
-    capsys: pytest.CaptureFixture[str], db: Backend, ids: dict[str, str], field: str, low: int
+    capsys: pytest.CaptureFixture[str],
+    backend_of: Backend,
+    ids: dict[str, str],
+    field: str,
+    low: int,
 ) -> None:
-    before = snapshot(db)
+    before = snapshot(backend_of)
     flag = "--" + field.replace("_", "-")
     too_big = str(INT_MAX + 1)
     attempts = [
@@ -137,13 +138,13 @@ def test_every_integer_field_has_both_bounds_in_balsams_words(
         code = main(argv)
         _out, err = capsys.readouterr()
         assert (code, err) == (2, f"balsam: error: {field} must be {bound}\n")
-    assert snapshot(db) == before
+    assert snapshot(backend_of) == before
 
 
-def test_the_largest_values_fit_the_database(db: Backend, ids: dict[str, str]) -> None:
+def test_the_largest_values_fit_the_database(backend_of: Backend, ids: dict[str, str]) -> None:
     flags = [("--" + f.replace("_", "-"), str(INT_MAX)) for f in INT_MINIMUMS]
     assert main([*NEW_JOB.split(), *(x for pair in flags for x in pair), "--yes"]) == 0
-    (job,) = db.query_jobs(job_query(name="x"))
+    (job,) = backend_of.query_jobs(job_query(name="x"))
     assert {f: getattr(job, f) for f in INT_MINIMUMS} == dict.fromkeys(INT_MINIMUMS, INT_MAX)
 
 
@@ -175,8 +176,8 @@ def test_missing_database_dir(
     assert not gone.exists()
 
 
-def test_bad_input_from_a_real_process(site: Site, balsam_bin: str, db: Backend) -> None:
-    db.create_app(AppCreate(name="SayHello", executable="echo hello,"))
+def test_bad_input_from_a_real_process(site: Site, balsam_bin: str, backend_of: Backend) -> None:
+    backend_of.create_app(AppCreate(name="SayHello", executable="echo hello,"))
     env = {**os.environ, "BALSAM_DB_PATH": str(site.path)}
     for argv, message in [
         ([*NEW_JOB.split(), "--num-nodes", "abc", "--yes"], "'abc' is not a valid integer"),
@@ -198,4 +199,4 @@ def test_bad_input_from_a_real_process(site: Site, balsam_bin: str, db: Backend)
     assert done.returncode == 2
     assert done.stderr.startswith("balsam: error: no active workflow database")
     assert len(done.stderr.splitlines()) == 1
-    assert db.count_jobs(JobQuery()) == 0
+    assert backend_of.count_jobs(JobQuery()) == 0

@@ -5,54 +5,37 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from balsam.backends.base import Backend
-from balsam.backends.factory import open_backend
-from balsam.cli.main import main
 from balsam.config import Site
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate
 from balsam.schemas.jobs import JobCreate
 from balsam.schemas.queries import JobQuery
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``balsam ARGV`` in this process; returns (exit code, stdout, stderr)."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from launchkit import cli as run
 
 
 @pytest.fixture
-def db(site: Site) -> Iterator[Backend]:
-    """A backend on the active site, to check what the commands stored."""
-    backend = open_backend(site)
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def say_hello(db: Backend) -> str:
-    db.create_app(AppCreate(name="SayHello", executable="echo hello,"))
+def say_hello(backend_of: Backend) -> str:
+    backend_of.create_app(AppCreate(name="SayHello", executable="echo hello,"))
     return "SayHello"
 
 
 def test_quick_start_commands_add_the_app_and_the_job(
-    capsys: pytest.CaptureFixture[str], db: Backend
+    capsys: pytest.CaptureFixture[str], backend_of: Backend
 ) -> None:
     code, out, err = run(capsys, "app", "--name", "SayHello", "--executable", "echo hello,")
     assert (code, err) == (0, "")
     assert "SayHello" in out
-    assert db.get_app("SayHello").executable == "echo hello,"
+    assert backend_of.get_app("SayHello").executable == "echo hello,"
 
     argv = ["job", "--name", "hi", "--workflow", "test", "--application", "SayHello"]
     code, out, err = run(capsys, *argv, "--args", "world!", "--yes")
     assert (code, err) == (0, "")
-    job = db.get_job(out.strip())
+    job = backend_of.get_job(out.strip())
     assert (job.name, job.workflow, job.application, job.args) == (
         "hi",
         "test",
@@ -63,7 +46,10 @@ def test_quick_start_commands_add_the_app_and_the_job(
 
 
 def test_app_flags_are_stored(
-    capsys: pytest.CaptureFixture[str], db: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str],
+    backend_of: Backend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     code, _out, err = run(
@@ -72,7 +58,7 @@ def test_app_flags_are_stored(
         "--envscript", "env.sh", "--description", "a simulation",
     )  # fmt: skip
     assert (code, err) == (0, "")
-    app = db.get_app("sim")
+    app = backend_of.get_app("sim")
     assert (app.executable, app.preprocess, app.postprocess) == (
         "/bin/true --fast",
         "prep.sh",
@@ -84,9 +70,9 @@ def test_app_flags_are_stored(
 
 
 def test_every_job_flag_reaches_the_job(
-    capsys: pytest.CaptureFixture[str], db: Backend, say_hello: str
+    capsys: pytest.CaptureFixture[str], backend_of: Backend, say_hello: str
 ) -> None:
-    (parent,) = db.create_jobs([JobCreate(name="p", workflow="w", application=say_hello)])
+    (parent,) = backend_of.create_jobs([JobCreate(name="p", workflow="w", application=say_hello)])
     code, out, err = run(
         capsys, "job", "--name", "big", "--workflow", "w", "--application", say_hello,
         "--args", "-n 3", "--description", "d", "--num-nodes", "2", "--ranks-per-node", "4",
@@ -99,7 +85,7 @@ def test_every_job_flag_reaches_the_job(
         "--parent", parent.job_id[:10], "--yes",
     )  # fmt: skip
     assert (code, err) == (0, "")
-    job = db.get_job(out.strip())
+    job = backend_of.get_job(out.strip())
     assert (job.args, job.description, job.num_nodes, job.ranks_per_node) == ("-n 3", "d", 2, 4)
     assert (job.threads_per_rank, job.threads_per_core, job.gpus_per_rank) == (2, 2, 1)
     assert (job.cpu_affinity, job.wall_time_minutes) == ("depth", 30)
@@ -124,7 +110,7 @@ def test_every_job_flag_reaches_the_job(
 @pytest.mark.parametrize(("answer", "added"), [("y\n", 1), ("n\n", 0), ("", 0)])
 def test_job_asks_for_confirmation(
     capsys: pytest.CaptureFixture[str],
-    db: Backend,
+    backend_of: Backend,
     say_hello: str,
     monkeypatch: pytest.MonkeyPatch,
     answer: str,
@@ -135,46 +121,48 @@ def test_job_asks_for_confirmation(
     code, out, err = run(capsys, *argv, "--args", "world!", "--num-nodes", "1")
     assert "Confirm adding job to DB [y/N]:" in out
     assert "echo hello, 'world!'" in out  # the summary shows the command the job will run
-    assert db.count_jobs(JobQuery()) == added
+    assert backend_of.count_jobs(JobQuery()) == added
     if added:
         assert code == 0
-        assert out.strip().endswith(db.query_jobs(JobQuery())[0].job_id)
+        assert out.strip().endswith(backend_of.query_jobs(JobQuery())[0].job_id)
     else:
         assert (code, err) == (1, "balsam: aborted\n")
 
 
 def test_dep_links_jobs_by_unique_prefix(
-    capsys: pytest.CaptureFixture[str], db: Backend, say_hello: str
+    capsys: pytest.CaptureFixture[str], backend_of: Backend, say_hello: str
 ) -> None:
-    parent, child = db.create_jobs(
+    parent, child = backend_of.create_jobs(
         [JobCreate(name=n, workflow="w", application=say_hello) for n in ("parent", "child")]
     )
     code, out, err = run(capsys, "dep", parent.job_id[:8], child.job_id[:9])
     assert (code, err) == (0, "")
     assert f"{child.job_id[:8]} (child) now depends on {parent.job_id[:8]} (parent)" in out
-    after = db.get_job(child.job_id)
+    after = backend_of.get_job(child.job_id)
     assert after.parents == [parent.job_id]
     assert after.state == JobState.AWAITING_PARENTS
 
 
 def test_kill_recursive_reaches_descendants(
-    capsys: pytest.CaptureFixture[str], db: Backend, say_hello: str
+    capsys: pytest.CaptureFixture[str], backend_of: Backend, say_hello: str
 ) -> None:
-    (root,) = db.create_jobs([JobCreate(name="root", workflow="w", application=say_hello)])
-    (mid,) = db.create_jobs(
+    (root,) = backend_of.create_jobs([JobCreate(name="root", workflow="w", application=say_hello)])
+    (mid,) = backend_of.create_jobs(
         [JobCreate(name="mid", workflow="w", application=say_hello, parents=[root.job_id])]
     )
-    (leaf,) = db.create_jobs(
+    (leaf,) = backend_of.create_jobs(
         [JobCreate(name="leaf", workflow="w", application=say_hello, parents=[mid.job_id])]
     )
-    (other,) = db.create_jobs([JobCreate(name="other", workflow="w", application=say_hello)])
+    (other,) = backend_of.create_jobs(
+        [JobCreate(name="other", workflow="w", application=say_hello)]
+    )
     code, out, err = run(capsys, "kill", "--id", root.job_id[:8], "--recursive")
     assert (code, err) == (0, "")
     assert out.startswith("Killed 3 job(s): ")
     killed = set(out.strip().split(": ")[1].split(", "))
     assert killed == {root.job_id[:8], mid.job_id[:8], leaf.job_id[:8]}
     assert other.job_id[:8] not in killed
-    states = {j.name: j.state for j in db.query_jobs(JobQuery())}
+    states = {j.name: j.state for j in backend_of.query_jobs(JobQuery())}
     assert states == {
         "root": JobState.USER_KILLED,
         "mid": JobState.USER_KILLED,
@@ -184,17 +172,19 @@ def test_kill_recursive_reaches_descendants(
 
 
 def test_kill_without_recursive_kills_one_and_children_follow(
-    capsys: pytest.CaptureFixture[str], db: Backend, say_hello: str
+    capsys: pytest.CaptureFixture[str], backend_of: Backend, say_hello: str
 ) -> None:
-    (root,) = db.create_jobs([JobCreate(name="root", workflow="w", application=say_hello)])
-    (kid,) = db.create_jobs(
+    (root,) = backend_of.create_jobs([JobCreate(name="root", workflow="w", application=say_hello)])
+    (kid,) = backend_of.create_jobs(
         [JobCreate(name="kid", workflow="w", application=say_hello, parents=[root.job_id])]
     )
     code, out, _err = run(capsys, "kill", "--id", root.job_id)
     assert code == 0
     assert out.strip() == f"Killed 1 job(s): {root.job_id[:8]}"
-    assert db.get_job(root.job_id).state == JobState.USER_KILLED
-    assert db.get_job(kid.job_id).state == JobState.FAILED  # it would wait forever otherwise
+    assert backend_of.get_job(root.job_id).state == JobState.USER_KILLED
+    assert (
+        backend_of.get_job(kid.job_id).state == JobState.FAILED
+    )  # it would wait forever otherwise
 
 
 def test_quick_start_as_real_processes(site: Site, balsam_bin: str) -> None:

@@ -13,21 +13,14 @@ import pytest
 from balsam.backends.base import Backend
 from balsam.backends.factory import open_backend
 from balsam.cli.listing import tail_lines
-from balsam.cli.main import main
 from balsam.config import Site
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate
 from balsam.schemas.jobs import JobCreate, JobOut, StateUpdate
 from balsam.schemas.sessions import ClaimRequest
+from launchkit import cli as run
 
 ERROR_TAIL = "reading input.dat\nValueError: bad mesh size -3"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``balsam ARGV`` in this process; returns (exit code, stdout, stderr)."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def rows(out: str) -> list[list[str]]:

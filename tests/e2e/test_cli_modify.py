@@ -9,19 +9,12 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.backends.factory import open_backend
-from balsam.cli.main import main
 from balsam.config import Site
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate
 from balsam.schemas.jobs import JobCreate, JobOut
 from balsam.schemas.queries import JobQuery
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``balsam ARGV`` in this process; returns (exit code, stdout, stderr)."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from launchkit import cli as run
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from launchkit import (
     add_app,
     add_jobs,
     all_jobs,
-    backend_for,
     balsam,
     entered,
     gone,
@@ -37,13 +35,6 @@ from launchkit import (
     stop,
     wait_for,
 )
-
-
-@pytest.fixture
-def backend_of(site: Site) -> Iterator[Backend]:
-    """A Backend on the test's site (what the test uses to add and inspect jobs)."""
-    yield from backend_for(site)
-
 
 # ---- the README's quick start and ensemble ---------------------------------------------------
 

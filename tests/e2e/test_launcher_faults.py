@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,12 @@ from balsam.backends.base import Backend
 from balsam.backends.factory import init_site, open_backend
 from balsam.config import Site
 from balsam.domain.states import JobState
+from balsam.schemas.jobs import JobOut
 from launchkit import (
     S,
     add_app,
     add_jobs,
     all_jobs,
-    backend_for,
     entered,
     gone,
     launch,
@@ -55,12 +56,6 @@ touch "$LOCKS/$BALSAM_JOB_ID.first"
 sleep "$1"
 echo "end $$" >> "$LOCKS/$BALSAM_JOB_ID.runs"
 """
-
-
-@pytest.fixture
-def backend_of(site: Site) -> Iterator[Backend]:
-    """A Backend on the test's site."""
-    yield from backend_for(site)
 
 
 @pytest.fixture
@@ -109,21 +104,34 @@ def job_processes(site: Site) -> list[int]:
     return found
 
 
+@contextmanager
+def first_attempt_running(
+    be: Backend, locks: Path, name: str
+) -> Iterator[tuple[subprocess.Popen[str], JobOut, int]]:
+    """A launcher running one guarded job whose first attempt sleeps a minute.
+
+    Yields the launcher, the job and the pid of its run; the launcher is gone afterwards.
+    """
+    guarded_app(be, locks)
+    (job,) = add_jobs(be, "Guarded", {"name": name, "args": "60 first-only"})
+    proc = start_launcher("--consume-all", "--job-mode", "serial")
+    try:
+        wait_for("the job to run", lambda: state_of(be, job.job_id) is S.RUNNING)
+        yield proc, job, run_pid(be, job.job_id)
+    finally:
+        stop(proc)  # SIGKILL: it also ends a launcher left stopped with SIGSTOP
+
+
 # ---- a launcher killed with SIGKILL -----------------------------------------------------------
 
 
 def test_a_sigkilled_launcher_takes_its_jobs_down_and_a_peer_recovers_them_at_once(
     site: Site, backend_of: Backend, locks: Path
 ) -> None:
-    guarded_app(backend_of, locks)
-    (job,) = add_jobs(backend_of, "Guarded", {"name": "victim", "args": "60 first-only"})
-    first = start_launcher("--consume-all", "--job-mode", "serial")
-    try:
-        wait_for("the job to run", lambda: state_of(backend_of, job.job_id) is S.RUNNING)
-        pid = run_pid(backend_of, job.job_id)
+    with first_attempt_running(backend_of, locks, "victim") as (first, job, pid):
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        # The launcher's guard kills the run with it: nothing runs on unaccounted.
+        # Its worker, cut off, kills the run with it: nothing runs on unaccounted.
         wait_for("the orphaned run to be killed", lambda: gone(pid), timeout=10)
         assert state_of(backend_of, job.job_id) is S.RUNNING  # nobody has looked yet
         started = time.monotonic()
@@ -131,8 +139,6 @@ def test_a_sigkilled_launcher_takes_its_jobs_down_and_a_peer_recovers_them_at_on
         done = launch("--consume-all", "--job-mode", "serial", timeout=40)
         assert done.returncode == 0, done.stderr
         assert time.monotonic() - started < 30
-    finally:
-        stop(first)
     after = backend_of.get_job(job.job_id)
     assert after.state is S.JOB_FINISHED and after.lost_count == 1
     assert entered(backend_of, job.job_id, S.RESTART_READY).message == (
@@ -148,12 +154,7 @@ def test_a_hung_launcher_loses_its_lease_and_its_job_runs_once_elsewhere(
 ) -> None:
     """SIGSTOP: the process lives but renews nothing; its lease expires, a peer takes over."""
     settings(site, launcher={"lease_seconds": 3.0, "heartbeat_seconds": 1.0})
-    guarded_app(backend_of, locks)
-    (job,) = add_jobs(backend_of, "Guarded", {"name": "hung", "args": "60 first-only"})
-    frozen = start_launcher("--consume-all", "--job-mode", "serial")
-    try:
-        wait_for("the job to run", lambda: state_of(backend_of, job.job_id) is S.RUNNING)
-        first_run = run_pid(backend_of, job.job_id)
+    with first_attempt_running(backend_of, locks, "hung") as (frozen, job, first_run):
         frozen.send_signal(signal.SIGSTOP)
         # A --consume-all launcher does not wait for jobs others hold: start the peer once
         # the lease (3 s) has run out.
@@ -167,10 +168,6 @@ def test_a_hung_launcher_loses_its_lease_and_its_job_runs_once_elsewhere(
         # It wakes up, finds its lease gone, carries on in a new session, finds nothing to do.
         _, err = frozen.communicate(timeout=30)
         assert frozen.returncode == 0, err
-    finally:
-        if frozen.poll() is None:
-            frozen.send_signal(signal.SIGCONT)
-        stop(frozen)
     after = backend_of.get_job(job.job_id)
     assert after.lost_count == 1
     assert "lease expired" in entered(backend_of, job.job_id, S.RESTART_READY).message
@@ -244,20 +241,13 @@ def test_a_launcher_cut_off_from_its_database_stops_its_jobs_before_its_lease_en
     settings(site, launcher={"lease_seconds": 6.0, "heartbeat_seconds": 1.0})
     be = open_backend(site)
     try:
-        guarded_app(be, locks)
-        (job,) = add_jobs(be, "Guarded", {"name": "cut", "args": "60 first-only"})
-        proc = start_launcher("--consume-all", "--job-mode", "serial")
-        try:
-            wait_for("the job to run", lambda: state_of(be, job.job_id) is S.RUNNING)
-            first_run = run_pid(be, job.job_id)
+        with first_attempt_running(be, locks, "cut") as (proc, job, first_run):
             server.shut_down()
             # Fencing after lease - 2 x heartbeat = 4 s without a renewal.
             wait_for("the launcher to stop its run", lambda: gone(first_run), timeout=20)
             server.start()
             _, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err
-        finally:
-            stop(proc)
         after = be.get_job(job.job_id)
         assert after.state is S.JOB_FINISHED and after.lost_count == 1
         message = entered(be, job.job_id, S.RESTART_READY).message

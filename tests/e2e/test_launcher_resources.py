@@ -9,9 +9,6 @@ kernel's ``Cpus_allowed_list`` of each job's process.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-
-import pytest
 
 from balsam.backends.base import Backend
 from balsam.config import Site
@@ -20,19 +17,12 @@ from launchkit import (
     S,
     add_app,
     add_jobs,
-    backend_for,
     entered,
     job_dir,
     launch,
     settings,
     state_of,
 )
-
-
-@pytest.fixture
-def backend_of(site: Site) -> Iterator[Backend]:
-    """A Backend on the test's site."""
-    yield from backend_for(site)
 
 
 def output(site: Site, job: JobOut) -> str:

@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from balsam.backends.base import Backend
 from balsam.config import Site
-from launchkit import S, add_app, add_jobs, backend_for, entered, launch, settings, state_of
-
-
-@pytest.fixture
-def backend_of(site: Site) -> Iterator[Backend]:
-    """A Backend on the test's site."""
-    yield from backend_for(site)
+from launchkit import S, add_app, add_jobs, entered, launch, settings, state_of
 
 
 def test_mpiexec_starts_a_worker_on_the_other_node_and_both_run_jobs(

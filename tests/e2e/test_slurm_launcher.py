@@ -31,7 +31,6 @@ from launchkit import (
     add_app,
     add_jobs,
     all_jobs,
-    backend_for,
     entered,
     job_dir,
     settings,
@@ -60,12 +59,6 @@ def slurm() -> Iterator[SlurmCluster]:
     cluster = start_cluster(nodes=len(NODES), cpus_per_node=2)
     yield cluster
     cluster.stop()
-
-
-@pytest.fixture
-def backend_of(site: Site) -> Iterator[Backend]:
-    """A Backend on the test's site."""
-    yield from backend_for(site)
 
 
 @pytest.fixture

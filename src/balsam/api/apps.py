@@ -7,19 +7,20 @@ database holds a handful of apps, not millions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import ValidationError as PydanticValidationError
 
 from balsam.api.context import get_backend
 from balsam.api.lookups import (
+    FetchedResults,
     UnknownField,
     build_clause,
     check_order,
     field_error,
     first_error,
-    slice_window,
+    slice_of_window,
 )
 from balsam.errors import Ambiguous, NotFound, ValidationError
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
@@ -40,7 +41,7 @@ class AppMultipleObjectsReturned(Ambiguous):
     """``get()`` matched more than one app."""
 
 
-class AppQuerySet:
+class AppQuerySet(FetchedResults["App"]):
     """A lazy query over apps; narrowing returns a new one."""
 
     def __init__(
@@ -89,15 +90,6 @@ class AppQuerySet:
             self._cache = apps[offset : None if limit is None else offset + limit]
         return self._cache
 
-    def __iter__(self) -> Iterator[App]:
-        return iter(self._fetch())
-
-    def __len__(self) -> int:
-        return len(self._fetch())
-
-    def __bool__(self) -> bool:
-        return bool(self._fetch())
-
     @overload
     def __getitem__(self, index: int) -> App: ...
 
@@ -106,9 +98,7 @@ class AppQuerySet:
 
     def __getitem__(self, index: int | slice) -> App | AppQuerySet:
         if isinstance(index, slice):
-            if index.step not in (None, 1):
-                raise ValidationError("query slices cannot have a step")
-            window = slice_window(*self._window, index.start, index.stop)
+            window = slice_of_window(*self._window, index)
             return AppQuerySet(self._clauses, self._order, window)
         if index < 0:
             raise ValidationError("negative indexing is not supported in queries")

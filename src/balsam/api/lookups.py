@@ -10,8 +10,8 @@ rather than a query that silently matches nothing).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 
@@ -25,6 +25,9 @@ _EQUALITY = (Lookup.EXACT, Lookup.IN)
 #: The integers a query may compare with: those an integer column holds. PostgreSQL refuses
 #: a bigger parameter for such a column, and SQLite's driver cannot send one beyond 64 bits.
 QUERY_INT_MIN, QUERY_INT_MAX = -INT_MAX - 1, INT_MAX
+
+
+T = TypeVar("T")
 
 
 class UnknownField(ValidationError, AttributeError):
@@ -129,3 +132,26 @@ def slice_window(
         length = max(0, stop - start)
         new_limit = length if limit is None else max(0, min(length, limit - start))
     return offset + start, new_limit
+
+
+def slice_of_window(offset: int, limit: int | None, index: slice) -> tuple[int, int | None]:
+    """:func:`slice_window` for ``query[start:stop]`` (steps are refused)."""
+    if index.step not in (None, 1):
+        raise ValidationError("query slices cannot have a step")
+    return slice_window(offset, limit, index.start, index.stop)
+
+
+class FetchedResults(Generic[T]):
+    """What every query set does with the objects it fetched: iterate, count, test."""
+
+    def _fetch(self) -> list[T]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._fetch())
+
+    def __len__(self) -> int:
+        return len(self._fetch())
+
+    def __bool__(self) -> bool:
+        return bool(self._fetch())

@@ -18,11 +18,18 @@ Decisions that differ from Django, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from balsam.api.context import get_backend
-from balsam.api.lookups import build_clause, check_order, field_error, slice_window
+from balsam.api.lookups import (
+    FetchedResults,
+    build_clause,
+    check_order,
+    field_error,
+    slice_of_window,
+    slice_window,
+)
 from balsam.domain.states import (
     USER_SETTABLE_STATES,
     JobState,
@@ -47,7 +54,7 @@ EDITABLE_FIELDS: frozenset[str] = frozenset(JobFields.model_fields)
 REPR_LIMIT = 20
 
 
-class JobQuerySet:
+class JobQuerySet(FetchedResults["Job"]):
     """A lazy query over jobs; every method that narrows it returns a new one."""
 
     def __init__(
@@ -123,15 +130,6 @@ class JobQuerySet:
             self._cache = _wrap(get_backend().query_jobs(self.to_query()))
         return self._cache
 
-    def __iter__(self) -> Iterator[Job]:
-        return iter(self._fetch())
-
-    def __len__(self) -> int:
-        return len(self._fetch())
-
-    def __bool__(self) -> bool:
-        return bool(self._fetch())
-
     @overload
     def __getitem__(self, index: int) -> Job: ...
 
@@ -140,9 +138,7 @@ class JobQuerySet:
 
     def __getitem__(self, index: int | slice) -> Job | JobQuerySet:
         if isinstance(index, slice):
-            if index.step not in (None, 1):
-                raise ValidationError("query slices cannot have a step")
-            offset, limit = slice_window(self._offset, self._limit, index.start, index.stop)
+            offset, limit = slice_of_window(self._offset, self._limit, index)
             return self._copy(offset=offset, limit=limit)
         if self._cache is not None:
             return self._cache[index]

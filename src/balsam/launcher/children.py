@@ -73,6 +73,8 @@ class ChildProcesses:
     def __init__(self, selector: selectors.BaseSelector) -> None:
         self.selector = selector
         self._children: dict[int, Child] = {}
+        #: Children sent SIGTERM and waiting for their SIGKILL: all the loop looks at per turn.
+        self._dying: dict[int, Child] = {}
         self._next_remote_key = 1
 
     def __len__(self) -> int:
@@ -131,6 +133,7 @@ class ChildProcesses:
         self.selector.unregister(child.key)
         os.close(child.key)
         del self._children[child.key]
+        self._dying.pop(child.key, None)
         return code
 
     def get(self, key: int) -> Child | None:
@@ -139,6 +142,7 @@ class ChildProcesses:
 
     def remote_exited(self, key: int) -> Child | None:
         """Forget a child whose worker reported its exit; None if unknown."""
+        self._dying.pop(key, None)
         return self._children.pop(key, None)
 
     def signal(self, child: Child, sig: signal.Signals) -> None:
@@ -154,17 +158,26 @@ class ChildProcesses:
         self.signal(child, signal.SIGTERM)
         if child.kill_at is None:
             child.kill_at = now + grace
+            self._dying[child.key] = child
+
+    def hurry(self, now: float) -> None:
+        """No more grace: every child not SIGKILLed yet gets it at the next :meth:`escalate`."""
+        for child in self._children.values():
+            if child.kill_at != INF:
+                child.kill_at = now
+                self._dying[child.key] = child
 
     def escalate(self, now: float) -> None:
         """SIGKILL every terminated child whose grace period is over."""
-        for child in self:
+        for child in list(self._dying.values()):
             if child.kill_at is not None and now >= child.kill_at:
                 self.signal(child, signal.SIGKILL)
                 child.kill_at = INF
+                del self._dying[child.key]
 
     def next_kill_at(self) -> float | None:
         """The earliest pending SIGKILL time, if any."""
-        times = [c.kill_at for c in self._children.values() if c.kill_at not in (None, INF)]
+        times = [c.kill_at for c in self._dying.values() if c.kill_at is not None]
         return min(times) if times else None
 
 

@@ -155,14 +155,27 @@ class JobFlow:
         self.flush(now)
         self.release([task.job.job_id])
 
-    def workdir(self, job: JobOut) -> Path:
-        """The job's working directory (created)."""
-        path = self.site.job_dir(job.working_directory)
-        task = self.tasks.get(job.job_id)
-        if task is None:
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        return self.dirs.ensure(task, path)
+    def workdir(self, task: Task) -> Path:
+        """The job's working directory (made ahead by the directory thread, or now)."""
+        return self.dirs.ensure(task, self.site.job_dir(task.job.working_directory))
+
+    def drop(self, task: Task) -> None:
+        """Stop holding a job whose command was called off or killed, its state unchanged."""
+        self.forget(task)
+        self.release([task.job.job_id])
+
+    def detach(self, key: int) -> tuple[Child, Task] | None:
+        """Forget a worker's command that will not report again; free what its job held."""
+        child = self.children.remote_exited(key)
+        task = self.tasks.get(child.job_id) if child is not None else None
+        if child is None or task is None:
+            return None
+        task.child = None
+        if task.placement is not None:
+            self.pool.release(task.placement)
+            task.placement = None
+            self.next_claim = time.monotonic()
+        return child, task
 
     def job_env(
         self, job: JobOut, gpus: tuple[int, ...] = ()
@@ -245,7 +258,7 @@ class JobFlow:
         """Start the app's preprocess or postprocess command in the job's directory."""
         job = task.job
         try:
-            workdir = self.workdir(job)
+            workdir = self.workdir(task)
             variables, _ = self.job_env(job)
             argv = commands.step_argv(command, task.app)
         except (OSError, CommandError) as exc:
@@ -301,40 +314,13 @@ class JobFlow:
         assert placement is not None, "the head of a chain of runs holds the placement"
         return placement
 
-    def run_cancelled(self, key: int) -> None:
-        """A queued run was taken off its worker's queue before it started."""
-        child = self.children.remote_exited(key)
-        task = self.tasks.get(child.job_id) if child is not None else None
-        if child is None or task is None:
-            return
-        before, behind = child.follows, child.successor
-        if before is not None and before.successor is child:
-            # What queued behind it moves up a place, as it did at the worker.
-            before.successor = behind
-        if behind is not None:
-            behind.follows = before
-        self.requeue_behind(before, behind)
-        task.child = None
-        if task.placement is not None:
-            self.pool.release(task.placement)
-            task.placement = None
-        self.unstarted(task)
-
-    def requeue_behind(self, before: Child | None, behind: Child | None) -> None:
-        """Hook: a run ``before`` lost the run queued behind it (``behind`` moved up)."""
-
-    def unstarted(self, task: Task) -> None:
-        """A job whose run was called off before it started (killed, stopping, fenced)."""
-        self.forget(task)
-        self.release([task.job.job_id])
-
     def _send_run(self, task: Task, placement: Placement, after: Child | None = None) -> Child:
         """Send the run to the worker of its node, or to the local one for MPI launches
         (``after``: queued behind that run, on its worker)."""
         job = task.job
         # Made by the launcher's directory thread (or now), not by the worker: the worker's
         # every step delays the next start.
-        workdir = self.workdir(job)
+        workdir = self.workdir(task)
         variables, env = self.job_env(job, placement.gpus[0])
         run = commands.run_command(
             job,
@@ -378,19 +364,13 @@ class JobFlow:
 
     def run_failed(self, key: int, error: str) -> None:
         """A worker could not start a command (a missing program, a bad directory, ...)."""
-        child = self.children.remote_exited(key)
-        task = self.tasks.get(child.job_id) if child is not None else None
-        if child is None or task is None:
+        detached = self.detach(key)
+        if detached is None:
             return
+        child, task = detached
         now = time.monotonic()
-        task.child = None
-        if task.placement is not None:
-            self.pool.release(task.placement)
-            task.placement = None
-            self.next_claim = now
         if task.killed:
-            self.forget(task)
-            self.release([task.job.job_id])
+            self.drop(task)
         elif child.step is Step.RUN:
             self._cannot_start(task, f"attempt {task.attempt}", now, error)
         else:

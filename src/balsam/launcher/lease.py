@@ -109,14 +109,15 @@ class Lease:
         lease expire. A hung launcher on another host cannot be reached; when it wakes up it
         finds its lease gone and kills its jobs itself.
         """
-        sessions = [s for s in self.backend.list_sessions() if s.id != self.session_id]
-        dead = [s for s in sessions if s.hostname == self.hostname and not _alive(s)]
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.expire_after_seconds)
-        hung = [
+        here = [
             s
-            for s in sessions
-            if s.hostname == self.hostname and s.heartbeat < cutoff and _alive(s)
+            for s in self.backend.list_sessions()
+            if s.id != self.session_id and s.hostname == self.hostname
         ]
+        alive = {s.id: _alive(s) for s in here}
+        dead = [s for s in here if not alive[s.id]]
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.expire_after_seconds)
+        hung = [s for s in here if alive[s.id] and s.heartbeat < cutoff]
         for session, why in [*((s, "is gone") for s in dead), *((s, "hangs") for s in hung)]:
             killed = kill_marked(launcher_mark(session.hostname, session.pid, session.id))
             log.warning(

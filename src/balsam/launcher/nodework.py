@@ -88,7 +88,9 @@ class NodeWork:
 
         def upcoming_filters(self) -> dict[str, Any]: ...
 
-        def release(self, job_ids: list[str]) -> None: ...
+        def drop(self, task: Task) -> None: ...
+
+        def detach(self, key: int) -> tuple[Child, Task] | None: ...
 
         def worker_died(self) -> None: ...
 
@@ -181,24 +183,16 @@ class NodeWork:
             log.error("the local worker died (%d leftover process(es) killed)", killed)
             self.worker_died()
         for child in self.children:
-            if child.remote is link:
-                self.children.remote_exited(child.key)
-                self._lost_command(child, link, now)
+            if child.remote is link and (detached := self.detach(child.key)) is not None:
+                self._lost_command(*detached, link, now)
 
-    def _lost_command(self, child: Child, link: WorkerLink, now: float) -> None:
-        task = self.tasks.get(child.job_id)
-        if task is None:
-            return
-        if task.placement is not None:
-            self.pool.release(task.placement)
-        task.child, task.placement = None, None
+    def _lost_command(self, child: Child, task: Task, link: WorkerLink, now: float) -> None:
         if not task.killed and task.running and child.step is Step.RUN:
             message = f"lost with node {link.hostname}: its worker went away"
             self.record(task.job.job_id, S.RESTART_READY, now, message, release=True, lost=True)
             self.forget(task)
         else:
-            self.forget(task)
-            self.release([task.job.job_id])
+            self.drop(task)
 
     def run_exited(self, key: int, code: int) -> None:
         """A worker's command exited."""

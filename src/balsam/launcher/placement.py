@@ -85,6 +85,12 @@ class NodePool:
 
     def __init__(self, nodes: list[NodeSpec]) -> None:
         self.nodes = [NodeUsage(spec) for spec in nodes]
+        self._capacity = self._count_capacity()
+
+    def _count_capacity(self) -> tuple[int, int]:
+        """Ready nodes and their CPUs (asked every turn of the loop; changes with readiness)."""
+        ready = [n for n in self.nodes if n.ready]
+        return len(ready), sum(max(n.spec.cpus, 1) for n in ready)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -131,11 +137,12 @@ class NodePool:
     def set_ready(self, index: int, ready: bool) -> None:
         """Mark a node able (or no longer able) to start jobs."""
         self.nodes[index].ready = ready
+        self._capacity = self._count_capacity()
 
     @property
     def ready_count(self) -> int:
         """Nodes that can start jobs now or once their running jobs end."""
-        return sum(1 for n in self.nodes if n.ready)
+        return self._capacity[0]
 
     def free_slots(self, per_cpu: bool) -> int:
         """About how many more jobs could start now (what to claim).
@@ -149,9 +156,7 @@ class NodePool:
 
     def capacity(self, per_cpu: bool) -> int:
         """About how many jobs the allocation runs at once when full (see :meth:`free_slots`)."""
-        if not per_cpu:
-            return self.ready_count
-        return sum(max(n.spec.cpus, 1) for n in self.nodes if n.ready)
+        return self._capacity[1] if per_cpu else self._capacity[0]
 
     def has_room(self) -> bool:
         """Whether any ready node has any share left (a cheap test before placing)."""

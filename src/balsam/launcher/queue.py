@@ -65,6 +65,10 @@ class RunQueue:
 
         def remaining_minutes(self, now: float) -> float | None: ...
 
+        def detach(self, key: int) -> tuple[Child, Task] | None: ...
+
+        def drop(self, task: Task) -> None: ...
+
     def enqueue(self, task: Task) -> None:
         """Queue a job to be started, in priority order."""
         bisect.insort(self.waiting, task, key=lambda t: t.priority)
@@ -79,8 +83,9 @@ class RunQueue:
             return
         remaining = self.remaining_minutes(now)
         blocked: set[tuple[int, int, int, int]] = set()
+        room = self.pool.has_room()
         for task in list(self.waiting):
-            if not self.pool.has_room():
+            if not room:
                 break
             if remaining is not None and task.job.wall_time_minutes > remaining:
                 self.unqueue(task)
@@ -98,6 +103,8 @@ class RunQueue:
             self.start_run(task, placement, now)
             if task.child is not None:
                 self.unchained[task.child.key] = task.child
+            # Room only shrinks as jobs start: look again only after one has.
+            room = self.pool.has_room()
         self._chain_waiting(remaining)
 
     def _chain_waiting(self, remaining: float | None) -> None:
@@ -111,6 +118,10 @@ class RunQueue:
         depth = min(CHAIN_MAX_DEPTH, max(1, math.ceil(CHAIN_AHEAD_SECONDS / max(typical, 1e-3))))
         for child in list(self.unchained.values()):
             tail, length = child, _queued_ahead(child)
+            if length >= depth:
+                # Full: set aside until the run at its head ends (hand_over brings it back).
+                del self.unchained[child.key]
+                continue
             while length < depth and self.waiting:
                 before = self.tasks.get(tail.job_id)
                 if self.children.get(tail.key) is None or before is None:
@@ -131,10 +142,23 @@ class RunQueue:
                 tail, length = task.child, length + 1
                 self.unchained[tail.key] = tail
 
-    def requeue_behind(self, before: Child | None, behind: Child | None) -> None:
-        """A cancelled queued run left ``before`` without a successor: it may take another."""
-        if before is not None and behind is None and self.children.get(before.key) is not None:
-            self.unchained[before.key] = before
+    def run_cancelled(self, key: int) -> None:
+        """A queued run was taken off its worker's queue before it started (it was killed,
+        or the launcher is stopping): what queued behind it moves up a place, as it did at
+        the worker, and its job is handed back."""
+        child = self.children.get(key)
+        if child is not None:
+            before, behind = child.follows, child.successor
+            if before is not None and before.successor is child:
+                before.successor = behind
+            if behind is not None:
+                behind.follows = before
+            elif before is not None and self.children.get(before.key) is not None:
+                self.unchained[before.key] = before
+        self.unchained.pop(key, None)
+        detached = self.detach(key)
+        if detached is not None:
+            self.drop(detached[1])
 
     def _first_waiting(
         self, shape: tuple[int, int, int, int], remaining: float | None
@@ -160,6 +184,11 @@ class RunQueue:
             successor.follows = None
             successor.started = now
             follower.placement, task.placement = task.placement, None
+            # Its queue is one shorter: its tail may take another run.
+            tail = successor
+            while tail.successor is not None:
+                tail = tail.successor
+            self.unchained[tail.key] = tail
             return
         assert task.placement is not None
         self.pool.release(task.placement)

@@ -170,8 +170,7 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
             self.exit_code = 128 + signum
         else:
             # A second signal: no more grace for the children.
-            for child in self.children:
-                child.kill_at = min(child.kill_at or 0.0, time.monotonic())
+            self.children.hurry(time.monotonic())
 
     def _loop(self) -> None:
         while self.stop_reason is None and not self.finished:
@@ -328,8 +327,7 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         if task.placement is not None:
             self.hand_over(task, child, now)
         if task.killed:
-            self.forget(task)
-            self.release([task.job.job_id])
+            self.drop(task)
         elif task.abandoned and child.step is Step.RUN and task.running:
             self.record(
                 task.job.job_id, S.RESTART_READY, now, task.abandoned, release=True, lost=True
@@ -384,8 +382,7 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
             self.children.terminate(task.child, self.settings.kill_grace_seconds, now)
         else:
             self.unqueue(task)
-            self.forget(task)
-            self.release([job_id])
+            self.drop(task)
 
 
 def _drain(fd: int) -> None:

@@ -72,6 +72,8 @@ class WorkerLink:
     alive: bool = True
     local: bool = False
     outbox: list[bytes] = field(default_factory=list)
+    #: The fleet's set of links with something to write (so a flush visits only those).
+    unsent: set[WorkerLink] | None = None
 
     def __post_init__(self) -> None:
         self.reader = LineReader(self.sock)
@@ -80,6 +82,8 @@ class WorkerLink:
         """Queue one message; :meth:`flush` writes what is queued in one go."""
         if self.alive:
             self.outbox.append(encode(message))
+            if self.unsent is not None:
+                self.unsent.add(self)
 
     def flush(self) -> None:
         """Write the queued messages; a worker that cannot take them counts as gone."""
@@ -145,6 +149,7 @@ class WorkerFleet:
         self.remote: dict[int, str] = {}
         self.listener: socket.socket | None = None
         self.step: _Step | None = None
+        self.unsent: set[WorkerLink] = set()
 
     # ---- starting --------------------------------------------------------------------------
 
@@ -166,7 +171,7 @@ class WorkerFleet:
             )
         theirs.close()
         mine.settimeout(SEND_TIMEOUT_SECONDS)
-        link = WorkerLink(index, hostname, mine, local=True)
+        link = WorkerLink(index, hostname, mine, local=True, unsent=self.unsent)
         self.local = link
         if index is not None:
             self.links[index] = link
@@ -249,7 +254,7 @@ class WorkerFleet:
             log.warning("refused a worker connection: %s", _describe(hello))
             pending.sock.close()
             return
-        link = WorkerLink(index, self.remote[index], pending.sock)
+        link = WorkerLink(index, self.remote[index], pending.sock, unsent=self.unsent)
         link.reader = pending.reader
         self.links[index] = link
         self.selector.register(pending.sock, selectors.EVENT_READ, link)
@@ -316,7 +321,9 @@ class WorkerFleet:
 
     def flush(self) -> None:
         """Write every worker's queued messages."""
-        for link in self._all_links():
+        unsent = list(self.unsent)
+        self.unsent.clear()
+        for link in unsent:
             link.flush()
 
     def _all_links(self) -> list[WorkerLink]:

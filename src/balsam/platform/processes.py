@@ -41,36 +41,38 @@ def boot_time(proc: Path = PROC) -> float:
     raise OSError("no btime in /proc/stat")
 
 
-def process_start_time(pid: int, proc: Path = PROC) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or None if there is none."""
+def _stat_fields(pid: int, proc: Path) -> list[str] | None:
+    """Fields 3 onwards of ``/proc/PID/stat`` (state first), or None without such a process."""
     try:
         stat = (proc / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_start_time(pid: int, proc: Path = PROC) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None if there is none."""
+    fields = _stat_fields(pid, proc)
+    return None if fields is None else _started(fields, proc)
+
+
+def _started(fields: list[str], proc: Path) -> float:
     ticks = int(fields[19])  # field 22 of stat(5), counted from field 3
     return boot_time(proc) + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def process_alive(pid: int, opened_at: datetime, proc: Path = PROC) -> bool:
     """Whether the process that opened a session at ``opened_at`` with ``pid`` still runs."""
-    if pid <= 0:
+    fields = _stat_fields(pid, proc) if pid > 0 else None
+    if fields is None or fields[0] == "Z":
         return False
-    started = process_start_time(pid, proc)
-    if started is None:
-        return False
-    if _is_zombie(pid, proc):
-        return False
-    return started <= opened_at.timestamp() + START_SLACK_SECONDS
+    return _started(fields, proc) <= opened_at.timestamp() + START_SLACK_SECONDS
 
 
 def _is_zombie(pid: int, proc: Path) -> bool:
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2 :].startswith("Z")
+    fields = _stat_fields(pid, proc)
+    return fields is None or fields[0] == "Z"
 
 
 def marked_pids(mark: str, proc: Path = PROC) -> list[int]:
