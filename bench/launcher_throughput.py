@@ -5,15 +5,19 @@ Workloads (each on one node of ``--slots`` CPUs, ``node_packing_count = slots``,
 * ``true``:  N x ``/bin/true`` (default 10,000). Figure: jobs per second, with every state
   change committed, against a Popen loop that runs the same commands with the same slots
   (a working directory and an output file per run, its own session, reaped as they exit),
-  run before and after the launcher: the mean is the baseline, and both are printed.
+  run before and after each launcher run: their mean is that run's baseline.
 * ``sleep``: N x ``sleep 1`` on 2 slots (default 200). Figure: makespan against the ideal
   N / slots seconds.
 
-Prints one line per run. Run from the repository root with the venv active:
+Loops and launcher runs alternate (``--rounds``, 3 for ``true``): each launcher run is compared
+with the loops just before and after it, and the median ratio is printed. Run from the
+repository root with the venv active:
 
     python bench/launcher_throughput.py true --jobs 10000 --slots 2
     python bench/launcher_throughput.py sleep --jobs 200 --slots 2
     python bench/launcher_throughput.py true --db postgresql://postgres@127.0.0.1:5432/bench
+    git worktree add /tmp/before HEAD~1
+    python bench/launcher_throughput.py true --compare-src /tmp/before/src
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import fresh_pg_database
@@ -89,9 +95,14 @@ def add_jobs(site: Site, argv: list[str], jobs: int, slots: int) -> None:
         backend.close()
 
 
-def run_launcher(site: Site) -> tuple[float, int]:
-    """Seconds for ``balsam launcher --consume-all`` to finish everything; its exit code."""
+def run_launcher(site: Site, src: Path | None = None) -> tuple[float, int]:
+    """Seconds for ``balsam launcher --consume-all`` to finish everything; its exit code.
+
+    ``src``: run the launcher of that source tree (``.../src``) instead of the installed one.
+    """
     env = {**os.environ, "BALSAM_DB_PATH": str(site.path)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     balsam = Path(sys.executable).parent / "balsam"
     t0 = time.perf_counter()
     done = subprocess.run(
@@ -113,39 +124,110 @@ def count_finished(site: Site) -> int:
         backend.close()
 
 
+@dataclass
+class Round:
+    """What one launcher run did."""
+
+    label: str
+    seconds: float
+    exit_code: int
+    finished: int
+
+
+@dataclass
+class Variant:
+    """A launcher to measure: this tree's (``src`` None) or another source tree's."""
+
+    label: str
+    src: Path | None
+
+
+def launcher_round(
+    root: Path, db_arg: str, argv: list[str], jobs: int, slots: int, variant: Variant
+) -> Round:
+    """One launcher run on a fresh database: its seconds, exit code and finished jobs."""
+    db = db_arg if db_arg == "sqlite" else fresh_pg_database(db_arg)
+    site = make_site(root, db, slots)
+    add_jobs(site, argv, jobs, slots)
+    took, code = run_launcher(site, variant.src)
+    return Round(variant.label, took, code, count_finished(site))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--jobs", type=int, default=None, help="10000 for true, 200 for sleep")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--db", default="sqlite", help="'sqlite' or a PostgreSQL URL")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="launcher runs, each between two loops (3, 1)"
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run the launcher of source tree DIR (e.g. a git worktree's src) each round",
+    )
     args = parser.parse_args()
+    variants = [Variant("this tree", None)]
+    if args.compare_src is not None:
+        variants.append(Variant(str(args.compare_src), args.compare_src.resolve()))
     argv = WORKLOADS[args.workload]
     jobs = args.jobs or (10_000 if args.workload == "true" else 200)
+    rounds = args.rounds or (3 if args.workload == "true" else 1)
     root = Path(tempfile.mkdtemp(prefix="balsam-bench-"))
+    kind = "sqlite" if args.db == "sqlite" else "postgresql"
+    print(f"workload={args.workload} jobs={jobs} slots={args.slots} db={kind} rounds={rounds}")
+    ok = True
+    ratios: dict[str, list[float]] = {v.label: [] for v in variants}
     try:
-        # The baseline runs before and after the launcher: a noisy machine shows as a spread.
-        before = popen_loop(argv, jobs, args.slots, root / "popen1")
-        db = args.db if args.db == "sqlite" else fresh_pg_database(args.db)
-        site = make_site(root, db, args.slots)
-        add_jobs(site, argv, jobs, args.slots)
-        took, code = run_launcher(site)
-        finished = count_finished(site)
-        after = popen_loop(argv, jobs, args.slots, root / "popen2")
+        # Loops and launcher runs alternate: each run is compared with the loops either side
+        # of it, so a machine that gets busier or quieter shows as a spread, not a bias. With
+        # two launchers their order flips every round.
+        loops = [popen_loop(argv, jobs, args.slots, root / "popen0")]
+        for n in range(1, rounds + 1):
+            order = variants if n % 2 else variants[::-1]
+            runs = [
+                launcher_round(root / f"round{n}-{i}", args.db, argv, jobs, args.slots, variant)
+                for i, variant in enumerate(order)
+            ]
+            loops.append(popen_loop(argv, jobs, args.slots, root / f"popen{n}"))
+            base = (loops[-2] + loops[-1]) / 2
+            print(f"  round {n}")
+            report_loops(jobs, loops[-2:])
+            for run in runs:
+                ratios[run.label].append(base / run.seconds)
+                ok = ok and run.exit_code == 0 and run.finished == jobs
+                report_run(jobs, base, run, args.workload == "sleep", args.slots)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    base = (before + after) / 2
-    kind = "sqlite" if args.db == "sqlite" else "postgresql"
-    ideal = jobs / args.slots * (1.0 if args.workload == "sleep" else 0.0)
-    print(f"workload={args.workload} jobs={jobs} slots={args.slots} db={kind}")
-    spread = f"(before {jobs / before:.0f}/s, after {jobs / after:.0f}/s)"
-    print(f"  popen loop : {base:8.2f} s  {jobs / base:8.1f} jobs/s  {spread}")
-    rate = jobs / took
-    print(f"  launcher   : {took:8.2f} s  {rate:8.1f} jobs/s  exit={code} finished={finished}")
-    print(f"  ratio      : {base / took:8.1%} of the Popen loop's rate")
-    if ideal:
-        print(f"  makespan   : {took:8.2f} s against the ideal {ideal:.0f} s")
-    return 0 if code == 0 and finished == jobs else 1
+    if rounds > 1:
+        for label, values in ratios.items():
+            print(
+                f"  median ratio ({label}): {statistics.median(values):6.1%} "
+                f"(min {min(values):.1%}, max {max(values):.1%})"
+            )
+    return 0 if ok else 1
+
+
+def report_loops(jobs: int, loops: list[float]) -> None:
+    """Print a round's baseline: the loops either side of its launcher runs."""
+    base = sum(loops) / 2
+    spread = f"(before {jobs / loops[0]:.0f}/s, after {jobs / loops[1]:.0f}/s)"
+    print(f"    popen loop : {base:8.2f} s  {jobs / base:8.1f} jobs/s  {spread}")
+
+
+def report_run(jobs: int, base: float, run: Round, sleep: bool, slots: int) -> None:
+    """Print one launcher run, its ratio to the round's baseline (and its makespan)."""
+    rate = jobs / run.seconds
+    print(
+        f"    launcher   : {run.seconds:8.2f} s  {rate:8.1f} jobs/s  "
+        f"exit={run.exit_code} finished={run.finished}  [{run.label}]"
+    )
+    print(f"    ratio      : {base / run.seconds:8.1%} of the Popen loop's rate")
+    if sleep:
+        print(f"    makespan   : {run.seconds:8.2f} s against the ideal {jobs / slots:.0f} s")
 
 
 if __name__ == "__main__":

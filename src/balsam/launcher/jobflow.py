@@ -30,7 +30,7 @@ from balsam.errors import BalsamError, DatabaseError
 from balsam.launcher import commands, staging
 from balsam.launcher.children import Child, ChildProcesses, Step
 from balsam.launcher.lease import Lease
-from balsam.launcher.logs import job_extra
+from balsam.launcher.logs import JobLines, job_extra
 from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.updates import FlushResult, UpdateBuffer
 from balsam.launcher.workdirs import DirectoryMaker
@@ -41,6 +41,7 @@ from balsam.schemas.jobs import JobOut
 from balsam.schemas.queries import clause_from_kwargs
 
 log = logging.getLogger(__name__)
+job_lines = JobLines(__name__)
 S = JobState
 
 
@@ -121,9 +122,8 @@ class JobFlow:
         lost: bool = False,
     ) -> None:
         """Queue a state change (and log it)."""
-        log.info(
-            "-> %s %s", state, message.splitlines()[0] if message else "", extra=job_extra(job_id)
-        )
+        first = message.splitlines()[0] if message else ""
+        job_lines.info(job_id, f"-> {state.value} {first}".rstrip())
         self.updates.add(job_id, state, now, message, return_code, release, lost)
 
     def forget(self, task: Task) -> None:

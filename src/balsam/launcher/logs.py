@@ -8,8 +8,10 @@ the logs of many launchers on many nodes can be merged and grepped by job id. On
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(host)s:%(process)d %(levelname)s [%(job)s] %(name)s: %(message)s"
@@ -66,6 +68,58 @@ class BufferedFileHandler(logging.FileHandler):
             self.release()
 
 
+class JobLines:
+    """One module's per-job progress lines, written straight to the launcher's log file.
+
+    A launcher at a thousand jobs a second writes two lines per job; building a
+    ``LogRecord`` (caller lookup, filters, formatting) for each cost about a twentieth of its
+    time. These lines are formatted here, in :data:`FORMAT`'s layout, and appended to the
+    buffered file. Without a launcher log file (a launcher run in-process by a test or a
+    script) they go through ``logging`` as usual. They are INFO lines: a level above INFO
+    silences them.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+        self.name = name
+
+    def info(self, job_id: str, text: str) -> None:
+        """Log ``text`` about the job ``job_id``."""
+        target = _job_target[0]
+        if target is None:
+            self.logger.info(text, extra=job_extra(job_id))
+        elif self.logger.isEnabledFor(logging.INFO):
+            target.write_job_line(self.name, job_id[:8], text)
+
+
+class _JobLineTarget:
+    """The file handler job lines go to, and the fixed part of their layout."""
+
+    def __init__(self, handler: BufferedFileHandler, host: str) -> None:
+        self.handler = handler
+        self.origin = f"{host}:{os.getpid()} INFO"
+        self.second = -1
+        self.stamp = ""
+
+    def write_job_line(self, name: str, job: str, text: str) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            # logging's asctime layout; the date part changes once a second.
+            self.second, self.stamp = (
+                second,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)),
+            )
+        millis = int((now - second) * 1000)
+        line = f"{self.stamp},{millis:03d} {self.origin} [{job}] {name}: {text}\n"
+        stream = self.handler.stream
+        if stream is not None:
+            with self.handler.lock or contextlib.nullcontext():
+                stream.write(line)
+
+
+_job_target: list[_JobLineTarget | None] = [None]
+
 #: Longest a buffered line waits while the launcher is busy.
 FLUSH_SECONDS = 0.5
 _last_flush = [0.0]
@@ -94,6 +148,7 @@ def configure(log_dir: Path, host: str, level: int = logging.INFO) -> Path:
     logger = logging.getLogger("balsam")
     logger.addHandler(handler)
     logger.addHandler(errors)
+    _job_target[0] = _JobLineTarget(handler, host)
     logger.setLevel(level)
     # Progress goes to the file; only warnings reach the terminal (through our own handler).
     logger.propagate = False
@@ -109,4 +164,7 @@ def close(path: Path) -> None:
                 continue
             logger.removeHandler(handler)
             handler.close()
+            target = _job_target[0]
+            if target is not None and target.handler is handler:
+                _job_target[0] = None
     logger.propagate = True

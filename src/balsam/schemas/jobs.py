@@ -5,13 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from balsam.domain.commands import CommandError, split_words
 from balsam.domain.resources import ResourceRequest, resource_problems
 from balsam.domain.states import JobState
 
 NAME_PATTERN = r"^[A-Za-z0-9_.+=@-]+$"
+
+#: Validation context for jobs read back from the database: their fields were checked when
+#: they were written, so the checks that parse and add up are not run again (claims and
+#: listings read thousands).
+STORED: dict[str, bool] = {"stored": True}
+
+
+def is_stored(info: ValidationInfo) -> bool:
+    """Whether the values being validated were read back from the database."""
+    return bool(info.context and info.context.get("stored"))
+
 
 #: The largest value of an integer job field: PostgreSQL's integer columns are 32-bit signed
 #: (SQLite's hold more), so this is what both store; a bigger value fails in the driver.
@@ -82,7 +100,9 @@ class JobFields(BaseModel):
 
     @field_validator("args")
     @classmethod
-    def _args_parse(cls, value: str) -> str:
+    def _args_parse(cls, value: str, info: ValidationInfo) -> str:
+        if is_stored(info):
+            return value
         try:
             split_words(value, "args")
         except CommandError as exc:
@@ -97,7 +117,9 @@ class JobFields(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _resources_possible(self) -> JobFields:
+    def _resources_possible(self, info: ValidationInfo) -> JobFields:
+        if is_stored(info):
+            return self
         # Bounds first: the resource arithmetic is only meaningful on values that can be stored.
         problems = range_problems(dict(self)) or resource_problems(self.resources())
         if problems:

@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, Select, delete, func, select
+from sqlalchemy.orm import Session
 
 from balsam.domain.states import TERMINAL_STATES, TRANSITIONS, USER_SETTABLE_STATES, JobState
 from balsam.errors import (
@@ -17,13 +18,13 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
-from balsam.schemas.jobs import EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.jobs import STORED, EventOut, JobCreate, JobFields, JobOut
 from balsam.schemas.queries import JobQuery
 from balsam.services.state_engine import StateEngine
 from balsam.store import repository as repo
 from balsam.store.engine import unit_of_work
 from balsam.store.queries import apply_job_query, where_sql
-from balsam.store.tables import EventRow, JobParentRow, JobRow, utcnow
+from balsam.store.tables import JOBS, EventRow, JobParentRow, JobRow, utcnow
 
 S = JobState
 
@@ -36,13 +37,37 @@ def working_directory(workflow: str, name: str, job_id: str) -> str:
 def to_out(row: JobRow, parents: list[str]) -> JobOut:
     """The output model of a stored job."""
     values = {name: getattr(row, name) for name in JobOut.model_fields if name != "parents"}
-    return JobOut.model_validate({**values, "parents": parents})
+    return JobOut.model_validate({**values, "parents": parents}, context=STORED)
 
 
 def rows_to_out(session: Any, rows: list[JobRow]) -> list[JobOut]:
     """Output models for ``rows``, with their parent ids (one query for all)."""
     parents = repo.parent_ids(session, [r.job_id for r in rows])
     return [to_out(r, parents.get(r.job_id, [])) for r in rows]
+
+
+#: The stored columns a JobOut shows (everything but its parents, which are edges).
+OUT_COLUMNS = tuple(JOBS.c[name] for name in JobOut.model_fields if name != "parents")
+
+
+def select_outs() -> Select[Any]:
+    """A select of the columns :func:`job_outs` turns into output models."""
+    return select(*OUT_COLUMNS)
+
+
+def job_outs(session: Session, stmt: Select[Any], **changes: Any) -> list[JobOut]:
+    """Run ``stmt`` (built on :func:`select_outs`) and return its jobs with their parents.
+
+    Core rows, not ORM objects: reading thousands of jobs (a claim, a listing) skips the
+    identity map and attribute instrumentation, which cost more than the query. ``changes``
+    are values the caller is writing to these rows in the same transaction.
+    """
+    rows = [dict(values._mapping, **changes) for values in session.connection().execute(stmt)]
+    parents = repo.parent_ids(session, [row["job_id"] for row in rows])
+    return [
+        JobOut.model_validate({**row, "parents": parents.get(row["job_id"], [])}, context=STORED)
+        for row in rows
+    ]
 
 
 def create_jobs(engine: Engine, specs: list[JobCreate]) -> list[JobOut]:
@@ -104,8 +129,7 @@ def _check_parents(session: Any, specs: list[JobCreate]) -> dict[str, JobRow]:
 def query_jobs(engine: Engine, query: JobQuery) -> list[JobOut]:
     """Jobs matching ``query``."""
     with unit_of_work(engine, write=False) as session:
-        rows = list(session.scalars(apply_job_query(select(JobRow), query)))
-        return rows_to_out(session, rows)
+        return job_outs(session, apply_job_query(select_outs(), query))
 
 
 def count_jobs(engine: Engine, query: JobQuery) -> int:

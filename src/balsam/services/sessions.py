@@ -18,11 +18,12 @@ from balsam.domain.states import TERMINAL_STATES, JobState
 from balsam.errors import InvalidTransition, NotFound
 from balsam.schemas.jobs import JobOut, StateUpdate
 from balsam.schemas.sessions import ClaimRequest, SessionOut
-from balsam.services.jobs import rows_to_out
-from balsam.services.state_engine import StateEngine
+from balsam.services.jobs import job_outs, select_outs
+from balsam.services.state_engine import AnyJob, StateEngine
 from balsam.store import repository as repo
 from balsam.store.engine import is_sqlite, unit_of_work
-from balsam.store.tables import CLAIMABLE_PREDICATE, JobRow, SessionRow, utcnow
+from balsam.store.staterows import state_rows
+from balsam.store.tables import CLAIMABLE_PREDICATE, JOBS, JobRow, SessionRow, utcnow
 
 S = JobState
 
@@ -116,7 +117,7 @@ def _recover_jobs(session: Session, session_ids: list[int], message: str) -> Non
     recover a job twice: the second waits, then finds it held by nobody (PostgreSQL rechecks
     the condition on the row it waited for).
     """
-    stmt = select(JobRow).where(JobRow.session_id.in_(session_ids))
+    stmt = select(JobRow).where(JobRow.session_id.in_(session_ids)).order_by(JobRow.job_id)
     if session.get_bind().dialect.name != "sqlite":
         stmt = stmt.with_for_update()
     rows = list(session.scalars(stmt))
@@ -129,7 +130,7 @@ def _recover_jobs(session: Session, session_ids: list[int], message: str) -> Non
     engine_.finish()
 
 
-def _bound_lost(engine_: StateEngine, row: JobRow) -> None:
+def _bound_lost(engine_: StateEngine, row: AnyJob) -> None:
     """Fail a job whose runs were lost more often than it allows."""
     if row.state == S.RESTART_READY and row.lost_count > row.max_lost_retries:
         reason = f"gave up after {row.lost_count} runs lost with their launcher"
@@ -145,7 +146,7 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
         # claimable row instead of reading the index in claim order (jobs have num_nodes >= 1).
         max_nodes = 1 if req.serial_only else req.max_nodes
         stmt = (
-            select(JobRow)
+            select_outs()
             .where(text(CLAIMABLE_PREDICATE), JobRow.num_nodes <= max_nodes)
             .order_by(JobRow.num_nodes.desc(), JobRow.wall_time_minutes.desc(), JobRow.created_at)
             .limit(req.limit)
@@ -157,16 +158,14 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
             stmt = stmt.where(JobRow.job_id.in_(req.job_ids))
         if not is_sqlite(engine):
             stmt = stmt.with_for_update(skip_locked=True)
-        rows = list(session.scalars(stmt))
-        if rows:
+        jobs = job_outs(session, stmt, session_id=session_id)
+        if jobs:
             session.execute(
                 update(JobRow)
-                .where(JobRow.job_id.in_([r.job_id for r in rows]))
+                .where(JobRow.job_id.in_([job.job_id for job in jobs]))
                 .values(session_id=session_id)
             )
-        for row in rows:
-            row.session_id = session_id
-        return rows_to_out(session, rows)
+        return jobs
 
 
 def _filter_workflows(stmt: Select[Any], workflows: list[str], sqlite: bool) -> Any:
@@ -182,7 +181,7 @@ def _filter_workflows(stmt: Select[Any], workflows: list[str], sqlite: bool) -> 
         if workflows:
             stmt = stmt.where(JobRow.workflow.in_(workflows))
         index = "ix_jobs_claimable"
-    return stmt.with_hint(JobRow, f"INDEXED BY {index}", "sqlite") if sqlite else stmt
+    return stmt.with_hint(JOBS, f"INDEXED BY {index}", "sqlite") if sqlite else stmt
 
 
 def record_updates(engine: Engine, session_id: int, updates: list[StateUpdate]) -> list[str]:
@@ -193,7 +192,9 @@ def record_updates(engine: Engine, session_id: int, updates: list[StateUpdate]) 
     """
     rejected: list[str] = []
     with unit_of_work(engine) as session:
-        rows = repo.jobs_by_id(session, [u.job_id for u in updates])
+        # Locked on PostgreSQL: a user's kill committed meanwhile is seen, not overwritten.
+        lock = not is_sqlite(engine)
+        rows = state_rows(session, [u.job_id for u in updates], lock=lock)
         engine_ = StateEngine(session)
         for upd in updates:
             row = rows.get(upd.job_id)

@@ -9,6 +9,7 @@ children (a finished parent may free them; a failed or killed one fails them).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeAlias
 
 from sqlalchemy.orm import Session
 
@@ -22,9 +23,12 @@ from balsam.domain.states import (
 )
 from balsam.errors import InvalidTransition
 from balsam.store import repository as repo
+from balsam.store.staterows import StateRow, write_state_rows
 from balsam.store.tables import AppRow, JobRow, utcnow
 
 S = JobState
+#: A job as the engine changes it: an ORM row, or a plain state row (the launcher's path).
+AnyJob: TypeAlias = JobRow | StateRow
 
 
 class StateEngine:
@@ -33,8 +37,9 @@ class StateEngine:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._apps: dict[str, AppRow] = {}
-        self._finished: list[JobRow] = []
+        self._finished: list[AnyJob] = []
         self._events: list[dict[str, object]] = []
+        self._plain: dict[str, StateRow] = {}
 
     def app(self, name: str) -> AppRow | None:
         """The app a job runs (cached for the transaction)."""
@@ -42,7 +47,7 @@ class StateEngine:
             self._apps.update(repo.apps_by_name(self.session, [name]))
         return self._apps.get(name)
 
-    def facts(self, row: JobRow, parent_states: list[str] | None = None) -> JobFacts:
+    def facts(self, row: AnyJob, parent_states: list[str] | None = None) -> JobFacts:
         """What the fast-forward needs to know about ``row``."""
         app = self.app(row.application)
         if parent_states is None:
@@ -67,7 +72,7 @@ class StateEngine:
 
     def move(
         self,
-        row: JobRow,
+        row: AnyJob,
         new: JobState,
         message: str = "",
         when: datetime | None = None,
@@ -85,7 +90,7 @@ class StateEngine:
 
     def settle(
         self,
-        row: JobRow,
+        row: AnyJob,
         when: datetime,
         keep_hold: bool = False,
         parent_states: list[str] | None = None,
@@ -95,7 +100,7 @@ class StateEngine:
             self._enter(row, hop, "", when, keep_hold, lost=False)
 
     def _enter(
-        self, row: JobRow, new: JobState, message: str, when: datetime, keep_hold: bool, lost: bool
+        self, row: AnyJob, new: JobState, message: str, when: datetime, keep_hold: bool, lost: bool
     ) -> None:
         if new is S.RUN_ERROR:
             row.error_count += 1
@@ -112,12 +117,21 @@ class StateEngine:
         row.state_timestamp = when
         if new in TERMINAL_STATES:
             self._finished.append(row)
+        if isinstance(row, StateRow):
+            self._plain[row.job_id] = row
 
     def finish(self) -> None:
-        """Propagate endings to children, then write every event in one statement."""
+        """Write plain rows, propagate endings to children, then write every event at once."""
+        # Plain rows first: the children's queries then see their parents' new states.
+        self._write_plain()
         self._propagate()
+        self._write_plain()
         repo.add_events(self.session, self._events)
         self._events = []
+
+    def _write_plain(self) -> None:
+        write_state_rows(self.session, list(self._plain.values()))
+        self._plain = {}
 
     def _propagate(self) -> None:
         """Let every job that ended in this transaction release or fail its children."""
@@ -130,7 +144,7 @@ class StateEngine:
             for parent_id, child_id in edges:
                 self._react(children[child_id], parents[parent_id])
 
-    def _react(self, child: JobRow, parent: JobRow) -> None:
+    def _react(self, child: JobRow, parent: AnyJob) -> None:
         if child.state not in (S.CREATED, S.AWAITING_PARENTS) or not child.wait_for_parents:
             return
         if parent.state == S.JOB_FINISHED:

@@ -7,7 +7,7 @@ hot queries: claiming runnable jobs (state, workflow), counting by state, findin
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     text,
@@ -196,3 +197,8 @@ class EventRow(Base):
     from_state: Mapped[str] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+#: The tables behind the rows, for Core statements on the hot paths (no ORM bookkeeping).
+JOBS = cast(Table, JobRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
