@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from balsam.store.bulk import insert_rows
 from balsam.store.tables import EVENTS, AppRow, EventRow, JobParentRow, JobRow, utcnow
 
 
@@ -85,12 +86,20 @@ def add_edges(session: Session, edges: Sequence[tuple[str, str]]) -> None:
         session.execute(insert(JobParentRow), [{"parent_id": p, "child_id": c} for p, c in edges])
 
 
+EVENT_COLUMNS = ("job_id", "timestamp", "from_state", "to_state", "message")
+
+
 def add_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
     """Append history rows (dicts with job_id, from_state, to_state, message, timestamp)."""
     if events:
-        # Core, not the ORM's bulk insert: nothing to track, and it is the hottest write.
+        # Straight to the driver: the hottest write (see balsam.store.bulk). Rows the ORM
+        # still holds go first, for the foreign key.
         session.flush()
-        session.connection().execute(insert(EVENTS), list(events))
+        rows = [
+            (e["job_id"], e["timestamp"], str(e["from_state"]), str(e["to_state"]), e["message"])
+            for e in events
+        ]
+        insert_rows(session, EVENTS, EVENT_COLUMNS, rows)
 
 
 def insert_jobs(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from balsam.store.bulk import update_rows
 from balsam.store.tables import JOBS
 
 CHUNK = 500
@@ -29,7 +29,6 @@ class StateRow:
     name: str
     application: str
     state: str
-    state_timestamp: datetime
     session_id: int | None
     error_count: int
     timeout_count: int
@@ -46,9 +45,11 @@ class StateRow:
     stage_in_url: str
     stage_out_files: str
     stage_out_url: str
+    #: Set by the state change (never read: parsing stored datetimes costs more than a row).
+    state_timestamp: datetime | None = None
 
 
-READ = tuple(f.name for f in fields(StateRow))
+READ = tuple(f.name for f in fields(StateRow) if f.name != "state_timestamp")
 #: What a state change may alter; written back for every row the transaction touched.
 WRITTEN = (
     "state",
@@ -78,15 +79,17 @@ def state_rows(session: Session, ids: Iterable[str], lock: bool = False) -> dict
 
 def write_state_rows(session: Session, rows: Sequence[StateRow]) -> None:
     """Write the changeable columns of ``rows`` in one statement."""
-    if not rows:
-        return
-    stmt = (
-        update(JOBS)
-        .where(JOBS.c.job_id == bindparam("key"))
-        .values({name: bindparam(f"new_{name}") for name in WRITTEN})
-    )
-    params: list[dict[str, Any]] = [
-        {"key": row.job_id, **{f"new_{name}": getattr(row, name) for name in WRITTEN}}
+    values = [
+        (
+            row.state,
+            row.state_timestamp,
+            row.session_id,
+            row.error_count,
+            row.timeout_count,
+            row.lost_count,
+            row.return_code,
+            row.job_id,
+        )
         for row in rows
     ]
-    session.connection().execute(stmt, params)
+    update_rows(session, JOBS, "job_id", WRITTEN, values)
