@@ -102,7 +102,7 @@ class ChildProcesses:
             popen = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=dict(env),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
