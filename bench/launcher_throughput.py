@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -46,7 +47,11 @@ CREATE_CHUNK = 5_000
 
 
 def popen_loop(argv: list[str], jobs: int, slots: int, root: Path) -> float:
-    """Seconds to run ``jobs`` x ``argv`` with at most ``slots`` at once (the baseline)."""
+    """Seconds to run ``jobs`` x ``argv`` with at most ``slots`` at once (the baseline).
+
+    Its CPU (this process's and its children's) is added to :data:`LOOP_CPU`.
+    """
+    own, kids = _rusage()
     running: dict[int, subprocess.Popen[bytes]] = {}
     started = 0
     t0 = time.perf_counter()
@@ -69,7 +74,23 @@ def popen_loop(argv: list[str], jobs: int, slots: int, root: Path) -> float:
         pid, status = os.wait()
         proc = running.pop(pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    own_after, kids_after = _rusage()
+    LOOP_CPU["loop process"] += own_after - own
+    LOOP_CPU["its children"] += kids_after - kids
+    LOOP_CPU["runs"] += jobs
+    return took
+
+
+#: CPU seconds of every Popen loop of this invocation, and how many runs they made.
+LOOP_CPU: dict[str, float] = {"loop process": 0.0, "its children": 0.0, "runs": 0.0}
+
+
+def _rusage() -> tuple[float, float]:
+    """CPU seconds of this process and of its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def make_site(root: Path, db: str, slots: int) -> Site:
@@ -95,23 +116,66 @@ def add_jobs(site: Site, argv: list[str], jobs: int, slots: int) -> None:
         backend.close()
 
 
-def run_launcher(site: Site, src: Path | None = None) -> tuple[float, int]:
+def run_launcher(
+    site: Site, src: Path | None = None, cpu: CpuSplit | None = None
+) -> tuple[float, int]:
     """Seconds for ``balsam launcher --consume-all`` to finish everything; its exit code.
 
     ``src``: run the launcher of that source tree (``.../src``) instead of the installed one.
+    ``cpu``: sample where the launcher's CPU goes while it runs.
     """
     env = {**os.environ, "BALSAM_DB_PATH": str(site.path)}
     if src is not None:
         env["PYTHONPATH"] = str(src)
     balsam = Path(sys.executable).parent / "balsam"
     t0 = time.perf_counter()
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [str(balsam), "launcher", "--consume-all", "--job-mode", "serial"],
         env=env,
         stdin=subprocess.DEVNULL,
-        check=False,
     )
-    return time.perf_counter() - t0, done.returncode
+    if cpu is None:
+        code = proc.wait()
+    else:
+        while proc.poll() is None:
+            cpu.sample(proc.pid)
+            time.sleep(0.1)
+        code = proc.returncode
+    return time.perf_counter() - t0, code
+
+
+class CpuSplit:
+    """CPU seconds of the launcher's threads, its worker and the worker's children (the jobs),
+    read from /proc while the launcher runs; the last reading of each is kept."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def sample(self, pid: int) -> None:
+        """Read the launcher ``pid``'s threads and its worker's counters."""
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+                name = "launcher main thread" if tid == str(pid) else "launcher other threads"
+                self.seconds[name] = (fields[11] + fields[12]) / self.TICK
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except (OSError, IndexError):
+            return
+        for child in children[:1]:
+            try:
+                fields = _stat_fields(f"/proc/{child}/stat")
+            except (OSError, IndexError):
+                continue
+            self.seconds["worker"] = (fields[11] + fields[12]) / self.TICK
+            self.seconds["jobs (the worker's children)"] = (fields[13] + fields[14]) / self.TICK
+
+
+def _stat_fields(path: str) -> list[int]:
+    """utime, stime, cutime, cstime ... of a /proc stat file, from field 3 on, as integers."""
+    rest = Path(path).read_text().rsplit(")", 1)[1].split()
+    return [int(x) if x.lstrip("-").isdigit() else 0 for x in rest]
 
 
 def count_finished(site: Site) -> int:
@@ -132,6 +196,7 @@ class Round:
     seconds: float
     exit_code: int
     finished: int
+    cpu: CpuSplit | None = None
 
 
 @dataclass
@@ -143,14 +208,15 @@ class Variant:
 
 
 def launcher_round(
-    root: Path, db_arg: str, argv: list[str], jobs: int, slots: int, variant: Variant
+    root: Path, db_arg: str, argv: list[str], jobs: int, slots: int, variant: Variant, cpu: bool
 ) -> Round:
     """One launcher run on a fresh database: its seconds, exit code and finished jobs."""
     db = db_arg if db_arg == "sqlite" else fresh_pg_database(db_arg)
     site = make_site(root, db, slots)
     add_jobs(site, argv, jobs, slots)
-    took, code = run_launcher(site, variant.src)
-    return Round(variant.label, took, code, count_finished(site))
+    split = CpuSplit() if cpu else None
+    took, code = run_launcher(site, variant.src, split)
+    return Round(variant.label, took, code, count_finished(site), split)
 
 
 def main() -> int:
@@ -168,6 +234,11 @@ def main() -> int:
         default=None,
         metavar="DIR",
         help="also run the launcher of source tree DIR (e.g. a git worktree's src) each round",
+    )
+    parser.add_argument(
+        "--cpu-split",
+        action="store_true",
+        help="print the CPU per job of the launcher, its worker and the jobs (from /proc)",
     )
     args = parser.parse_args()
     variants = [Variant("this tree", None)]
@@ -189,7 +260,9 @@ def main() -> int:
         for n in range(1, rounds + 1):
             order = variants if n % 2 else variants[::-1]
             runs = [
-                launcher_round(root / f"round{n}-{i}", args.db, argv, jobs, args.slots, variant)
+                launcher_round(
+                    root / f"round{n}-{i}", args.db, argv, jobs, args.slots, variant, args.cpu_split
+                )
                 for i, variant in enumerate(order)
             ]
             loops.append(popen_loop(argv, jobs, args.slots, root / f"popen{n}"))
@@ -202,6 +275,10 @@ def main() -> int:
                 report_run(jobs, base, run, args.workload == "sleep", args.slots)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if args.cpu_split and LOOP_CPU["runs"]:
+        loop_runs = LOOP_CPU["runs"]
+        for name in ("loop process", "its children"):
+            print(f"  popen loop cpu : {LOOP_CPU[name] / loop_runs * 1e3:8.3f} ms/job  {name}")
     if rounds > 1:
         for label, values in ratios.items():
             print(
@@ -226,6 +303,9 @@ def report_run(jobs: int, base: float, run: Round, sleep: bool, slots: int) -> N
         f"exit={run.exit_code} finished={run.finished}  [{run.label}]"
     )
     print(f"    ratio      : {base / run.seconds:8.1%} of the Popen loop's rate")
+    if run.cpu is not None:
+        for name, seconds in run.cpu.seconds.items():
+            print(f"    cpu        : {seconds / jobs * 1e3:8.3f} ms/job  {name}")
     if sleep:
         print(f"    makespan   : {run.seconds:8.2f} s against the ideal {jobs / slots:.0f} s")
 
