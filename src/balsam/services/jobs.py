@@ -34,20 +34,23 @@ def working_directory(workflow: str, name: str, job_id: str) -> str:
     return f"data/{workflow}/{name}_{job_id[:8]}"
 
 
-def to_out(row: JobRow, parents: list[str]) -> JobOut:
-    """The output model of a stored job."""
-    values = {name: getattr(row, name) for name in JobOut.model_fields if name != "parents"}
-    return JobOut.model_validate({**values, "parents": parents}, context=STORED)
+#: The stored fields a JobOut shows (everything but its parents, which are edges).
+OUT_FIELDS = tuple(name for name in JobOut.model_fields if name != "parents")
+OUT_COLUMNS = tuple(JOBS.c[name] for name in OUT_FIELDS)
 
 
 def rows_to_out(session: Any, rows: list[JobRow]) -> list[JobOut]:
-    """Output models for ``rows``, with their parent ids (one query for all)."""
-    parents = repo.parent_ids(session, [r.job_id for r in rows])
-    return [to_out(r, parents.get(r.job_id, [])) for r in rows]
+    """Output models for ORM ``rows``, with their parent ids (one query for all)."""
+    return _outs(session, [{name: getattr(row, name) for name in OUT_FIELDS} for row in rows])
 
 
-#: The stored columns a JobOut shows (everything but its parents, which are edges).
-OUT_COLUMNS = tuple(JOBS.c[name] for name in JobOut.model_fields if name != "parents")
+def _outs(session: Any, rows: list[dict[str, Any]]) -> list[JobOut]:
+    """Output models for stored jobs' values, with their parent ids (one query for all)."""
+    parents = repo.parent_ids(session, [row["job_id"] for row in rows])
+    return [
+        JobOut.model_validate({**row, "parents": parents.get(row["job_id"], [])}, context=STORED)
+        for row in rows
+    ]
 
 
 def select_outs() -> Select[Any]:
@@ -63,11 +66,7 @@ def job_outs(session: Session, stmt: Select[Any], **changes: Any) -> list[JobOut
     are values the caller is writing to these rows in the same transaction.
     """
     rows = [dict(values._mapping, **changes) for values in session.connection().execute(stmt)]
-    parents = repo.parent_ids(session, [row["job_id"] for row in rows])
-    return [
-        JobOut.model_validate({**row, "parents": parents.get(row["job_id"], [])}, context=STORED)
-        for row in rows
-    ]
+    return _outs(session, rows)
 
 
 def create_jobs(engine: Engine, specs: list[JobCreate]) -> list[JobOut]:

@@ -122,10 +122,10 @@ class StateEngine:
 
     def finish(self) -> None:
         """Write plain rows, propagate endings to children, then write every event at once."""
-        # Plain rows first: the children's queries then see their parents' new states.
+        # Plain rows first: the children's queries then see their parents' new states (the
+        # children themselves are ORM rows, written by the session's flush).
         self._write_plain()
         self._propagate()
-        self._write_plain()
         repo.add_events(self.session, self._events)
         self._events = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import attrgetter
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,6 +63,10 @@ WRITTEN = (
 )
 
 
+#: A row's WRITTEN values, then its id (the key of the update).
+_written = attrgetter(*WRITTEN, "job_id")
+
+
 def state_rows(session: Session, ids: Iterable[str], lock: bool = False) -> dict[str, StateRow]:
     """The state rows of the jobs in ``ids`` (row-locked in id order if ``lock``)."""
     wanted = sorted(set(ids))
@@ -79,17 +84,4 @@ def state_rows(session: Session, ids: Iterable[str], lock: bool = False) -> dict
 
 def write_state_rows(session: Session, rows: Sequence[StateRow]) -> None:
     """Write the changeable columns of ``rows`` in one statement."""
-    values = [
-        (
-            row.state,
-            row.state_timestamp,
-            row.session_id,
-            row.error_count,
-            row.timeout_count,
-            row.lost_count,
-            row.return_code,
-            row.job_id,
-        )
-        for row in rows
-    ]
-    update_rows(session, JOBS, "job_id", WRITTEN, values)
+    update_rows(session, JOBS, "job_id", WRITTEN, [_written(row) for row in rows])
