@@ -2,15 +2,36 @@
 
 The CLI prints ``str(error)`` as one line on stderr and exits with ``error.exit_code``;
 adapters translate driver, scheduler and HTTP errors into these with ``raise ... from``.
+
+Errors say whether repeating the call can help: :class:`TransientError` (the database or
+server was unreachable, restarting, or a lock timed out) may go away by itself, so callers
+retry it with backoff; every other error is *permanent* (refused, not found, invalid) and is
+never retried. Every call of the Backend protocol can be repeated safely (see
+docs/concepts.md), so a transient error whose call did commit costs nothing when retried.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class BalsamError(Exception):
     """Root of every error Balsam raises on purpose."""
 
     exit_code = 1
+    #: Whether repeating the same call may succeed (see :class:`TransientError`).
+    transient: ClassVar[bool] = False
+
+
+class TransientError(BalsamError):
+    """A failure that may go away by itself: repeating the same call can succeed.
+
+    The call may or may not have taken effect; Backend calls are idempotent, so the caller
+    repeats it unchanged.
+    """
+
+    exit_code = 5
+    transient = True
 
 
 class ConfigError(BalsamError):
@@ -56,9 +77,16 @@ class DependencyError(BalsamError):
 
 
 class DatabaseError(BalsamError):
-    """The workflow database could not be reached or gave an unexpected error."""
+    """The workflow database gave an unexpected error (permanent: repeating will not help)."""
 
     exit_code = 5
+
+
+class DatabaseUnavailable(DatabaseError, TransientError):
+    """The workflow database could not be reached, is restarting, or a lock timed out."""
+
+    exit_code = 5
+    transient = True
 
 
 class SchedulerError(BalsamError):
@@ -71,3 +99,8 @@ class LauncherError(BalsamError):
     """The launcher cannot run in this environment."""
 
     exit_code = 7
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether repeating the call that raised ``exc`` may succeed."""
+    return isinstance(exc, BalsamError) and exc.transient

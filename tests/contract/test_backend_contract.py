@@ -14,7 +14,16 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
-from balsam.schemas import AppCreate, ClaimRequest, JobCreate, JobQuery, StateUpdate
+from balsam.schemas import (
+    AppCreate,
+    ClaimRequest,
+    JobCreate,
+    JobQuery,
+    RefusalCode,
+    StateUpdate,
+    UpdateOutcome,
+    UpdateResult,
+)
 from balsam.schemas.queries import clause_from_kwargs
 
 S = JobState
@@ -38,8 +47,13 @@ def job(name: str, app: str = "SayHello", **kw: object) -> JobCreate:
     return JobCreate(name=name, workflow="test", application=app, **kw)  # type: ignore[arg-type]
 
 
-def run_to(backend: Backend, job_id: str, final: JobState, rc: int = 0) -> list[str]:
-    """Claim a job as a launcher would and report it running, then ``final``."""
+def refused(results: list[UpdateResult]) -> list[UpdateResult]:
+    """The updates that were not applied (now or before)."""
+    return [r for r in results if not r.ok]
+
+
+def run_to(backend: Backend, job_id: str, final: JobState, rc: int = 0) -> list[UpdateResult]:
+    """Claim a job as a launcher would and report it running, then ``final``; the refusals."""
     sess = backend.open_session("t", "host", 1)
     claimed = backend.claim_jobs(sess.id, ClaimRequest(job_ids=[job_id]))
     assert [c.job_id for c in claimed] == [job_id]
@@ -47,7 +61,7 @@ def run_to(backend: Backend, job_id: str, final: JobState, rc: int = 0) -> list[
         StateUpdate(job_id=job_id, state=S.RUNNING),
         StateUpdate(job_id=job_id, state=final, return_code=rc, message="tail", release=True),
     ]
-    return backend.record_updates(sess.id, updates)
+    return refused(backend.record_updates(sess.id, updates))
 
 
 def test_app_names_are_unique(backend: Backend, app: str) -> None:
@@ -119,8 +133,11 @@ def test_invalid_launcher_update_is_rejected_not_applied(backend: Backend, app: 
     (j,) = backend.create_jobs([job("x")])
     sess = backend.open_session("t", "h", 1)
     backend.claim_jobs(sess.id, ClaimRequest())
-    rejected = backend.record_updates(sess.id, [StateUpdate(job_id=j.job_id, state=S.JOB_FINISHED)])
-    assert len(rejected) == 1 and "PREPROCESSED to JOB_FINISHED" in rejected[0]
+    (result,) = backend.record_updates(sess.id, [StateUpdate(job_id=j.job_id, state=S.JOB_FINISHED)])
+    assert result.outcome is UpdateOutcome.REFUSED
+    assert result.code is RefusalCode.INVALID_TRANSITION
+    assert "PREPROCESSED to JOB_FINISHED" in result.reason
+    assert (result.state, result.held) == (S.PREPROCESSED, True)
     assert backend.get_job(j.job_id).state is S.PREPROCESSED
 
 

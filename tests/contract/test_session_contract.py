@@ -9,7 +9,14 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.domain.states import JobState
-from balsam.schemas import AppCreate, ClaimRequest, JobCreate, StateUpdate
+from balsam.schemas import (
+    AppCreate,
+    ClaimRequest,
+    JobCreate,
+    RefusalCode,
+    StateUpdate,
+    UpdateResult,
+)
 
 S = JobState
 NOTE = "needs 4 nodes, this launcher has 1"
@@ -32,16 +39,17 @@ def start_run(backend: Backend, job_id: str, pid: int = 1) -> int:
     sess = backend.open_session("t", "host", pid)
     claimed = backend.claim_jobs(sess.id, ClaimRequest(job_ids=[job_id]))
     assert [c.job_id for c in claimed] == [job_id]
-    assert backend.record_updates(sess.id, [StateUpdate(job_id=job_id, state=S.RUNNING)]) == []
+    (result,) = backend.record_updates(sess.id, [StateUpdate(job_id=job_id, state=S.RUNNING)])
+    assert result.ok
     return sess.id
 
 
-def lose_run(backend: Backend, session_id: int, job_id: str) -> list[str]:
-    """Report the run lost with its node, and let go of the job."""
+def lose_run(backend: Backend, session_id: int, job_id: str) -> list[UpdateResult]:
+    """Report the run lost with its node, and let go of the job; returns the refusals."""
     lost = StateUpdate(
         job_id=job_id, state=S.RESTART_READY, message="node lost", lost=True, release=True
     )
-    return backend.record_updates(session_id, [lost])
+    return [r for r in backend.record_updates(session_id, [lost]) if not r.ok]
 
 
 def messages(backend: Backend, job_id: str) -> list[str]:
@@ -103,7 +111,8 @@ def test_a_lost_run_is_counted_and_the_job_released(backend: Backend, app: str) 
         "node lost",
     )
     # Released: the old session holds it no more, another launcher can take it.
-    assert backend.record_updates(session_id, [StateUpdate(job_id=job_id, state=S.RUNNING)]) != []
+    (again,) = backend.record_updates(session_id, [StateUpdate(job_id=job_id, state=S.RUNNING)])
+    assert again.code is RefusalCode.NOT_HELD
     other = backend.open_session("u", "host", 2)
     assert [j.job_id for j in backend.claim_jobs(other.id, ClaimRequest())] == [job_id]
 

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from balsam.backends.local import LocalBackend
 from balsam.domain.states import JobState
 from balsam.schemas import AppCreate, ClaimRequest, JobCreate
-from balsam.schemas.jobs import StateUpdate
+from balsam.schemas.jobs import RefusalCode, StateUpdate, UpdateResult
 from balsam.store.engine import make_engine
 from pgserver import PgServer
 
@@ -50,7 +50,7 @@ def test_a_kill_committed_during_a_launchers_write_is_not_overwritten(
         session = backend.open_session("launcher", "h", 1)
         backend.claim_jobs(session.id, ClaimRequest(limit=1))
         backend.record_updates(session.id, [StateUpdate(job_id=job.job_id, state=S.RUNNING)])
-        refused: list[list[str]] = []
+        refused: list[list[UpdateResult]] = []
         with user.connect() as conn, conn.begin():
             # The user's kill, mid-transaction, holding the job's row.
             conn.execute(
@@ -71,7 +71,9 @@ def test_a_kill_committed_during_a_launchers_write_is_not_overwritten(
                 time.sleep(0.05)
         writer.join(timeout=30)
         assert len(refused) == 1 and len(refused[0]) == 1, f"not refused: {refused}"
-        assert "not held by this launcher" in refused[0][0]
+        (result,) = refused[0]
+        assert result.code is RefusalCode.NOT_HELD, result
+        assert (result.state, result.held) == (S.USER_KILLED, False)
         assert backend.get_job(job.job_id).state is S.USER_KILLED
     finally:
         user.dispose()

@@ -20,7 +20,7 @@ def _plain_objects(
     return not (kind == "index" and name in EXPRESSION_INDEXES)
 
 
-EXPRESSION_INDEXES = {"ix_jobs_claimable", "ix_jobs_claimable_wf"}
+EXPRESSION_INDEXES = {"ix_jobs_claim_run", "ix_jobs_claim_run_wf", "ix_jobs_claim_processing"}
 
 
 def test_migrated_schema_matches_tables(db_url: str) -> None:
@@ -37,9 +37,11 @@ def test_migrated_schema_matches_tables(db_url: str) -> None:
         assert {
             "ix_jobs_state_workflow",
             "ix_jobs_session_id",
-            "ix_jobs_claimable",
-            "ix_jobs_claimable_wf",
+            "ix_jobs_claim_run",
+            "ix_jobs_claim_run_wf",
+            "ix_jobs_claim_processing",
         } <= indexes
+        assert not {"ix_jobs_claimable", "ix_jobs_claimable_wf"} & indexes
     finally:
         engine.dispose()
 

@@ -1,17 +1,41 @@
 """The Backend protocol: everything the CLI, the API, the launcher and the service may ask.
 
-Implementations: :class:`balsam.backends.local.LocalBackend` (services on an SQL engine) and,
-later, a remote backend over HTTP. Arguments and results are the pydantic models of
-:mod:`balsam.schemas`, so every implementation moves the same data.
+Implementations: :class:`balsam.backends.local.LocalBackend` (services on an SQL engine),
+:class:`balsam.testing.MemoryBackend` (in memory, for unit tests) and, later, a remote backend
+over HTTP. Arguments and results are the pydantic models of :mod:`balsam.schemas`, so every
+implementation moves the same data; one contract suite (tests/contract) runs on each.
+
+Every call may be sent twice with the effect of once, because an answer can be lost after the
+work was committed (a dropped connection, a server restarting):
+
+* reads, heartbeats, releases, closing a session, expiring leases and notes are idempotent
+  by nature (a note is not written twice in a row);
+* ``create_jobs`` with client-chosen ids (``JobCreate.job_id``) returns the jobs the first
+  call made;
+* ``open_session`` with a ``client_key`` returns the session the first call opened;
+* ``claim_jobs`` and ``record_updates`` carry a number from the session's call counter
+  (``ClaimRequest.claim_seq``, ``StateUpdate.seq``): a repeated claim returns what the first
+  took, a repeated update is reported as a duplicate (see :class:`UpdateResult`).
+
+Failures raise :class:`~balsam.errors.BalsamError`; those that a repeat may cure are
+:class:`~balsam.errors.TransientError` (see :mod:`balsam.errors`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
-from balsam.schemas.jobs import EventOut, JobCreate, JobOut, StateUpdate
+from balsam.schemas.jobs import (
+    BulkCreated,
+    EventOut,
+    JobCreate,
+    JobOut,
+    StateUpdate,
+    UpdateResult,
+)
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.sessions import ClaimRequest, SessionOut
 
@@ -42,7 +66,11 @@ class Backend(Protocol):
 
     # jobs
     def create_jobs(self, specs: list[JobCreate]) -> list[JobOut]:
-        """Add jobs, all or nothing."""
+        """Add jobs, all or nothing; returns them in order."""
+        ...
+
+    def bulk_create_jobs(self, specs: Iterable[JobCreate]) -> BulkCreated:
+        """Add many jobs (read one chunk at a time), all or nothing; returns ids and states."""
         ...
 
     def query_jobs(self, query: JobQuery) -> list[JobOut]:
@@ -98,8 +126,10 @@ class Backend(Protocol):
         ...
 
     # launcher sessions
-    def open_session(self, label: str, hostname: str, pid: int) -> SessionOut:
-        """Start a launcher lease."""
+    def open_session(
+        self, label: str, hostname: str, pid: int, client_key: str | None = None
+    ) -> SessionOut:
+        """Start a launcher lease (the same one again for a repeated ``client_key``)."""
         ...
 
     def heartbeat(self, session_id: int) -> list[str]:
@@ -107,7 +137,7 @@ class Backend(Protocol):
         ...
 
     def close_session(self, session_id: int) -> None:
-        """End a lease, handing back held jobs."""
+        """End a lease, handing back held jobs (a lease that is gone already: nothing)."""
         ...
 
     def ended_held_jobs(self, session_id: int) -> list[str]:
@@ -123,11 +153,11 @@ class Backend(Protocol):
         ...
 
     def claim_jobs(self, session_id: int, request: ClaimRequest) -> list[JobOut]:
-        """Hold and return jobs a launcher can run."""
+        """Hold and return jobs that fit the launcher (NotFound: the lease expired)."""
         ...
 
-    def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[str]:
-        """Apply buffered state changes; returns the rejected ones."""
+    def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[UpdateResult]:
+        """Apply buffered state changes; one result per update, in order."""
         ...
 
     def release_jobs(self, session_id: int, job_ids: list[str]) -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine
 
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
-from balsam.schemas.jobs import EventOut, JobCreate, JobOut, StateUpdate
+from balsam.schemas.jobs import (
+    BulkCreated,
+    EventOut,
+    JobCreate,
+    JobOut,
+    StateUpdate,
+    UpdateResult,
+)
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.sessions import ClaimRequest, SessionOut
 from balsam.services import apps, jobs, sessions
@@ -47,6 +55,9 @@ class LocalBackend:
 
     def create_jobs(self, specs: list[JobCreate]) -> list[JobOut]:
         return jobs.create_jobs(self.engine, specs)
+
+    def bulk_create_jobs(self, specs: Iterable[JobCreate]) -> BulkCreated:
+        return jobs.bulk_create_jobs(self.engine, specs)
 
     def query_jobs(self, query: JobQuery) -> list[JobOut]:
         return jobs.query_jobs(self.engine, query)
@@ -87,8 +98,10 @@ class LocalBackend:
     def history(self, job_id: str) -> list[EventOut]:
         return jobs.history(self.engine, job_id)
 
-    def open_session(self, label: str, hostname: str, pid: int) -> SessionOut:
-        return sessions.open_session(self.engine, label, hostname, pid)
+    def open_session(
+        self, label: str, hostname: str, pid: int, client_key: str | None = None
+    ) -> SessionOut:
+        return sessions.open_session(self.engine, label, hostname, pid, client_key)
 
     def heartbeat(self, session_id: int) -> list[str]:
         return sessions.heartbeat(self.engine, session_id)
@@ -108,7 +121,7 @@ class LocalBackend:
     def claim_jobs(self, session_id: int, request: ClaimRequest) -> list[JobOut]:
         return sessions.claim_jobs(self.engine, session_id, request)
 
-    def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[str]:
+    def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[UpdateResult]:
         return sessions.record_updates(self.engine, session_id, updates)
 
     def release_jobs(self, session_id: int, job_ids: list[str]) -> None:

@@ -7,9 +7,10 @@ recorded as an event row by the store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 
 class JobState(StrEnum):
@@ -76,6 +77,11 @@ RUNNABLE_STATES: frozenset[JobState] = frozenset({S.PREPROCESSED, S.RESTART_READ
 LAUNCHER_CLAIMABLE_STATES: frozenset[JobState] = frozenset(
     {S.READY, S.STAGED_IN, S.PREPROCESSED, S.RESTART_READY}
 )
+#: States after a run in which a job waits only when a launcher's step remains (postprocess,
+#: an error or timeout handler, stage-out): any launcher takes such a job on when nobody holds it.
+PROCESSING_STATES: frozenset[JobState] = frozenset(
+    {S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.POSTPROCESSED}
+)
 #: Jobs that are still on their way (the backlog).
 ACTIVE_STATES: frozenset[JobState] = frozenset(set(JobState) - TERMINAL_STATES)
 #: States a user may set with ``balsam modify``: resets and give-ups.
@@ -117,6 +123,110 @@ class JobFacts:
     handles_timeout: bool = False
     retries_left: bool = False
     timeout_retries_left: bool = False
+
+
+class JobStep(StrEnum):
+    """Work a launcher does for a job waiting in a state (see :func:`pending_step`)."""
+
+    STAGE_IN = "stage in"
+    PREPROCESS = "preprocess"
+    RUN = "run"
+    POSTPROCESS = "postprocess"
+    STAGE_OUT = "stage out"
+
+
+def pending_step(state: JobState, facts: JobFacts) -> JobStep | None:
+    """The launcher's step for a job that waits in ``state``, or None when it has none.
+
+    The one place that says which steps a job still needs: :func:`next_automatic_state`
+    moves a job on by itself exactly where this says there is nothing to do, and a launcher
+    does the step this names (a postprocess in RUN_ERROR or RUN_TIMEOUT is the app's handler).
+    """
+    match state:
+        case S.READY:
+            return JobStep.STAGE_IN if facts.needs_stage_in else None
+        case S.STAGED_IN:
+            return JobStep.PREPROCESS if facts.needs_preprocess else None
+        case S.PREPROCESSED | S.RESTART_READY:
+            return JobStep.RUN
+        case S.RUN_DONE:
+            return JobStep.POSTPROCESS if facts.needs_postprocess else None
+        case S.RUN_ERROR:
+            return JobStep.POSTPROCESS if facts.handles_error else None
+        case S.RUN_TIMEOUT:
+            return JobStep.POSTPROCESS if facts.handles_timeout else None
+        case S.POSTPROCESSED:
+            return JobStep.STAGE_OUT if facts.needs_stage_out else None
+        case _:
+            return None
+
+
+def settled(state: JobState, facts: JobFacts) -> JobState:
+    """Where a job that arrives in ``state`` comes to rest (after :func:`fast_forward`)."""
+    path = fast_forward(state, facts)
+    return path[-1] if path else state
+
+
+class JobLike(Protocol):
+    """The fields of a job that its facts come from (a stored row or an output model)."""
+
+    @property
+    def wait_for_parents(self) -> bool: ...
+    @property
+    def stage_in_url(self) -> str: ...
+    @property
+    def input_files(self) -> str: ...
+    @property
+    def stage_out_url(self) -> str: ...
+    @property
+    def stage_out_files(self) -> str: ...
+    @property
+    def post_error_handler(self) -> bool: ...
+    @property
+    def post_timeout_handler(self) -> bool: ...
+    @property
+    def auto_timeout_retry(self) -> bool: ...
+    @property
+    def error_count(self) -> int: ...
+    @property
+    def timeout_count(self) -> int: ...
+    @property
+    def max_error_retries(self) -> int: ...
+    @property
+    def max_timeout_retries(self) -> int: ...
+
+
+class AppLike(Protocol):
+    """The fields of an app that a job's facts come from."""
+
+    @property
+    def preprocess(self) -> str: ...
+    @property
+    def postprocess(self) -> str: ...
+
+
+def job_facts(
+    job: JobLike, app: AppLike | None, parent_states: Sequence[str], has_parents: bool
+) -> JobFacts:
+    """What the state machine needs to know of ``job`` (running ``app``).
+
+    ``parent_states`` are the parents' states where they matter (the early states);
+    ``has_parents`` says whether it has any (inputs are staged in from parents).
+    """
+    waits = job.wait_for_parents
+    return JobFacts(
+        has_unfinished_parents=waits and any(s != S.JOB_FINISHED for s in parent_states),
+        has_failed_parents=waits and any(s in (S.FAILED, S.USER_KILLED) for s in parent_states),
+        needs_stage_in=bool(job.stage_in_url) or (has_parents and bool(job.input_files)),
+        needs_preprocess=bool(app and app.preprocess),
+        needs_postprocess=bool(app and app.postprocess),
+        needs_stage_out=bool(job.stage_out_url and job.stage_out_files),
+        handles_error=bool(job.post_error_handler and app and app.postprocess),
+        handles_timeout=bool(job.post_timeout_handler and app and app.postprocess),
+        retries_left=job.error_count <= job.max_error_retries,
+        timeout_retries_left=job.auto_timeout_retry
+        and job.timeout_count <= job.max_timeout_retries,
+    )
 
 
 def next_automatic_state(state: JobState, facts: JobFacts) -> JobState | None:

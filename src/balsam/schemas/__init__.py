@@ -1,7 +1,17 @@
 """Pydantic models shared by every entry point: inputs, outputs and queries."""
 
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
-from balsam.schemas.jobs import EventOut, JobCreate, JobOut, JobUpdate, StateUpdate
+from balsam.schemas.jobs import (
+    BulkCreated,
+    EventOut,
+    JobCreate,
+    JobOut,
+    JobUpdate,
+    RefusalCode,
+    StateUpdate,
+    UpdateOutcome,
+    UpdateResult,
+)
 from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
 from balsam.schemas.sessions import ClaimRequest, SessionOut
 
@@ -9,6 +19,7 @@ __all__ = [
     "AppCreate",
     "AppOut",
     "AppUpdate",
+    "BulkCreated",
     "ClaimRequest",
     "Clause",
     "Condition",
@@ -18,6 +29,9 @@ __all__ = [
     "JobQuery",
     "JobUpdate",
     "Lookup",
+    "RefusalCode",
     "SessionOut",
     "StateUpdate",
+    "UpdateOutcome",
+    "UpdateResult",
 ]

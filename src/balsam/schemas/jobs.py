@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import (
@@ -138,9 +139,18 @@ class JobFields(BaseModel):
         )
 
 
-class JobCreate(JobFields):
-    """A new job; ``parents`` are job ids (full) it depends on."""
+#: A job id: a UUID in its canonical text form.
+JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
+
+class JobCreate(JobFields):
+    """A new job; ``parents`` are job ids (full) it depends on.
+
+    ``job_id`` may be chosen by the client (a UUID): creating the same jobs twice (a retry
+    whose first answer was lost) then creates them once. Without it the database picks one.
+    """
+
+    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     parents: list[str] = Field(default_factory=list)
 
 
@@ -178,8 +188,29 @@ class JobOut(JobFields):
     return_code: int | None = None
 
 
+class BulkCreated(BaseModel):
+    """What a bulk create made: each job's id and state, in the order given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_ids: list[str]
+    states: list[JobState]
+    created_at: datetime
+    #: The call was a repeat: every job existed already (nothing was created now).
+    repeated: bool = False
+
+
 class StateUpdate(BaseModel):
-    """A launcher's report of one job's new state (validated by the state machine)."""
+    """A launcher's report of one job's new state (validated by the state machine).
+
+    ``seq`` numbers a session's calls (claims and updates share one counter, increasing):
+    an update whose job already carries this session's ``seq`` or a later one was applied
+    before and is reported as a duplicate, not applied again. 0 means unnumbered.
+    ``from_state`` is the state the launcher believes the job is in: when the job has moved
+    meanwhile (a user, or the job's own pre/postprocess, changed it), the update is refused
+    with :attr:`RefusalCode.STATE_CHANGED` and the job's current state, and the launcher
+    carries on from that. None skips the check.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -191,6 +222,53 @@ class StateUpdate(BaseModel):
     release: bool = False
     #: RESTART_READY because the run was lost with its node or its launcher's lease.
     lost: bool = False
+    seq: int = Field(default=0, ge=0)
+    from_state: JobState | None = None
+
+
+class UpdateOutcome(StrEnum):
+    """What became of one state update."""
+
+    APPLIED = "applied"
+    """Applied now."""
+    DUPLICATE = "duplicate"
+    """Applied before (the same update sent again): nothing changed now."""
+    REFUSED = "refused"
+    """Not applied: see the code."""
+
+
+class RefusalCode(StrEnum):
+    """Why a state update was refused (machine-readable; the reason says it for humans)."""
+
+    NOT_FOUND = "not_found"
+    """The job does not exist (deleted)."""
+    NOT_HELD = "not_held"
+    """This session does not hold the job (its lease expired, or it released the job)."""
+    STATE_CHANGED = "state_changed"
+    """The job is no longer in ``from_state``: it moved meanwhile (its current state is given)."""
+    INVALID_TRANSITION = "invalid_transition"
+    """The state machine does not allow the move."""
+
+
+class UpdateResult(BaseModel):
+    """The outcome of one :class:`StateUpdate`, with where the job stands now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    seq: int = 0
+    outcome: UpdateOutcome
+    code: RefusalCode | None = None
+    reason: str = ""
+    #: The job's state after this update (and the steps skipped with it); None if not found.
+    state: JobState | None = None
+    #: Whether the session still holds the job.
+    held: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Applied now or before."""
+        return self.outcome is not UpdateOutcome.REFUSED
 
 
 class EventOut(BaseModel):

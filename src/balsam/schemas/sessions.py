@@ -21,13 +21,28 @@ class SessionOut(BaseModel):
 
 
 class ClaimRequest(BaseModel):
-    """What a launcher asks for: up to ``limit`` jobs it can run."""
+    """What a launcher asks for: up to ``limit`` jobs that fit its allocation.
+
+    The database hands out only jobs that fit: at most ``max_nodes`` nodes (one with
+    ``serial_only``), at most ``cpus_per_node`` CPUs and ``gpus_per_node`` GPUs on each (None:
+    not checked), and ``wall_time_minutes`` within ``max_wall_time_minutes``. With
+    ``processing_limit``, up to that many more jobs left unheld in a processing state
+    (RUN_DONE, RUN_ERROR or RUN_TIMEOUT with a handler, POSTPROCESSED with a stage-out to do),
+    whatever their size: their steps run on the launcher's host.
+
+    ``claim_seq`` (a number from the session's call counter, see StateUpdate) makes a
+    repeated claim return the jobs the first one took, rather than take more.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=100, ge=1)
+    limit: int = Field(default=100, ge=0)
     workflows: list[str] = Field(default_factory=list)
     max_nodes: int = Field(default=1, ge=1)
+    cpus_per_node: int | None = Field(default=None, ge=1)
+    gpus_per_node: int | None = Field(default=None, ge=0)
     max_wall_time_minutes: float | None = None
     serial_only: bool = False
     job_ids: list[str] = Field(default_factory=list)
+    processing_limit: int = Field(default=0, ge=0)
+    claim_seq: int = Field(default=0, ge=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -18,8 +18,9 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
-from balsam.schemas.jobs import STORED, EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.jobs import STORED, BulkCreated, EventOut, JobCreate, JobFields, JobOut
 from balsam.schemas.queries import JobQuery
+from balsam.services.creation import JobMaker, Repeat
 from balsam.services.state_engine import StateEngine
 from balsam.store import repository as repo
 from balsam.store.engine import unit_of_work
@@ -27,11 +28,6 @@ from balsam.store.queries import apply_job_query, where_sql
 from balsam.store.tables import JOBS, EventRow, JobParentRow, JobRow, utcnow
 
 S = JobState
-
-
-def working_directory(workflow: str, name: str, job_id: str) -> str:
-    """A job's working directory, relative to the workflow database directory."""
-    return f"data/{workflow}/{name}_{job_id[:8]}"
 
 
 #: The stored fields a JobOut shows (everything but its parents, which are edges).
@@ -69,44 +65,37 @@ def job_outs(session: Session, stmt: Select[Any], **changes: Any) -> list[JobOut
     return _outs(session, rows)
 
 
-def create_jobs(engine: Engine, specs: list[JobCreate]) -> list[JobOut]:
-    """Add jobs (and their parent edges) in one transaction; all or nothing."""
+def create_jobs(engine: Engine, specs: Iterable[JobCreate]) -> list[JobOut]:
+    """Add jobs (and their parent edges) in one transaction; all or nothing.
+
+    A repeat of a call whose ids the client chose returns the jobs it made (see
+    :mod:`balsam.services.creation`).
+    """
     with unit_of_work(engine) as session:
-        _check_apps(session, specs)
-        parent_rows = _check_parents(session, specs)
-        now = utcnow()
-        rows, edges, events = [], [], []
-        for spec in specs:
-            job_id = str(uuid.uuid4())
-            row = _new_row(spec, job_id, now)
-            rows.append(row)
-            edges += [(p, job_id) for p in dict.fromkeys(spec.parents)]
-            events.append(repo.event(job_id, "", S.CREATED, "created", now))
-        session.add_all(rows)
-        session.flush()
-        repo.add_edges(session, edges)
-        repo.add_events(session, events)
-        engine_ = StateEngine(session)
-        for row, spec in zip(rows, specs, strict=True):
-            states = [parent_rows[p].state for p in spec.parents]
-            engine_.settle(row, now, parent_states=states)
-        engine_.finish()
-        return rows_to_out(session, rows)
+        maker = JobMaker(session)
+        maker.add(specs)
+        ids = list(maker.states)
+        found: dict[str, JobOut] = {}
+        for start in range(0, len(ids), 500):
+            stmt = select_outs().where(JobRow.job_id.in_(ids[start : start + 500]))
+            found.update((out.job_id, out) for out in job_outs(session, stmt))
+        return [found[job_id] for job_id in ids]
 
 
-def _new_row(spec: JobCreate, job_id: str, now: Any) -> JobRow:
-    values = spec.model_dump(exclude={"parents"})
-    return JobRow(
-        job_id=job_id,
-        state=S.CREATED.value,
-        state_timestamp=now,
-        created_at=now,
-        working_directory=working_directory(spec.workflow, spec.name, job_id),
-        error_count=0,
-        timeout_count=0,
-        lost_count=0,
-        **values,
-    )
+def bulk_create_jobs(engine: Engine, specs: Iterable[JobCreate]) -> BulkCreated:
+    """Add many jobs, streamed in chunks, in one transaction; returns their states only.
+
+    For calls of many thousands: nothing per job is kept but its id and state.
+    """
+    with unit_of_work(engine) as session:
+        maker = JobMaker(session)
+        maker.add(specs)
+        return BulkCreated.model_construct(
+            job_ids=list(maker.states),
+            states=list(maker.states.values()),
+            created_at=maker.now,
+            repeated=maker.repeat is Repeat.REPEAT,
+        )
 
 
 def _check_apps(session: Any, specs: list[JobCreate]) -> None:
@@ -114,15 +103,6 @@ def _check_apps(session: Any, specs: list[JobCreate]) -> None:
     missing = names - set(repo.apps_by_name(session, names))
     if missing:
         raise NotFound(f"unknown application(s): {', '.join(sorted(missing))}")
-
-
-def _check_parents(session: Any, specs: list[JobCreate]) -> dict[str, JobRow]:
-    wanted = {p for s in specs for p in s.parents}
-    found = repo.jobs_by_id(session, wanted)
-    missing = wanted - set(found)
-    if missing:
-        raise NotFound(f"unknown parent job id(s): {', '.join(sorted(missing))}")
-    return found
 
 
 def query_jobs(engine: Engine, query: JobQuery) -> list[JobOut]:
@@ -193,6 +173,8 @@ def _apply_fields(row: JobRow, values: dict[str, Any]) -> None:
         raise ValidationError(first_error(exc)) from None
     for name in values:
         setattr(row, name, getattr(checked, name))
+    request = checked.resources()
+    row.cpus_needed, row.gpus_needed = request.cpus_per_node, request.gpus_per_node
 
 
 def first_error(exc: PydanticValidationError) -> str:

@@ -16,23 +16,47 @@ from sqlalchemy.orm import Session
 
 from balsam.domain.states import TERMINAL_STATES, JobState
 from balsam.errors import InvalidTransition, NotFound
-from balsam.schemas.jobs import JobOut, StateUpdate
+from balsam.schemas.jobs import (
+    JobOut,
+    RefusalCode,
+    StateUpdate,
+    UpdateOutcome,
+    UpdateResult,
+)
 from balsam.schemas.sessions import ClaimRequest, SessionOut
 from balsam.services.jobs import job_outs, select_outs
 from balsam.services.state_engine import AnyJob, StateEngine
 from balsam.store import repository as repo
 from balsam.store.engine import is_sqlite, unit_of_work
-from balsam.store.staterows import state_rows
-from balsam.store.tables import CLAIMABLE_PREDICATE, JOBS, JobRow, SessionRow, utcnow
+from balsam.store.staterows import StateRow, state_rows
+from balsam.store.tables import (
+    CLAIMABLE_PREDICATE,
+    JOBS,
+    PROCESSING_PREDICATE,
+    JobRow,
+    SessionRow,
+    utcnow,
+)
 
 S = JobState
 
 
-def open_session(engine: Engine, label: str, hostname: str, pid: int) -> SessionOut:
-    """Start a lease for one launcher."""
+def open_session(
+    engine: Engine, label: str, hostname: str, pid: int, client_key: str | None = None
+) -> SessionOut:
+    """Start a lease for one launcher; with ``client_key``, a repeat returns the same lease."""
     with unit_of_work(engine) as session:
+        if client_key:
+            found = session.scalar(select(SessionRow).where(SessionRow.client_key == client_key))
+            if found is not None:
+                return SessionOut.model_validate(found)
         row = SessionRow(
-            label=label, hostname=hostname, pid=pid, heartbeat=utcnow(), created_at=utcnow()
+            label=label,
+            hostname=hostname,
+            pid=pid,
+            heartbeat=utcnow(),
+            created_at=utcnow(),
+            client_key=client_key or None,
         )
         session.add(row)
         session.flush()
@@ -76,7 +100,10 @@ def list_sessions(engine: Engine) -> list[SessionOut]:
 
 
 def close_session(engine: Engine, session_id: int) -> None:
-    """End a lease, handing back every job it still holds (RUNNING ones to RESTART_READY)."""
+    """End a lease, handing back every job it still holds (RUNNING ones to RESTART_READY).
+
+    Closing a session that is gone already (closed before, or expired by peers) does nothing.
+    """
     with unit_of_work(engine) as session:
         _recover_jobs(session, [session_id], "launcher stopped while the job ran")
         session.execute(delete(SessionRow).where(SessionRow.id == session_id))
@@ -138,89 +165,203 @@ def _bound_lost(engine_: StateEngine, row: AnyJob) -> None:
 
 
 def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOut]:
-    """Take up to ``req.limit`` jobs this launcher can run and mark them held by it."""
+    """Take up to ``req.limit`` jobs that fit this launcher (and up to ``processing_limit``
+    jobs with a processing step left) and mark them held by it.
+
+    A repeat of a claim (same ``claim_seq``) whose first answer was lost returns the jobs that
+    first claim took, and takes no more.
+    """
     with unit_of_work(engine) as session:
         if session.get(SessionRow, session_id) is None:
             raise NotFound(f"launcher session {session_id} has expired")
-        # One range on num_nodes, never an equality beside it: with both, SQLite sorts every
-        # claimable row instead of reading the index in claim order (jobs have num_nodes >= 1).
-        max_nodes = 1 if req.serial_only else req.max_nodes
-        stmt = (
-            select_outs()
-            .where(text(CLAIMABLE_PREDICATE), JobRow.num_nodes <= max_nodes)
-            .order_by(JobRow.num_nodes.desc(), JobRow.wall_time_minutes.desc(), JobRow.created_at)
-            .limit(req.limit)
-        )
-        stmt = _filter_workflows(stmt, req.workflows, is_sqlite(engine))
-        if req.max_wall_time_minutes is not None:
-            stmt = stmt.where(JobRow.wall_time_minutes <= req.max_wall_time_minutes)
-        if req.job_ids:
-            stmt = stmt.where(JobRow.job_id.in_(req.job_ids))
-        if not is_sqlite(engine):
-            stmt = stmt.with_for_update(skip_locked=True)
-        jobs = job_outs(session, stmt, session_id=session_id)
+        if req.claim_seq:
+            replayed = _replay_claim(session, session_id, req.claim_seq)
+            if replayed:
+                return replayed
+        sqlite = is_sqlite(engine)
+        jobs = _claim_runnable(session, req, sqlite) if req.limit else []
+        if req.processing_limit:
+            jobs += _claim_processing(session, req, sqlite)
         if jobs:
             session.execute(
                 update(JobRow)
                 .where(JobRow.job_id.in_([job.job_id for job in jobs]))
-                .values(session_id=session_id)
+                .values(
+                    session_id=session_id,
+                    update_session=session_id if req.claim_seq else None,
+                    update_seq=req.claim_seq or None,
+                )
             )
-        return jobs
+        return [job.model_copy(update={"session_id": session_id}) for job in jobs]
 
 
-def _filter_workflows(stmt: Select[Any], workflows: list[str], sqlite: bool) -> Any:
+def _replay_claim(session: Session, session_id: int, claim_seq: int) -> list[JobOut]:
+    """The jobs the claim numbered ``claim_seq`` took, if it was committed before."""
+    stmt = select_outs().where(
+        JobRow.session_id == session_id,
+        JobRow.update_session == session_id,
+        JobRow.update_seq == claim_seq,
+    )
+    return job_outs(session, stmt.order_by(JobRow.created_at))
+
+
+def _claim_runnable(session: Session, req: ClaimRequest, sqlite: bool) -> list[JobOut]:
+    """Runnable jobs that fit the claimant, one GPU class at a time, most GPUs first.
+
+    Each class is an equality on ``gpus_needed`` and a range on ``num_nodes``: the claim index
+    is then read in claim order and the query stops after ``limit`` rows, however many jobs
+    the table holds (a range on both would make SQLite sort every claimable row).
+    """
+    found: list[JobOut] = []
+    classes: list[int | None] = (
+        [None] if req.gpus_per_node is None else list(range(req.gpus_per_node, -1, -1))
+    )
+    for gpus in classes:
+        left = req.limit - len(found)
+        if left <= 0:
+            break
+        found += job_outs(session, _runnable_query(req, gpus, left, sqlite))
+    return found
+
+
+def _runnable_query(req: ClaimRequest, gpus: int | None, limit: int, sqlite: bool) -> Any:
+    # One range on num_nodes, never an equality beside it: with both, SQLite sorts every
+    # claimable row instead of reading the index in claim order (jobs have num_nodes >= 1).
+    max_nodes = 1 if req.serial_only else req.max_nodes
+    stmt = select_outs().where(text(CLAIMABLE_PREDICATE), JobRow.num_nodes <= max_nodes)
+    if gpus is not None:
+        stmt = stmt.where(JobRow.gpus_needed == gpus)
+    if req.cpus_per_node is not None:
+        stmt = stmt.where(JobRow.cpus_needed <= req.cpus_per_node)
+    if req.max_wall_time_minutes is not None:
+        stmt = stmt.where(JobRow.wall_time_minutes <= req.max_wall_time_minutes)
+    if req.job_ids:
+        stmt = stmt.where(JobRow.job_id.in_(req.job_ids))
+    stmt = stmt.order_by(
+        JobRow.gpus_needed.desc(),
+        JobRow.num_nodes.desc(),
+        JobRow.wall_time_minutes.desc(),
+        JobRow.created_at,
+    ).limit(limit)
+    stmt = _filter_workflows(stmt, req.workflows, sqlite, "ix_jobs_claim_run")
+    return stmt if sqlite else stmt.with_for_update(skip_locked=True)
+
+
+def _claim_processing(session: Session, req: ClaimRequest, sqlite: bool) -> list[JobOut]:
+    """Jobs nobody holds that wait in a processing state for a launcher's step."""
+    stmt = select_outs().where(text(PROCESSING_PREDICATE))
+    if req.job_ids:
+        stmt = stmt.where(JobRow.job_id.in_(req.job_ids))
+    if req.workflows:
+        stmt = stmt.where(JobRow.workflow.in_(req.workflows))
+    stmt = stmt.order_by(JobRow.created_at).limit(req.processing_limit)
+    if sqlite:
+        stmt = stmt.with_hint(JOBS, "INDEXED BY ix_jobs_claim_processing", "sqlite")
+    else:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return job_outs(session, stmt)
+
+
+def _filter_workflows(stmt: Select[Any], workflows: list[str], sqlite: bool, index: str) -> Any:
     """Restrict a claim to ``workflows``, steering SQLite to the index that keeps it flat.
 
     Without statistics SQLite prefers the (state, workflow) index and then sorts every
-    claimable row; the claim indexes return rows already in claim order.
+    claimable row; the claim indexes (``index``, and ``index`` + ``_wf`` for one workflow)
+    return rows already in claim order.
     """
     if len(workflows) == 1:
         stmt = stmt.where(JobRow.workflow == workflows[0])
-        index = "ix_jobs_claimable_wf"
-    else:
-        if workflows:
-            stmt = stmt.where(JobRow.workflow.in_(workflows))
-        index = "ix_jobs_claimable"
+        index = f"{index}_wf"
+    elif workflows:
+        stmt = stmt.where(JobRow.workflow.in_(workflows))
     return stmt.with_hint(JOBS, f"INDEXED BY {index}", "sqlite") if sqlite else stmt
 
 
-def record_updates(engine: Engine, session_id: int, updates: list[StateUpdate]) -> list[str]:
-    """Apply a launcher's buffered state changes in one transaction.
+def record_updates(
+    engine: Engine, session_id: int, updates: list[StateUpdate]
+) -> list[UpdateResult]:
+    """Apply a launcher's buffered state changes in one transaction; one result per update.
 
-    Changes to jobs this session no longer holds, or that the state machine refuses (a job a
-    user killed meanwhile), are skipped; the returned list says which and why.
+    An update this session sent before (its job carries the same or a later ``seq`` of this
+    session) is a duplicate: reported, not applied again. Changes to jobs this session does not
+    hold, to jobs that moved away from the update's ``from_state``, or that the state machine
+    refuses, are refused with a code saying which (see :class:`RefusalCode`).
     """
-    rejected: list[str] = []
     with unit_of_work(engine) as session:
         # Locked on PostgreSQL: a user's kill committed meanwhile is seen, not overwritten.
         lock = not is_sqlite(engine)
         rows = state_rows(session, [u.job_id for u in updates], lock=lock)
         engine_ = StateEngine(session)
-        for upd in updates:
-            row = rows.get(upd.job_id)
-            if row is None or row.session_id != session_id:
-                rejected.append(f"{upd.job_id[:8]}: not held by this launcher")
-                continue
-            try:
-                engine_.move(
-                    row,
-                    upd.state,
-                    upd.message,
-                    when=upd.timestamp,
-                    keep_hold=not upd.release,
-                    lost=upd.lost,
-                )
-                if upd.lost:
-                    _bound_lost(engine_, row)
-            except InvalidTransition as exc:
-                rejected.append(str(exc))
-                continue
-            if upd.return_code is not None:
-                row.return_code = upd.return_code
-            if upd.release:
-                row.session_id = None
+        results = [_apply(engine_, rows.get(upd.job_id), session_id, upd) for upd in updates]
         engine_.finish()
-    return rejected
+    return results
+
+
+def _apply(
+    engine_: StateEngine, row: StateRow | None, session_id: int, upd: StateUpdate
+) -> UpdateResult:
+    """Apply one update to its job's row, or say why not."""
+    if row is None:
+        return _refused(upd, RefusalCode.NOT_FOUND, "no such job (deleted?)", None, session_id)
+    if upd.seq and row.update_session == session_id and (row.update_seq or 0) >= upd.seq:
+        return _result(upd, UpdateOutcome.DUPLICATE, row, session_id)
+    if row.session_id != session_id:
+        return _refused(upd, RefusalCode.NOT_HELD, "not held by this launcher", row, session_id)
+    if upd.from_state is not None and row.state != upd.from_state:
+        why = f"the job moved from {upd.from_state} to {row.state} meanwhile"
+        return _refused(upd, RefusalCode.STATE_CHANGED, why, row, session_id)
+    try:
+        engine_.move(
+            row,
+            upd.state,
+            upd.message,
+            when=upd.timestamp,
+            keep_hold=not upd.release,
+            lost=upd.lost,
+        )
+        if upd.lost:
+            _bound_lost(engine_, row)
+    except InvalidTransition as exc:
+        return _refused(upd, RefusalCode.INVALID_TRANSITION, str(exc), row, session_id)
+    if upd.return_code is not None:
+        row.return_code = upd.return_code
+    if upd.release:
+        row.session_id = None
+    if upd.seq:
+        row.update_session, row.update_seq = session_id, upd.seq
+    return _result(upd, UpdateOutcome.APPLIED, row, session_id)
+
+
+def _result(
+    upd: StateUpdate, outcome: UpdateOutcome, row: StateRow, session_id: int
+) -> UpdateResult:
+    return UpdateResult.model_construct(
+        job_id=upd.job_id,
+        seq=upd.seq,
+        outcome=outcome,
+        code=None,
+        reason="",
+        state=S(row.state),
+        held=row.session_id == session_id,
+    )
+
+
+def _refused(
+    upd: StateUpdate,
+    code: RefusalCode,
+    reason: str,
+    row: StateRow | None,
+    session_id: int,
+) -> UpdateResult:
+    return UpdateResult.model_construct(
+        job_id=upd.job_id,
+        seq=upd.seq,
+        outcome=UpdateOutcome.REFUSED,
+        code=code,
+        reason=reason,
+        state=S(row.state) if row is not None else None,
+        held=row is not None and row.session_id == session_id,
+    )
 
 
 def release_jobs(engine: Engine, session_id: int, job_ids: list[str]) -> None:

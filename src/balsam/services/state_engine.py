@@ -19,6 +19,7 @@ from balsam.domain.states import (
     JobState,
     TransitionError,
     fast_forward,
+    job_facts,
     validate_transition,
 )
 from balsam.errors import InvalidTransition
@@ -54,21 +55,7 @@ class StateEngine:
             # Only the early states look at parents; skip the query on the hot run path.
             early = row.state in (S.CREATED, S.AWAITING_PARENTS, S.READY)
             parent_states = repo.parent_states(self.session, row.job_id) if early else []
-        waits = row.wait_for_parents
-        return JobFacts(
-            has_unfinished_parents=waits and any(s != S.JOB_FINISHED for s in parent_states),
-            has_failed_parents=waits and any(s in (S.FAILED, S.USER_KILLED) for s in parent_states),
-            needs_stage_in=bool(row.stage_in_url)
-            or (bool(parent_states) and bool(row.input_files)),
-            needs_preprocess=bool(app and app.preprocess),
-            needs_postprocess=bool(app and app.postprocess),
-            needs_stage_out=bool(row.stage_out_url and row.stage_out_files),
-            handles_error=bool(row.post_error_handler and app and app.postprocess),
-            handles_timeout=bool(row.post_timeout_handler and app and app.postprocess),
-            retries_left=row.error_count <= row.max_error_retries,
-            timeout_retries_left=row.auto_timeout_retry
-            and row.timeout_count <= row.max_timeout_retries,
-        )
+        return job_facts(row, app, parent_states, has_parents=bool(parent_states))
 
     def move(
         self,

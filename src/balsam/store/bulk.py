@@ -60,7 +60,10 @@ def _processed(
 
 @lru_cache(maxsize=256)
 def _processors(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[Processor, ...]:
-    return tuple(table.c[name].type.bind_processor(dialect) for name in columns)
+    # The dialect's own variant of each type: e.g. psycopg's JSON wraps values for its adapter.
+    return tuple(
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+    )
 
 
 def _placeholder(dialect: Dialect) -> str:

@@ -13,10 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from balsam.errors import DatabaseError
+from balsam.errors import DatabaseError, DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -79,15 +85,43 @@ def unit_of_work(engine: Engine, write: bool = True) -> Iterator[Session]:
         yield session
 
 
+#: SQLite's operational errors that go away by themselves (another writer held the lock);
+#: its others ("no such table", "disk is full", ...) are permanent.
+SQLITE_TRANSIENT = ("database is locked", "database table is locked")
+
+
 @contextmanager
 def database_errors() -> Iterator[None]:
-    """Turn driver errors raised in the block into :class:`DatabaseError` (one line)."""
+    """Turn driver errors raised in the block into Balsam's, in one line.
+
+    :class:`DatabaseUnavailable` (transient: retrying may help) for a lost or refused
+    connection, a server shutting down or restarting, a lock or statement timeout, a
+    serialization failure or deadlock; :class:`DatabaseError` (permanent) for the rest.
+    """
     try:
         yield
-    except OperationalError as exc:
-        raise DatabaseError(f"workflow database unavailable: {_first_line(exc)}") from exc
     except SQLAlchemyError as exc:
+        if is_transient_error(exc):
+            raise DatabaseUnavailable(
+                f"workflow database unavailable: {_first_line(exc)}"
+            ) from exc
         raise DatabaseError(f"workflow database error: {_first_line(exc)}") from exc
+
+
+def is_transient_error(exc: SQLAlchemyError) -> bool:
+    """Whether a driver error may go away if the same transaction is tried again."""
+    if isinstance(exc, PoolTimeout | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if type(orig).__module__.startswith("sqlite3"):
+        return any(text in str(orig) for text in SQLITE_TRANSIENT)
+    # psycopg's OperationalError: connection problems, admin shutdown, lock and statement
+    # timeouts, serialization failures and deadlocks (TransactionRollback).
+    return True
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,6 +46,8 @@ class StateRow:
     stage_in_url: str
     stage_out_files: str
     stage_out_url: str
+    update_session: int | None
+    update_seq: int | None
     #: Set by the state change (never read: parsing stored datetimes costs more than a row).
     state_timestamp: datetime | None = None
 
@@ -60,6 +62,8 @@ WRITTEN = (
     "timeout_count",
     "lost_count",
     "return_code",
+    "update_session",
+    "update_seq",
 )
 
 

@@ -34,10 +34,17 @@ NAMING = {
 }
 
 
-#: Rows a launcher may claim. Used verbatim (literal SQL, not bound parameters) by both the
-#: partial index and the claim query, so SQLite's and PostgreSQL's planners can match them.
+#: Rows a launcher may claim to run (staging in and preprocessing them first if need be).
+#: Used verbatim (literal SQL, not bound parameters) by both the partial index and the claim
+#: query, so SQLite's and PostgreSQL's planners can match them.
 CLAIMABLE_PREDICATE = (
     "session_id IS NULL AND state IN ('PREPROCESSED', 'READY', 'RESTART_READY', 'STAGED_IN')"
+)
+#: Rows held by nobody in a state that still needs a launcher's step (a postprocess, an error
+#: or timeout handler, a stage-out): left by a launcher that died or stopped mid-way. A job
+#: with nothing left to do in these states was fast-forwarded, so every such row has work.
+PROCESSING_PREDICATE = (
+    "session_id IS NULL AND state IN ('POSTPROCESSED', 'RUN_DONE', 'RUN_ERROR', 'RUN_TIMEOUT')"
 )
 
 
@@ -96,6 +103,17 @@ class SessionRow(Base):
     pid: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Chosen by the launcher: opening a session twice with one key opens it once.
+    client_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+
+
+#: Claim order inside one GPU class: biggest (nodes), longest, oldest first.
+_CLAIM_ORDER = (
+    text("gpus_needed DESC"),
+    text("num_nodes DESC"),
+    text("wall_time_minutes DESC"),
+    "created_at",
+)
 
 
 class JobRow(Base):
@@ -106,24 +124,28 @@ class JobRow(Base):
         Index("ix_jobs_state_workflow", "state", "workflow"),
         Index("ix_jobs_workflow_name", "workflow", "name"),
         Index("ix_jobs_session_id", "session_id"),
-        # Claims scan one of these in claim order and stop after `limit` rows, so their cost
+        # Claims scan one of these in claim order, one GPU class at a time (an equality on
+        # gpus_needed, then a range on num_nodes), and stop after `limit` rows, so their cost
         # does not grow with the table: the first for any workflow, the second for one.
         Index(
-            "ix_jobs_claimable",
-            text("num_nodes DESC"),
-            text("wall_time_minutes DESC"),
-            "created_at",
+            "ix_jobs_claim_run",
+            *_CLAIM_ORDER,
             sqlite_where=text(CLAIMABLE_PREDICATE),
             postgresql_where=text(CLAIMABLE_PREDICATE),
         ),
         Index(
-            "ix_jobs_claimable_wf",
+            "ix_jobs_claim_run_wf",
             "workflow",
-            text("num_nodes DESC"),
-            text("wall_time_minutes DESC"),
-            "created_at",
+            *_CLAIM_ORDER,
             sqlite_where=text(CLAIMABLE_PREDICATE),
             postgresql_where=text(CLAIMABLE_PREDICATE),
+        ),
+        # Holds only the unheld jobs of the processing states: small whatever the table.
+        Index(
+            "ix_jobs_claim_processing",
+            "created_at",
+            sqlite_where=text(PROCESSING_PREDICATE),
+            postgresql_where=text(PROCESSING_PREDICATE),
         ),
     )
 
@@ -169,6 +191,13 @@ class JobRow(Base):
     session_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("sessions.id", ondelete="SET NULL"), nullable=True
     )
+    #: What one node must have for the job (from its resource fields, kept with them).
+    cpus_needed: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    gpus_needed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The session and sequence number of the last launcher call (claim or state update)
+    #: applied to the job: a repeat of that call is a duplicate, reported and not reapplied.
+    update_session: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    update_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class JobParentRow(Base):
@@ -202,3 +231,4 @@ class EventRow(Base):
 #: The tables behind the rows, for Core statements on the hot paths (no ORM bookkeeping).
 JOBS = cast(Table, JobRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
+JOB_PARENTS = cast(Table, JobParentRow.__table__)
