@@ -133,7 +133,8 @@ def test_invalid_launcher_update_is_rejected_not_applied(backend: Backend, app: 
     (j,) = backend.create_jobs([job("x")])
     sess = backend.open_session("t", "h", 1)
     backend.claim_jobs(sess.id, ClaimRequest())
-    (result,) = backend.record_updates(sess.id, [StateUpdate(job_id=j.job_id, state=S.JOB_FINISHED)])
+    finished = StateUpdate(job_id=j.job_id, state=S.JOB_FINISHED)
+    (result,) = backend.record_updates(sess.id, [finished])
     assert result.outcome is UpdateOutcome.REFUSED
     assert result.code is RefusalCode.INVALID_TRANSITION
     assert "PREPROCESSED to JOB_FINISHED" in result.reason

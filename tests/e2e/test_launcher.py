@@ -145,10 +145,11 @@ def test_mpi_mode_runs_mpi4py_on_two_ranks(site: Site, backend_of: Backend, tmp_
     assert sorted(re.findall(r"rank \d of \d", output)) == ["rank 0 of 2", "rank 1 of 2"]
 
 
-def test_without_mpi_one_rank_runs_directly_and_more_ranks_fail(
+def test_without_mpi_one_rank_runs_directly_and_more_ranks_wait_with_a_note(
     site: Site, backend_of: Backend
 ) -> None:
-    """No MPI: a one-rank job still runs; a two-rank job fails with a clear reason."""
+    """No MPI: a one-rank job still runs; a two-rank job is not claimed (another launcher,
+    with MPI, may run it) and says why it waits; --consume-all does not wait for it."""
     settings(site, platform={"mpi_launcher": "none"})
     add_app(backend_of, "SayHello", "echo hello,")
     one, two = add_jobs(
@@ -160,8 +161,10 @@ def test_without_mpi_one_rank_runs_directly_and_more_ranks_fail(
     done = launch("--consume-all", "--job-mode", "mpi")
     assert done.returncode == 0, done.stderr
     assert (job_dir(site, one) / "one.out").read_text() == "hello, one\n"
-    assert state_of(backend_of, two.job_id) is S.FAILED
-    assert "no MPI launcher" in entered(backend_of, two.job_id, S.FAILED).message
+    assert state_of(backend_of, two.job_id) is S.PREPROCESSED
+    assert backend_of.get_job(two.job_id).session_id is None
+    notes = [e.message for e in backend_of.history(two.job_id)]
+    assert any("waits:" in n and "no MPI launcher" in n for n in notes), notes
 
 
 # ---- failures ------------------------------------------------------------------------------------
@@ -193,15 +196,29 @@ def test_missing_executable_is_a_run_error(site: Site, backend_of: Backend, mode
     assert "No such file or directory" in error and "no-such-program-xyz" in error
 
 
-def test_a_job_that_can_never_fit_fails_and_does_not_block_consume_all(
+def test_a_job_too_big_for_this_launcher_waits_with_a_note_and_does_not_block_consume_all(
     site: Site, backend_of: Backend
 ) -> None:
+    """The machine's node size is not declared: a bigger node may come (another allocation),
+    so the job waits, unclaimed, with the reason in its history."""
+    add_app(backend_of, "SayHello", "echo hello,")
+    (wide,) = add_jobs(backend_of, "SayHello", {"name": "wide", "ranks_per_node": 64})
+    done = launch("--consume-all", "--job-mode", "serial", timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert state_of(backend_of, wide.job_id) is S.PREPROCESSED
+    last = backend_of.history(wide.job_id)[-1]
+    assert last.to_state == "PREPROCESSED" and last.message.startswith("waits: needs more CPUs")
+
+
+def test_a_job_bigger_than_the_sites_declared_nodes_fails(site: Site, backend_of: Backend) -> None:
+    settings(site, platform={"cpus_per_node": 2})
     add_app(backend_of, "SayHello", "echo hello,")
     (wide,) = add_jobs(backend_of, "SayHello", {"name": "wide", "ranks_per_node": 64})
     done = launch("--consume-all", "--job-mode", "serial", timeout=30)
     assert done.returncode == 0, done.stderr
     assert state_of(backend_of, wide.job_id) is S.FAILED
-    assert "needs 64 cores per node" in entered(backend_of, wide.job_id, S.FAILED).message
+    message = entered(backend_of, wide.job_id, S.FAILED).message
+    assert message == "can never run: needs 64 CPUs per node; this machine's nodes have 2"
 
 
 # ---- steps: staging, pre/postprocess ----------------------------------------------------------

@@ -61,17 +61,35 @@ def test_gpu_variable_is_configurable_and_only_set_for_gpu_jobs(
     assert output(site, none) == "[unset]"
 
 
-def test_a_gpu_job_on_nodes_without_gpus_fails_with_the_reason(
+def test_a_gpu_job_waits_for_a_launcher_with_gpus_on_the_same_database(
     site: Site, backend_of: Backend
 ) -> None:
-    add_app(backend_of, "Gpu", "true")
+    """A launcher without GPUs does not claim a GPU job (a note says why it waits); a later
+    allocation with GPUs on the same workflow database runs it."""
+    add_app(backend_of, "Gpu", "bash -c 'echo \"[$CUDA_VISIBLE_DEVICES]\"'")
     (job,) = add_jobs(backend_of, "Gpu", {"name": "gpu", "gpus_per_rank": 1})
+    (cpu,) = add_jobs(backend_of, "Gpu", {"name": "cpu"})
+    run_all("--job-mode", "serial")
+    assert state_of(backend_of, cpu.job_id) is S.JOB_FINISHED
+    assert state_of(backend_of, job.job_id) is S.PREPROCESSED
+    note = backend_of.history(job.job_id)[-1].message
+    assert note.startswith("waits: needs more GPUs per node than the launcher on "), note
+    settings(site, platform={"gpus_per_node": 1})
+    run_all("--job-mode", "serial")
+    assert state_of(backend_of, job.job_id) is S.JOB_FINISHED
+    assert output(site, job) == "[0]"
+
+
+def test_a_gpu_job_bigger_than_the_sites_declared_nodes_fails(
+    site: Site, backend_of: Backend
+) -> None:
+    settings(site, platform={"gpus_per_node": 2})
+    add_app(backend_of, "Gpu", "true")
+    (job,) = add_jobs(backend_of, "Gpu", {"name": "gpu", "gpus_per_rank": 4})
     run_all("--job-mode", "serial")
     assert state_of(backend_of, job.job_id) is S.FAILED
-    assert (
-        "needs 1 GPUs per node but nodes have 0"
-        in entered(backend_of, job.job_id, S.FAILED).message
-    )
+    message = entered(backend_of, job.job_id, S.FAILED).message
+    assert message == "can never run: needs 4 GPUs per node; this machine's nodes have 2"
 
 
 def test_serial_jobs_with_core_affinity_are_bound_to_their_own_cpus(
@@ -126,7 +144,8 @@ def test_jobs_needing_more_nodes_are_noted_not_left_waiting_in_silence(
     for _ in range(2):
         done = launch("--consume-all", "--job-mode", "mpi", timeout=60)
         assert done.returncode == 0, done.stderr
-        assert "need more nodes than this launcher has (1; the largest asks for 2)" in done.stderr
+        host = os.uname().nodename
+        assert f"1 job(s) wait: needs more nodes than the 1-node launcher on {host}" in done.stderr
     assert state_of(backend_of, wide.job_id) is S.PREPROCESSED
     notes = [e for e in backend_of.history(wide.job_id) if e.from_state == e.to_state]
     assert [n.message for n in notes] == [

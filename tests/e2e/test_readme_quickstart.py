@@ -13,10 +13,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from launchkit import gone
+from waiting import eventually
 
 BIN = Path(sys.executable).parent
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -91,8 +91,5 @@ def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
 
 def _wait_gone(pid: int, timeout: float = 30) -> None:
     """Let the background launcher (``--consume-all``) exit; kill it if it does not."""
-    deadline = time.monotonic() + timeout
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not gone(pid):
+    if not eventually(lambda: gone(pid), timeout):
         os.killpg(pid, signal.SIGKILL)

@@ -25,6 +25,7 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.config import Site
+from balsam.schemas.jobs import JobOut
 from launchkit import (
     BALSAM,
     S,
@@ -37,6 +38,7 @@ from launchkit import (
     state_of,
 )
 from slurmcluster import SlurmCluster, start_cluster
+from waiting import WaitTimeout, wait_until
 
 NODES = ["n1", "n2", "n3", "n4"]
 BATCH_DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
@@ -97,16 +99,20 @@ def batch_state(slurm: SlurmCluster, job_id: str) -> str:
 
 
 def wait_batch(slurm: SlurmCluster, site: Site, job_id: str, timeout: float = 120) -> str:
-    """Wait until a batch job ends; returns its final state and output for messages."""
-    deadline = time.monotonic() + timeout
-    state = batch_state(slurm, job_id)
-    while state not in BATCH_DONE:
-        if time.monotonic() > deadline:
-            slurm.run("scancel", job_id)
-            pytest.fail(f"batch job {job_id} still {state} after {timeout}s: {batch_log(site)}")
-        time.sleep(0.3)
+    """Wait until a batch job ends and return its final state (cancelled if it does not)."""
+
+    def ended() -> str | None:
         state = batch_state(slurm, job_id)
-    return state
+        return state if state in BATCH_DONE else None
+
+    def still() -> str:
+        return f"batch job {job_id} to end (still {batch_state(slurm, job_id)}): {batch_log(site)}"
+
+    try:
+        return wait_until(ended, timeout, interval=0.3, what=still)
+    except WaitTimeout:
+        slurm.run("scancel", job_id)
+        raise
 
 
 def batch_log(site: Site) -> str:
@@ -191,15 +197,11 @@ def test_a_lost_node_takes_its_job_back_and_the_job_reruns_elsewhere(
     add_app(backend_of, "Where", "bash -c 'echo $SLURMD_NODENAME; sleep 5'")
     jobs = add_jobs(backend_of, "Where", {"name": "p"}, {"name": "q"})
     batch = sbatch(slurm, slurm_site, 2, 5, "--consume-all", "--job-mode", "serial")
-    deadline = time.monotonic() + 60
-    nodes: dict[str, str] = {}
-    while len(nodes) < 2:
-        assert time.monotonic() < deadline, batch_log(slurm_site)
-        for j in jobs:
-            out = job_dir(slurm_site, j) / f"{j.name}.out"
-            if out.exists() and out.read_text().strip():
-                nodes[j.job_id] = out.read_text().strip()
-        time.sleep(0.1)
+    nodes = wait_until(
+        lambda: nodes_printed(slurm_site, jobs),
+        timeout=60,
+        what=lambda: f"both jobs to print their node: {batch_log(slurm_site)}",
+    )
     assert sorted(nodes.values()) == ["n1", "n2"], nodes
     victim = next(jid for jid, node in nodes.items() if node == "n2")
     killed = kill_node_processes("n2")
@@ -211,6 +213,18 @@ def test_a_lost_node_takes_its_job_back_and_the_job_reruns_elsewhere(
     assert "lost with node n2" in lost
     # It ran again on the node that was left.
     assert where_ran(slurm_site, victim, backend_of) == "n1"
+
+
+def nodes_printed(site: Site, jobs: list[JobOut]) -> dict[str, str]:
+    """Each job's node once every one of ``jobs`` has printed it, else an empty dict."""
+    nodes = {}
+    for j in jobs:
+        out = job_dir(site, j) / f"{j.name}.out"
+        printed = out.read_text().strip() if out.exists() else ""
+        if not printed:
+            return {}
+        nodes[j.job_id] = printed
+    return nodes
 
 
 def kill_node_processes(node: str) -> int:

@@ -8,7 +8,6 @@ launcher overwriting USER_KILLED with its own, older view of the job.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -19,6 +18,7 @@ from balsam.schemas import AppCreate, ClaimRequest, JobCreate
 from balsam.schemas.jobs import RefusalCode, StateUpdate, UpdateResult
 from balsam.store.engine import make_engine
 from pgserver import PgServer
+from waiting import wait_until
 
 S = JobState
 
@@ -65,10 +65,12 @@ def test_a_kill_committed_during_a_launchers_write_is_not_overwritten(
                 target=lambda: refused.append(backend.record_updates(session.id, [done]))
             )
             writer.start()
-            deadline = time.monotonic() + 30
-            while _waiting_on_locks(pg_server.url("postgres"), database) == 0:
-                assert time.monotonic() < deadline, "the launcher's write never waited"
-                time.sleep(0.05)
+            wait_until(
+                lambda: _waiting_on_locks(pg_server.url("postgres"), database) > 0,
+                timeout=30,
+                interval=0.05,
+                what="the launcher's write to wait on the user's lock",
+            )
         writer.join(timeout=30)
         assert len(refused) == 1 and len(refused[0]) == 1, f"not refused: {refused}"
         (result,) = refused[0]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from balsam.store.engine import make_engine
-from balsam.store.migrate import current_revision, head_revision
+from balsam.store.migrate import alembic_config, current_revision, head_revision, upgrade
 from balsam.store.tables import Base
 
 
@@ -71,3 +72,49 @@ def test_opening_a_database_does_not_import_alembic(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_upgrading_to_0004_fills_what_each_job_needs_of_a_node(db_url: str) -> None:
+    """Jobs made before 0004 get their CPU and GPU needs (capped at 32 bits) on upgrade."""
+    engine = make_engine(db_url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0003")
+        now = "2026-01-01 00:00:00"
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO apps (name, executable, description, preprocess, "
+                    "postprocess, envscript) VALUES ('a', 'true', '', '', '', '')"
+                )
+            )
+            for job_id, ranks, threads, tpc, gpus in [
+                ("j1", 4, 3, 2, 1),
+                ("j2", 2**31 - 1, 2**31 - 1, 1, 2**31 - 1),
+            ]:
+                conn.execute(
+                    text(
+                        "INSERT INTO jobs (job_id, name, workflow, description, application, "
+                        "args, num_nodes, ranks_per_node, threads_per_rank, threads_per_core, "
+                        "gpus_per_rank, cpu_affinity, node_packing_count, wall_time_minutes, "
+                        "environ_vars, mpi_flags, input_files, stage_in_url, stage_out_files, "
+                        "stage_out_url, post_error_handler, post_timeout_handler, "
+                        "auto_timeout_retry, wait_for_parents, max_error_retries, "
+                        "max_timeout_retries, data, tags, state, state_timestamp, created_at, "
+                        "working_directory, error_count, timeout_count, lost_count) VALUES "
+                        "(:id, 'n', 'w', '', 'a', '', 1, :r, :t, :c, :g, 'none', 1, 1, '{}', '', "
+                        "'', '', '', '', false, false, true, true, 0, 3, '{}', '{}', "
+                        "'PREPROCESSED', :now, :now, 'd', 0, 0, 0)"
+                    ),
+                    {"id": job_id, "r": ranks, "t": threads, "c": tpc, "g": gpus, "now": now},
+                )
+        upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT job_id, cpus_needed, gpus_needed FROM jobs ORDER BY job_id")
+            ).all()
+        assert [tuple(r) for r in rows] == [("j1", 6, 4), ("j2", 2**31 - 1, 2**31 - 1)]
+    finally:
+        engine.dispose()

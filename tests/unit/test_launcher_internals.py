@@ -23,7 +23,7 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.config import LauncherSettings
-from balsam.errors import BalsamError, DatabaseError, NotFound
+from balsam.errors import BalsamError, DatabaseError, DatabaseUnavailable, NotFound
 from balsam.launcher import wire
 from balsam.launcher.children import Child, ChildProcesses, Step
 from balsam.launcher.lease import Lease
@@ -510,8 +510,10 @@ class SessionCalls:
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
-    def open_session(self, label: str, hostname: str, pid: int) -> SessionOut:
-        self._call("open_session", label, hostname, pid)
+    def open_session(
+        self, label: str, hostname: str, pid: int, client_key: str | None = None
+    ) -> SessionOut:
+        self._call("open_session", label, hostname, pid, client_key)
         return session(OWN_ID, hostname, pid)
 
     def heartbeat(self, session_id: int) -> list[str]:
@@ -556,10 +558,27 @@ def test_open_starts_a_session_for_this_process() -> None:
     calls = SessionCalls()
     lease = Lease(cast(Backend, calls), SETTINGS, "test", "nid01")
     lease.open(100.0)
-    assert calls.calls == [("open_session", ("test", "nid01", os.getpid()))]
+    ((name, (label, host, pid, key)),) = calls.calls
+    assert (name, label, host, pid) == ("open_session", "test", "nid01", os.getpid())
+    assert isinstance(key, str) and len(key) == 32
     assert lease.mark == launcher_mark("nid01", os.getpid(), OWN_ID)
     assert lease.due_at(polling=False) == 105.0
     assert lease.due_at(polling=True) == 101.0
+
+
+def test_an_open_that_failed_is_repeated_with_the_same_key() -> None:
+    """The first open may have committed: its repeat must name the same session."""
+    calls = SessionCalls()
+    calls.failures["open_session"] = DatabaseUnavailable("connection lost")
+    lease = Lease(cast(Backend, calls), SETTINGS, "test", "nid01")
+    with pytest.raises(DatabaseUnavailable):
+        lease.open(100.0)
+    del calls.failures["open_session"]
+    lease.open(101.0)
+    first, again = (args[3] for _, args in calls.calls)
+    assert first == again
+    lease.open(102.0)
+    assert calls.calls[-1][1][3] != first
 
 
 def test_tick_renews_only_when_the_heartbeat_is_due() -> None:

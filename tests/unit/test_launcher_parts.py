@@ -12,10 +12,9 @@ from balsam.domain.resources import NodeSpec, ResourceRequest
 from balsam.domain.states import JobState
 from balsam.launcher import commands
 from balsam.launcher.placement import NodePool, select_nodes
-from balsam.launcher.updates import match_rejections
 from balsam.platform.mpi import MpichLauncher
 from balsam.schemas.apps import AppOut
-from balsam.schemas.jobs import JobOut, StateUpdate
+from balsam.schemas.jobs import JobOut
 
 
 def _job(**fields: object) -> JobOut:
@@ -198,12 +197,3 @@ def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     out.write_text("".join(f"line {i}\n" for i in range(100)))
     assert commands.tail(out, 3) == "line 97\nline 98\nline 99"
     assert commands.tail(tmp_path / "missing", 3) == ""
-
-
-def test_refusals_are_matched_to_jobs_by_id_prefix() -> None:
-    batch = [
-        StateUpdate(job_id="aaaaaaaa-1", state=JobState.RUNNING),
-        StateUpdate(job_id="bbbbbbbb-2", state=JobState.RUNNING),
-    ]
-    messages = ["job bbbbbbbb (x): cannot move a job from USER_KILLED to RUNNING"]
-    assert match_rejections(batch, messages) == {"bbbbbbbb-2": messages[0]}

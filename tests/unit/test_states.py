@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
+import balsam.domain.states as states_module
 from balsam.domain.states import (
     TERMINAL_STATES,
     TRANSITIONS,
@@ -20,10 +24,41 @@ from balsam.domain.states import (
 S = JobState
 
 
-def test_every_state_has_a_row_and_documentation() -> None:
+def member_docstrings() -> dict[str, str | None]:
+    """Each JobState member assigned in the source, with the string literal right after it.
+
+    An enum member's ``__doc__`` falls back to the class docstring, so it cannot tell whether
+    a member has a docstring of its own: the source is read instead.
+    """
+    tree = ast.parse(Path(states_module.__file__ or "").read_text())
+    (cls,) = (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "JobState")
+    docs: dict[str, str | None] = {}
+    for stmt, after in itertools.zip_longest(cls.body, cls.body[1:]):
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+            docs[stmt.targets[0].id] = string_literal(after)
+    return docs
+
+
+def string_literal(stmt: ast.stmt | None) -> str | None:
+    """The text of ``stmt`` when it is a bare string expression (a docstring), else None."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+        value = stmt.value.value
+        return value.strip() if isinstance(value, str) else None
+    return None
+
+
+def test_every_state_has_a_row() -> None:
     assert set(TRANSITIONS) == set(JobState)
-    for state in JobState:
-        assert state.__doc__ is not None
+
+
+def test_every_state_has_a_docstring_of_its_own() -> None:
+    docs = member_docstrings()
+    assert sorted(docs) == sorted(JobState.__members__)
+    undocumented = sorted(name for name, doc in docs.items() if not doc)
+    assert undocumented == [], f"members without a docstring: {undocumented}"
+    texts = Counter(doc for doc in docs.values() if doc)
+    shared = sorted(doc for doc, n in texts.items() if n > 1)
+    assert shared == [], f"docstrings shared by several members: {shared}"
 
 
 def test_quick_start_path_is_allowed() -> None:

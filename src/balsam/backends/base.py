@@ -13,9 +13,10 @@ work was committed (a dropped connection, a server restarting):
 * ``create_jobs`` with client-chosen ids (``JobCreate.job_id``) returns the jobs the first
   call made;
 * ``open_session`` with a ``client_key`` returns the session the first call opened;
-* ``claim_jobs`` and ``record_updates`` carry a number from the session's call counter
-  (``ClaimRequest.claim_seq``, ``StateUpdate.seq``): a repeated claim returns what the first
-  took, a repeated update is reported as a duplicate (see :class:`UpdateResult`).
+* ``claim_jobs``, ``record_updates`` and ``release_jobs`` carry a number from the session's
+  call counter (``ClaimRequest.claim_seq``, ``StateUpdate.seq``, ``seq``): a repeated claim
+  returns what the first took, a repeated update is reported as a duplicate (see
+  :class:`UpdateResult`), and a repeated release leaves alone a job claimed again since.
 
 Failures raise :class:`~balsam.errors.BalsamError`; those that a repeat may cure are
 :class:`~balsam.errors.TransientError` (see :mod:`balsam.errors`).
@@ -160,8 +161,8 @@ class Backend(Protocol):
         """Apply buffered state changes; one result per update, in order."""
         ...
 
-    def release_jobs(self, session_id: int, job_ids: list[str]) -> None:
-        """Stop holding jobs."""
+    def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
+        """Stop holding jobs (``seq``: the call's number; jobs claimed since keep their hold)."""
         ...
 
     def close(self) -> None:

@@ -124,8 +124,8 @@ class LocalBackend:
     def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[UpdateResult]:
         return sessions.record_updates(self.engine, session_id, updates)
 
-    def release_jobs(self, session_id: int, job_ids: list[str]) -> None:
-        sessions.release_jobs(self.engine, session_id, job_ids)
+    def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
+        sessions.release_jobs(self.engine, session_id, job_ids, seq)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,26 +1,32 @@
-"""Claiming jobs: how many, when, and when a ``--consume-all`` launcher is done.
+"""Claiming jobs: what the allocation can run, how many, when, and when nothing is left.
 
-A base of :class:`~balsam.launcher.runner.Launcher`. A claim takes, in one transaction, room
-for every free slot plus a prefetch (:meth:`Claims._prefetch`); the launcher claims again when
-its queue is down to half the prefetch, at once when a run ends, and every
-``IDLE_POLL_SECONDS`` when the last claim found less than it asked for.
+A claim says what the launcher's nodes have (how many, the CPUs and GPUs of the biggest, the
+wall time left, whether MPI can start multi-rank jobs) and the database hands out only jobs
+that fit (:class:`balsam.schemas.sessions.ClaimRequest`), plus jobs left unheld in a processing
+state, whose steps run on the launcher's host. It takes, in one transaction, room for every
+free slot plus a prefetch (:meth:`Claimer.prefetch`); the launcher claims again when its queue
+is down to half the prefetch, at once when a run ends, and every ``IDLE_POLL_SECONDS`` when
+the last claim found less than it asked for.
+
+A claim that fails transiently is sent again with the same number (``claim_seq``), so if the
+first did take jobs, the repeat returns them instead of leaving them held and unknown.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from balsam.backends.base import Backend
 from balsam.config import LauncherSettings
-from balsam.domain.states import JobState
-from balsam.errors import DatabaseError, NotFound
-from balsam.launcher.jobflow import Task
+from balsam.domain.states import PROCESSING_STATES, JobState
+from balsam.errors import BalsamError, NotFound
+from balsam.launcher.backoff import Backoff
 from balsam.launcher.lease import Lease
 from balsam.launcher.options import LauncherOptions
 from balsam.launcher.placement import NodePool
-from balsam.launcher.queue import PREFETCH_SECONDS, RateMeter
-from balsam.launcher.updates import FlushResult, UpdateBuffer
+from balsam.launcher.rates import RateMeter
 from balsam.schemas.jobs import JobOut
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 from balsam.schemas.sessions import ClaimRequest
@@ -30,7 +36,11 @@ S = JobState
 
 #: How often an idle launcher asks for new jobs.
 IDLE_POLL_SECONDS = 1.0
-#: States of jobs that may still become work for a launcher (see :meth:`Launcher.remaining`).
+#: How much work (seconds, at the rate jobs have been ending) a launcher holds ahead.
+PREFETCH_SECONDS = 0.5
+#: At most this many jobs left in processing states are taken per claim.
+PROCESSING_BATCH = 32
+#: States of jobs that may still become runs for a launcher (see :meth:`Claimer.remaining`).
 UPCOMING_STATES = [
     S.CREATED,
     S.AWAITING_PARENTS,
@@ -41,140 +51,166 @@ UPCOMING_STATES = [
 ]
 
 
-class Claims:
-    """How a launcher claims jobs and decides that nothing is left for it."""
+@dataclass(frozen=True)
+class Capacity:
+    """What one allocation can run: the claim's limits."""
 
-    backend: Backend
-    settings: LauncherSettings
-    options: LauncherOptions
-    pool: NodePool
-    lease: Lease
-    updates: UpdateBuffer
-    tasks: dict[str, Task]
-    waiting: list[Task]
-    mpi_mode: bool
-    stop_reason: str | None
-    fenced: bool
-    finished: bool
-    next_claim: float
-    stop_at: float | None
-    ends: RateMeter
+    nodes: int
+    cpus_per_node: int
+    gpus_per_node: int
+    #: Multi-rank jobs can start (an MPI launcher was found).
+    has_mpi: bool
+    #: Only single-node jobs (serial mode).
+    serial: bool
 
-    if TYPE_CHECKING:
-        # Provided by JobFlow, RunQueue and Launcher.
-        @property
-        def session_id(self) -> int: ...
+    @property
+    def max_nodes(self) -> int:
+        """The most nodes a job may ask for."""
+        return 1 if self.serial or not self.has_mpi else self.nodes
 
-        def flush(self, now: float) -> FlushResult: ...
 
-        def release(self, job_ids: list[str]) -> None: ...
+class Claimer:
+    """When and what a launcher claims, and whether anything is left for it."""
 
-        def unqueue(self, task: Task) -> None: ...
+    def __init__(
+        self,
+        backend: Backend,
+        lease: Lease,
+        settings: LauncherSettings,
+        options: LauncherOptions,
+        pool: NodePool,
+        capacity: Capacity,
+        minutes_left: Callable[[float], float | None],
+    ) -> None:
+        self.backend = backend
+        self.lease = lease
+        self.settings = settings
+        self.options = options
+        self.pool = pool
+        self.capacity = capacity
+        self.minutes_left = minutes_left
+        self.next_claim = 0.0
+        self.ends = RateMeter()
+        self.backoff = Backoff()
+        #: The number of a claim whose answer did not arrive: the next claim repeats it.
+        self._unanswered = 0
+        #: The last claim found less than it asked for.
+        self.drained = False
 
-        def admit(self, jobs: list[JobOut], now: float) -> None: ...
-
-        def _lost_lease(self, now: float) -> None: ...
-
-    # ---- claims ------------------------------------------------------------------------------
-
-    def _prefetch(self) -> int:
+    def prefetch(self) -> int:
         """How many waiting jobs to hold: one round of the allocation, or more for short jobs.
 
         Enough to keep every slot busy for ``PREFETCH_SECONDS`` at the rate jobs have been
         ending, so that a campaign of very short jobs is claimed in batches rather than a
         transaction per job; at most ``claim_batch``.
         """
-        capacity = self.pool.capacity(not self.mpi_mode)
+        capacity = self.pool.capacity(self.capacity.serial)
         return max(
             capacity, min(self.settings.claim_batch, int(self.ends.rate() * PREFETCH_SECONDS))
         )
 
-    def _claim_budget(self) -> int:
-        """How many jobs to claim: room for every free slot plus the prefetch.
-
-        Holding jobs ahead lets the next one start the moment a slot frees, without a database
-        round trip. Claiming waits until the queue is down to half the prefetch, then tops it
-        up in one transaction.
-        """
-        if self.stop_reason is not None or self.fenced or not self.lease.session_id:
+    def budget(self, waiting: int) -> int:
+        """How many jobs to claim with ``waiting`` held and not started: room for every free
+        slot plus the prefetch, once the queue is down to half the prefetch."""
+        prefetch = self.prefetch()
+        if waiting > prefetch // 2:
             return 0
-        prefetch = self._prefetch()
-        if len(self.waiting) > prefetch // 2:
-            return 0
-        free = self.pool.free_slots(not self.mpi_mode) + prefetch - len(self.waiting)
+        free = self.pool.free_slots(self.capacity.serial) + prefetch - waiting
         return max(0, min(self.settings.claim_batch, free))
 
-    def _claim_due(self, now: float) -> bool:
-        return now >= self.next_claim and self._claim_budget() > 0
+    def due(self, now: float, waiting: int) -> bool:
+        """Whether a claim is due now."""
+        return now >= self.next_claim and self.budget(waiting) > 0
 
-    def remaining_minutes(self, now: float) -> float | None:
-        """Minutes left before jobs are stopped (None without a time limit)."""
-        if self.stop_at is None:
-            return None
-        return max(0.0, (self.stop_at - now) / 60)
+    def soon(self) -> None:
+        """Claim at the next turn (a run ended, a node joined)."""
+        self.next_claim = 0.0 if self.backoff.failures == 0 else self.backoff.next_at
 
-    def _claim(self, now: float) -> None:
-        # The service must see finished jobs first: they may free their children.
-        self.flush(now)
-        budget = self._claim_budget()
-        request = ClaimRequest(
-            limit=budget,
-            workflows=self.options.workflows,
-            max_nodes=len(self.pool),
-            serial_only=not self.mpi_mode,
-            max_wall_time_minutes=self.remaining_minutes(now),
+    def request(self, now: float, limit: int) -> ClaimRequest:
+        """The claim for up to ``limit`` jobs that fit this launcher now."""
+        cap = self.capacity
+        seq = self._unanswered or self.lease.next_seq()
+        self._unanswered = seq
+        return ClaimRequest.model_construct(
+            limit=limit,
+            workflows=list(self.options.workflows),
+            max_nodes=cap.max_nodes,
+            cpus_per_node=max(cap.cpus_per_node, 1),
+            gpus_per_node=cap.gpus_per_node,
+            max_wall_time_minutes=self.minutes_left(now),
+            serial_only=cap.serial,
+            job_ids=[],
+            processing_limit=PROCESSING_BATCH,
+            claim_seq=seq,
+            max_ranks_per_node=None if cap.has_mpi else 1,
         )
+
+    def claim(self, now: float, waiting: int) -> list[JobOut] | None:
+        """Claim what fits; None when the session is gone (NotFound)."""
+        budget = self.budget(waiting)
+        request = self.request(now, budget)
         try:
-            jobs = self.backend.claim_jobs(self.session_id, request)
+            jobs = self.backend.claim_jobs(self.lease.session_id, request)
         except NotFound:
-            self._lost_lease(now)
-            return
-        except DatabaseError as exc:
-            log.warning("cannot claim jobs, will retry: %s", exc)
-            self.next_claim = now + IDLE_POLL_SECONDS
-            return
-        self.next_claim = now if len(jobs) >= budget else now + IDLE_POLL_SECONDS
+            self._unanswered = 0
+            return None
+        except BalsamError as exc:
+            wait = self.backoff.failed(now)
+            log.warning("cannot claim jobs, will retry in %.1f s: %s", wait, exc)
+            self.next_claim = self.backoff.next_at
+            return []
+        self._unanswered = 0
+        self.backoff.reset()
+        runs = sum(1 for job in jobs if job.state not in PROCESSING_STATES)
+        self.drained = runs < budget
+        self.next_claim = now + IDLE_POLL_SECONDS if self.drained else now
         if jobs:
             log.info("claimed %d job(s)", len(jobs))
-            self._admit_claimed(jobs, now)
-        elif self.options.consume_all and not self.tasks and not len(self.updates):
-            self._check_exhausted(now)
+        return jobs
 
-    def _admit_claimed(self, jobs: list[JobOut], now: float) -> None:
-        try:
-            self.admit(jobs, now)
-        except DatabaseError as exc:
-            # Cannot even look up their apps: hand back what has not started yet.
-            log.warning("cannot take %d claimed job(s), handing them back: %s", len(jobs), exc)
-            idle = []
-            for job in jobs:
-                task = self.tasks.get(job.job_id)
-                if task is None or task.child is None:
-                    if task is not None:
-                        self.unqueue(task)
-                    self.tasks.pop(job.job_id, None)
-                    idle.append(job.job_id)
-            self.flush(now)
-            self.release(idle)
+    @property
+    def answered(self) -> bool:
+        """No claim is waiting to be repeated (its jobs may be held here, unknown yet)."""
+        return self._unanswered == 0
 
-    def remaining(self, now: float) -> JobQuery:
-        """Jobs this launcher could still run: the ``--consume-all`` exit test counts them.
+    def forget_session(self) -> None:
+        """The session is gone: a claim left unanswered cannot be repeated in a new one."""
+        self._unanswered = 0
 
-        Jobs in the filter that are on their way to running (CREATED, AWAITING_PARENTS,
-        READY, STAGED_IN, PREPROCESSED, RESTART_READY), held by no launcher, and that fit this
-        launcher (node count, serial mode, remaining wall time). AWAITING_PARENTS jobs count
-        whatever their parents are doing, so a launcher waits while parents run elsewhere.
+    # ---- what is left ------------------------------------------------------------------------
+
+    def remaining(self, now: float) -> list[JobQuery]:
+        """Queries of the jobs this launcher could still run: ``--consume-all`` counts them.
+
+        Jobs in the filter on their way to running (CREATED, AWAITING_PARENTS, READY,
+        STAGED_IN, PREPROCESSED, RESTART_READY), held by no launcher, that fit this launcher
+        (nodes, CPUs, GPUs, ranks, remaining wall time); and jobs held by nobody in a
+        processing state (their steps run here whatever their size). AWAITING_PARENTS jobs
+        count whatever their parents are doing, so a launcher waits while parents run elsewhere.
         """
-        filters = self.upcoming_filters()
-        filters["num_nodes__lte"] = 1 if not self.mpi_mode else len(self.pool)
-        minutes = self.remaining_minutes(now)
+        cap = self.capacity
+        fit = self.upcoming_filters()
+        fit.update(
+            num_nodes__lte=cap.max_nodes,
+            cpus_needed__lte=max(cap.cpus_per_node, 1),
+            gpus_needed__lte=cap.gpus_per_node,
+        )
+        if not cap.has_mpi:
+            fit["ranks_per_node__lte"] = 1
+        minutes = self.minutes_left(now)
         if minutes is not None:
-            filters["wall_time_minutes__lte"] = minutes
-        return JobQuery(clauses=[clause_from_kwargs(filters)])
+            fit["wall_time_minutes__lte"] = minutes
+        processing = {
+            "state__in": [s.value for s in PROCESSING_STATES],
+            "session_id__isnull": True,
+        }
+        if self.options.workflows:
+            processing["workflow__in"] = list(self.options.workflows)
+        return [JobQuery(clauses=[clause_from_kwargs(f)]) for f in (fit, processing)]
 
-    def upcoming_filters(self) -> dict[str, Any]:
+    def upcoming_filters(self) -> dict[str, object]:
         """Jobs in this launcher's workflows on their way to running, held by no launcher."""
-        filters: dict[str, Any] = {
+        filters: dict[str, object] = {
             "state__in": [s.value for s in UPCOMING_STATES],
             "session_id__isnull": True,
         }
@@ -182,12 +218,10 @@ class Claims:
             filters["workflow__in"] = list(self.options.workflows)
         return filters
 
-    def _check_exhausted(self, now: float) -> None:
+    def nothing_left(self, now: float) -> bool | None:
+        """True when no job could still become work for this launcher (None: cannot tell)."""
         try:
-            left = self.backend.count_jobs(self.remaining(now))
-        except DatabaseError as exc:
+            return all(self.backend.count_jobs(q) == 0 for q in self.remaining(now))
+        except BalsamError as exc:
             log.warning("cannot count remaining jobs, will retry: %s", exc)
-            return
-        if left == 0:
-            log.info("no runnable jobs remain: exiting (--consume-all)")
-            self.finished = True
+            return None

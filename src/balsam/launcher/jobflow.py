@@ -1,309 +1,279 @@
-"""Taking one claimed job through its steps on this launcher's nodes.
+"""Taking each held job through the steps it still needs, from whatever state it is in.
 
-A claimed job arrives in READY (to be staged in), STAGED_IN (to be preprocessed), or
-PREPROCESSED / RESTART_READY (to be run). The launcher does each step it can here and records
-the state it reached; the service validates each change and fast-forwards through steps that
-have nothing to do, so the launcher's own view follows the same rules (:mod:`domain.states`):
+A claimed job arrives in any state a launcher can take it on from: READY (stage in),
+STAGED_IN (preprocess), PREPROCESSED or RESTART_READY (run), or, left by a launcher that
+died or stopped, RUN_DONE, RUN_ERROR or RUN_TIMEOUT (the postprocess, or the app's error or
+timeout handler) and POSTPROCESSED (stage out). Which step comes next is decided in one place,
+:func:`balsam.domain.states.pending_step`, on the state the database reports, the same rule by
+which the state engine skips the steps that have nothing to do:
 
-    READY --stage in--> STAGED_IN --preprocess--> PREPROCESSED --start--> RUNNING
+    READY --stage in--> STAGED_IN --preprocess--> PREPROCESSED --run--> RUNNING
     RUNNING --exit 0--> RUN_DONE --postprocess--> POSTPROCESSED --stage out--> JOB_FINISHED
-    RUNNING --exit != 0--> RUN_ERROR (the service retries or fails it)
+    RUNNING --exit != 0--> RUN_ERROR (--handler--> POSTPROCESSED, or retried, or FAILED)
 
-The update that ends this launcher's work on a job carries ``release=True``.
+Every update says which state the launcher believes the job is in (``from_state``). Before a
+preprocess, postprocess or stage-out the task waits for the database's answer (SETTLING), so
+the step sees the job as the database has it and a state set by someone else — a user, or the
+job's own pre/postprocess through the API — is seen: the launcher carries on from that state
+(a handler that asks for RESTART_READY gets its rerun) instead of refusing its own next step.
+Before a run it goes on without waiting, predicting the skipped steps with the same rule.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
-from typing import cast
+import signal
 
 from balsam.backends.base import Backend
-from balsam.config import LauncherSettings, PlatformSettings, Site
-from balsam.domain.commands import CommandError
+from balsam.config import LauncherSettings, Site
 from balsam.domain.resources import why_cannot_fit
-from balsam.domain.states import JobState
-from balsam.errors import BalsamError, DatabaseError
+from balsam.domain.states import TERMINAL_STATES, JobState, JobStep, pending_step, settled
+from balsam.errors import BalsamError
 from balsam.launcher import commands, staging
 from balsam.launcher.children import Child, ChildProcesses, Step
-from balsam.launcher.lease import Lease
+from balsam.launcher.claims import Claimer
+from balsam.launcher.dispatch import SEND_ERRORS, Dispatcher
 from balsam.launcher.logs import JobLines, job_extra
 from balsam.launcher.placement import NodePool, Placement
-from balsam.launcher.updates import FlushResult, UpdateBuffer
-from balsam.launcher.workdirs import DirectoryMaker
-from balsam.launcher.workers import WorkerFleet, WorkerLink
-from balsam.platform.mpi import MpiLauncher
+from balsam.launcher.queue import RunQueue
+from balsam.launcher.tasks import WITH_COMMAND, StopCause, Task, TaskState
+from balsam.launcher.updates import UpdateBuffer
 from balsam.schemas.apps import AppOut
-from balsam.schemas.jobs import JobOut
+from balsam.schemas.jobs import JobOut, RefusalCode, UpdateResult
 from balsam.schemas.queries import clause_from_kwargs
 
 log = logging.getLogger(__name__)
 job_lines = JobLines(__name__)
 S = JobState
-
-
-@dataclass(eq=False)
-class Task:
-    """A job this launcher holds: waiting to run when ``child`` is None."""
-
-    job: JobOut
-    app: AppOut
-    child: Child | None = None
-    placement: Placement | None = None
-    killed: bool = False
-    #: Why the launcher stopped the run itself (it lost its lease or fenced), if it did.
-    abandoned: str = ""
-    #: Its run was recorded RUNNING (its worker said it started).
-    running: bool = False
-    #: Its working directory exists (see :mod:`balsam.launcher.workdirs`).
-    workdir_made: bool = False
-
-    @property
-    def attempt(self) -> int:
-        """Which run of the job this is (1 for the first)."""
-        job = self.job
-        return job.error_count + job.timeout_count + job.lost_count + 1
-
-    @cached_property
-    def priority(self) -> tuple[int, int, int, int]:
-        """Sort key of waiting jobs: biggest (nodes, then cores, then GPUs), then longest."""
-        req = self.job.resources()
-        return (-req.num_nodes, -req.cpus_per_node, -req.gpus_per_node, -self.job.wall_time_minutes)
-
-    @cached_property
-    def shape(self) -> tuple[int, int, int, int]:
-        """What the job takes of a node: jobs of one shape can run in each other's place."""
-        req = self.job.resources()
-        return (req.num_nodes, req.cpus_per_node, req.gpus_per_node, req.node_packing_count)
+T = TaskState
+#: Steps after a run that keep the job held: the launcher still has work on it.
+LATER_STEPS = (JobStep.POSTPROCESS, JobStep.STAGE_OUT)
 
 
 class JobFlow:
-    """The per-job steps of a launcher: the base of :class:`~balsam.launcher.runner.Launcher`,
-    which sets the attributes declared here and adds the session, claims and the event loop.
-    """
+    """The held jobs of one launcher and the steps each takes (see the module docstring)."""
 
-    site: Site
-    backend: Backend
-    settings: LauncherSettings
-    platform: PlatformSettings
-    pool: NodePool
-    mpi: MpiLauncher | None
-    environ: dict[str, str]
-    children: ChildProcesses
-    tasks: dict[str, Task]
-    updates: UpdateBuffer
-    next_claim: float
-    lease: Lease
-    fleet: WorkerFleet | None
-    #: Index in the pool of the node this launcher runs on (None: it runs on none of them).
-    local_index: int | None
-    #: Every job runs through the MPI launcher.
-    mpi_mode: bool
-    dirs: DirectoryMaker
+    def __init__(
+        self,
+        site: Site,
+        backend: Backend,
+        settings: LauncherSettings,
+        pool: NodePool,
+        children: ChildProcesses,
+        queue: RunQueue,
+        updates: UpdateBuffer,
+        claimer: Claimer,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self.site = site
+        self.backend = backend
+        self.settings = settings
+        self.pool = pool
+        self.children = children
+        self.queue = queue
+        self.updates = updates
+        self.claimer = claimer
+        self.dispatch = dispatcher
+        self.tasks: dict[str, Task] = {}
+        #: Claimed jobs whose apps could not be looked up yet (retried each turn).
+        self.unadmitted: list[JobOut] = []
 
-    @property
-    def session_id(self) -> int:
-        """The launcher's current session."""
-        return self.lease.session_id
+    def __len__(self) -> int:
+        return len(self.tasks) + len(self.unadmitted)
+
+    def task_of(self, job_id: str) -> Task | None:
+        """The task of a job, if the launcher holds it."""
+        return self.tasks.get(job_id)
 
     # ---- bookkeeping ---------------------------------------------------------------------
 
     def record(
         self,
-        job_id: str,
+        task: Task,
         state: JobState,
         now: float,
         message: str = "",
         return_code: int | None = None,
         release: bool = False,
         lost: bool = False,
-    ) -> None:
-        """Queue a state change (and log it)."""
+    ) -> int:
+        """Queue the job's move from the state the launcher believes it in; returns its seq."""
         first = message.splitlines()[0] if message else ""
-        job_lines.info(job_id, f"-> {state.value} {first}".rstrip())
-        self.updates.add(job_id, state, now, message, return_code, release, lost)
+        job_lines.info(task.job_id, f"-> {state.value} {first}".rstrip())
+        seq = self.updates.record(
+            task.job_id, state, task.db_state, now, message, return_code, release, lost
+        )
+        task.db_state = state
+        return seq
 
-    def forget(self, task: Task) -> None:
-        """Drop a job from this launcher's view (its placement must be released already)."""
-        self.tasks.pop(task.job.job_id, None)
+    def finish(self, task: Task, now: float, release: bool) -> None:
+        """Stop holding a task (``release``: tell the database, its state unchanged)."""
+        if task.state is not T.DONE:
+            task.move(T.DONE)
+        self.tasks.pop(task.job_id, None)
+        if release:
+            self.updates.release([task.job_id], now)
+
+    def settle(self, task: Task, seq: int, now: float) -> None:
+        """Wait for the database's answer to update ``seq`` before the next step."""
+        task.move(T.SETTLING)
+        task.awaiting_seq = seq
+        self.updates.hurry(now)
+
+    def give_back(self, task: Task, now: float, why: str) -> None:
+        """Stop holding a job this launcher will not run (its state unchanged)."""
+        log.info("giving back: %s", why, extra=job_extra(task.job_id))
+        self.finish(task, now, release=True)
 
     def fail(self, task: Task, message: str, now: float) -> None:
         """Give up on a job for good (FAILED) and stop holding it."""
-        self.record(task.job.job_id, S.FAILED, now, message, release=True)
-        self.forget(task)
-
-    def flush(self, now: float) -> FlushResult:
-        """Write the buffered state changes now."""
-        raise NotImplementedError
-
-    def release(self, job_ids: list[str]) -> None:
-        """Stop holding ``job_ids`` without changing their state."""
-        if not job_ids:
-            return
-        try:
-            self.backend.release_jobs(self.session_id, job_ids)
-        except DatabaseError as exc:
-            log.warning("cannot release %d job(s): %s", len(job_ids), exc)
-
-    def give_back(self, task: Task, now: float, why: str) -> None:
-        """Stop holding a job this launcher will not run (after writing what it did)."""
-        log.info("giving back: %s", why, extra=job_extra(task.job.job_id))
-        self.forget(task)
-        self.flush(now)
-        self.release([task.job.job_id])
-
-    def workdir(self, task: Task) -> Path:
-        """The job's working directory (made ahead by the directory thread, or now)."""
-        return self.dirs.ensure(task, self.site.job_dir(task.job.working_directory))
-
-    def drop(self, task: Task) -> None:
-        """Stop holding a job whose command was called off or killed, its state unchanged."""
-        self.forget(task)
-        self.release([task.job.job_id])
-
-    def detach(self, key: int) -> tuple[Child, Task] | None:
-        """Forget a worker's command that will not report again; free what its job held."""
-        child = self.children.remote_exited(key)
-        task = self.tasks.get(child.job_id) if child is not None else None
-        if child is None or task is None:
-            return None
-        task.child = None
-        if task.placement is not None:
-            self.pool.release(task.placement)
-            task.placement = None
-            self.next_claim = time.monotonic()
-        return child, task
-
-    def job_env(
-        self, job: JobOut, gpus: tuple[int, ...] = ()
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """The job's own variables (with the GPUs it was given) and its full environment."""
-        variables = commands.job_variables(job, self.site, self.lease.mark)
-        gpu_var = self.platform.gpu_visible_env
-        variables.update(commands.gpu_variables(job, gpus, gpu_var, self.environ))
-        return variables, commands.job_environment(self.environ, variables)
+        self.record(task, S.FAILED, now, message, release=True)
+        self.finish(task, now, release=False)
 
     # ---- arrival -----------------------------------------------------------------------------
 
-    def apps_for(self, jobs: list[JobOut]) -> dict[str, AppOut]:
+    def admit(self, jobs: list[JobOut], now: float) -> None:
+        """Take newly claimed jobs on, each from the state it is in."""
+        jobs = self.unadmitted + jobs
+        self.unadmitted = []
+        try:
+            apps = self._apps_for(jobs)
+        except BalsamError as exc:
+            log.warning("cannot look up the apps of %d claimed job(s): %s", len(jobs), exc)
+            self.unadmitted = jobs
+            return
+        for job in jobs:
+            app = apps.get(job.application)
+            if app is None:
+                task = Task(job, AppOut.model_construct(name=job.application, executable=""))
+                self.tasks[job.job_id] = task
+                self.fail(task, f"app {job.application!r} is not registered", now)
+                continue
+            task = Task(job, app, state=T.SETTLING)
+            self.tasks[job.job_id] = task
+            self.dispatch.prepare(task)
+            self.proceed(task, job.state, now)
+
+    def retry_admissions(self, now: float) -> None:
+        """Try again to take on claimed jobs whose apps could not be looked up."""
+        if self.unadmitted:
+            self.admit([], now)
+
+    def _apps_for(self, jobs: list[JobOut]) -> dict[str, AppOut]:
         """The apps these jobs run (one query; fresh, so app edits take effect)."""
+        if not jobs:
+            return {}
         names = sorted({j.application for j in jobs})
         clause = clause_from_kwargs({"name__in": names})
         return {app.name: app for app in self.backend.list_apps([clause])}
 
-    def never_runs_here(self, job: JobOut) -> str | None:
-        """Why ``job`` can never run on this allocation, or None."""
-        reason = why_cannot_fit(job.resources(), self.pool.specs)
+    def never_runs_here(self, task: Task) -> str | None:
+        """Why a job the claim gave can still not run here (odd nodes, no MPI), or None."""
+        reason = why_cannot_fit(task.job.resources(), self.pool.specs)
         if reason is not None:
             return f"cannot run on this allocation: {reason}"
         try:
-            commands.needs_mpi(job, self.mpi, self.mpi_mode)
+            commands.needs_mpi(task.job, self.dispatch.mpi, self.dispatch.mpi_mode)
         except commands.CannotRun as exc:
             return str(exc)
         return None
 
-    def admit(self, jobs: list[JobOut], now: float) -> None:
-        """Take newly claimed jobs: fail impossible ones, advance the others to runnable."""
-        apps = self.apps_for(jobs)
-        for job in jobs:
-            app = apps.get(job.application)
-            if app is None:
-                problem: str | None = f"app {job.application!r} is not registered"
-            else:
-                problem = self.never_runs_here(job)
-            if app is None or problem:
-                self.record(job.job_id, S.FAILED, now, problem or "", release=True)
-                continue
-            task = Task(job, app)
-            self.tasks[job.job_id] = task
-            self.dirs.prepare(task, self.site.job_dir(job.working_directory))
-            self._advance(task, now)
+    # ---- the one dispatcher of steps ----------------------------------------------------------
 
-    def _advance(self, task: Task, now: float) -> None:
-        job, app = task.job, task.app
-        state = job.state
-        if state is S.READY:
-            if not self._stage_in(task, now):
+    def proceed(self, task: Task, state: JobState, now: float) -> None:
+        """Carry on with a held job that the database says is in ``state``."""
+        task.db_state = state
+        step = pending_step(state, task.facts)
+        if step is None:
+            # Nothing left for a launcher (an end state, or waiting for its parents).
+            self.finish(task, now, release=True)
+        elif step is JobStep.RUN:
+            why = self.never_runs_here(task)
+            if why is not None:
+                log.warning("%s", why, extra=job_extra(task.job_id))
+                self.give_back(task, now, why)
                 return
-            state = S.STAGED_IN if app.preprocess else S.PREPROCESSED
-        if state is S.STAGED_IN:
-            if app.preprocess:
-                self.start_step(task, Step.PREPROCESS, app.preprocess, now)
-                return
-            self.record(job.job_id, S.PREPROCESSED, now)
+            task.move(T.WAITING)
+            self.queue.enqueue(task)
+        elif step is JobStep.STAGE_IN:
+            self._stage_in(task, now)
+        elif step is JobStep.STAGE_OUT:
+            self._stage_out(task, now)
+        else:
+            self._start_step(task, step, now)
 
-    def _stage_in(self, task: Task, now: float) -> bool:
+    def _stage_in(self, task: Task, now: float) -> None:
         try:
             summary = staging.stage_in(self.site, self.backend, task.job)
-        except DatabaseError as exc:
-            self.give_back(task, now, f"cannot look up its parents: {exc}")
-            return False
+        except BalsamError as exc:
+            if exc.transient:
+                self.give_back(task, now, f"cannot look up its parents: {exc}")
+            else:
+                self.fail(task, str(exc), now)
+            return
+        seq = self.record(task, S.STAGED_IN, now, summary)
+        after = settled(S.STAGED_IN, task.facts)
+        if pending_step(after, task.facts) is JobStep.RUN:
+            task.db_state = after
+            self.proceed(task, after, now)
+        else:
+            self.settle(task, seq, now)
+
+    def _stage_out(self, task: Task, now: float) -> None:
+        try:
+            summary = staging.stage_out(self.site, task.job)
         except BalsamError as exc:
             self.fail(task, str(exc), now)
-            return False
-        self.record(task.job.job_id, S.STAGED_IN, now, summary)
-        return True
-
-    # ---- commands ------------------------------------------------------------------------------
-
-    def _local(self) -> WorkerLink:
-        """The worker on the launcher's host."""
-        assert self.fleet is not None and self.fleet.local is not None, "started in run()"
-        return self.fleet.local
-
-    def start_step(self, task: Task, step: Step, command: str, now: float) -> None:
-        """Start the app's preprocess or postprocess command in the job's directory."""
-        job = task.job
-        try:
-            workdir = self.workdir(task)
-            variables, _ = self.job_env(job)
-            argv = commands.step_argv(command, task.app)
-        except (OSError, CommandError) as exc:
-            self.fail(task, f"cannot start {step} command {command!r}: {exc}", now)
             return
-        out = workdir / f"{step}.log"
-        link = self._local()
-        task.child = self.children.adopt(job.job_id, step, out, link)
-        link.run(task.child.key, argv, workdir, variables, out)
-        log.info("%s sent to the worker", step, extra=job_extra(job.job_id))
+        self.record(task, S.JOB_FINISHED, now, summary, release=True)
+        self.finish(task, now, release=False)
 
-    def start_run(self, task: Task, placement: Placement, now: float) -> None:
+    def _start_step(self, task: Task, step: JobStep, now: float) -> None:
+        """Start the app's preprocess or postprocess (handler) command."""
+        kind = Step.PREPROCESS if step is JobStep.PREPROCESS else Step.POSTPROCESS
+        command = task.app.preprocess if kind is Step.PREPROCESS else task.app.postprocess
+        try:
+            task.child = self.dispatch.send_step(task, kind, command)
+        except SEND_ERRORS as exc:
+            self.fail(task, f"cannot start {kind} command {command!r}: {exc}", now)
+            return
+        task.move(T.PREPROCESSING if kind is Step.PREPROCESS else T.POSTPROCESSING)
+
+    # ---- runs (the queue's Starter) -----------------------------------------------------------
+
+    def start_run(self, task: Task, placement: Placement, now: float) -> bool:
         """Have a worker start the job's run on ``placement`` (RUNNING when it has started)."""
         try:
-            task.child = self._send_run(task, placement)
-        except (OSError, CommandError, commands.CannotRun) as exc:
+            task.child = self.dispatch.send_run(task, placement)
+        except SEND_ERRORS as exc:
             self.pool.release(placement)
-            self.next_claim = now
+            self.claimer.soon()
+            task.move(T.STARTING)
             where = f"attempt {task.attempt} on {','.join(placement.hosts)}"
             self._cannot_start(task, where, now, str(exc))
-            return
+            return False
         task.placement = placement
+        task.move(T.STARTING)
+        return True
 
-    def _cannot_start(self, task: Task, where: str, now: float, why: str) -> None:
-        job = task.job
-        self.record(job.job_id, S.RUNNING, now, where)
-        self.record(job.job_id, S.RUN_ERROR, now, f"cannot start: {why}", release=True)
-        self.forget(task)
-
-    def chain(self, task: Task, predecessor: Child) -> None:
+    def chain(self, task: Task, predecessor: Child, now: float) -> bool:
         """Queue a job's run at the worker of ``predecessor``, to start in its place.
 
         The worker starts it the moment ``predecessor`` exits, on the same CPUs and GPUs,
-        without waiting for the launcher: the launcher's bookkeeping of one job overlaps the
-        next one's start. The job takes over the predecessor's placement when that exits.
+        without waiting for the launcher. It takes over the predecessor's placement then.
         """
         placement = self._placement_of_chain(predecessor)
         try:
-            child = self._send_run(task, placement, predecessor)
-        except (OSError, CommandError, commands.CannotRun) as exc:
+            child = self.dispatch.send_run(task, placement, predecessor)
+        except SEND_ERRORS as exc:
+            task.move(T.STARTING)
             where = f"attempt {task.attempt} on {','.join(placement.hosts)}"
-            self._cannot_start(task, where, time.monotonic(), str(exc))
-            return
+            self._cannot_start(task, where, now, str(exc))
+            return False
         predecessor.successor, child.follows = child, predecessor
         task.child = child
+        task.move(T.QUEUED)
+        return True
 
     def _placement_of_chain(self, child: Child) -> Placement:
         """The placement a queued run will inherit: that of the running run it waits behind."""
@@ -314,40 +284,13 @@ class JobFlow:
         assert placement is not None, "the head of a chain of runs holds the placement"
         return placement
 
-    def _send_run(self, task: Task, placement: Placement, after: Child | None = None) -> Child:
-        """Send the run to the worker of its node, or to the local one for MPI launches
-        (``after``: queued behind that run, on its worker)."""
-        job = task.job
-        # Made by the launcher's directory thread (or now), not by the worker: the worker's
-        # every step delays the next start.
-        workdir = self.workdir(task)
-        variables, env = self.job_env(job, placement.gpus[0])
-        run = commands.run_command(
-            job,
-            task.app,
-            list(placement.hosts),
-            self.mpi,
-            self.mpi_mode,
-            variables,
-            env,
-            workdir,
-            self.platform.mpi_launcher_args,
-        )
-        out = workdir / f"{job.name}.out"
-        assert self.fleet is not None
-        if after is not None:
-            link = cast(WorkerLink, after.remote)
-        elif run.through_mpi:
-            link = self._local()
-        else:
-            link = self.fleet.links[placement.nodes[0]]
-        bind = not run.through_mpi and job.cpu_affinity != "none"
-        child = self.children.adopt(job.job_id, Step.RUN, out, link)
-        cpus = placement.cpus[0] if bind else ()
-        link.run(child.key, run.argv, workdir, variables, out, cpus, after.key if after else None)
-        return child
+    def _cannot_start(self, task: Task, where: str, now: float, why: str) -> None:
+        self.record(task, S.RUNNING, now, where)
+        self._run_ended(task, now, S.RUN_ERROR, f"cannot start: {why}", None)
 
-    def run_started(self, key: int, pid: int) -> None:
+    # ---- worker reports -------------------------------------------------------------------------
+
+    def run_started(self, key: int, pid: int, now: float) -> None:
         """A worker started a command: a run is RUNNING from now on."""
         child = self.children.get(key)
         task = self.tasks.get(child.job_id) if child is not None else None
@@ -357,41 +300,142 @@ class JobFlow:
         if child.step is not Step.RUN:
             log.info("%s started (pid %d)", child.step, pid, extra=job_extra(child.job_id))
             return
-        task.running = True
-        hosts = ",".join(task.placement.hosts) if task.placement else "?"
-        message = f"attempt {task.attempt} on {hosts} (pid {pid})"
-        self.record(task.job.job_id, S.RUNNING, time.monotonic(), message)
+        self._mark_started(task, pid, now)
 
-    def run_failed(self, key: int, error: str) -> None:
+    def _mark_started(self, task: Task, pid: int, now: float) -> None:
+        if task.state in (T.STARTING, T.QUEUED):
+            task.move(T.RUNNING)
+        elif task.stop_cause not in (StopCause.SHUTDOWN, StopCause.FENCED):
+            return  # being ended for a user's kill or a lost lease: nothing more to record
+        hosts = ",".join(task.placement.hosts) if task.placement else "?"
+        self.record(task, S.RUNNING, now, f"attempt {task.attempt} on {hosts} (pid {pid})")
+
+    def exited(self, child: Child, code: int, now: float) -> None:
+        """A command of a job ended with ``code`` (its worker reported it)."""
+        task = self.tasks.get(child.job_id)
+        if task is None or task.child is not child:
+            return
+        task.child = None
+        if child.step is Step.RUN:
+            successor = self.tasks.get(child.successor.job_id) if child.successor else None
+            self.queue.hand_over(task, child, now, successor)
+            self.claimer.ends.tick(now)
+            self.claimer.soon()
+        if task.state is T.STOPPING:
+            self._stopped(task, child, code, now)
+        elif child.step is Step.PREPROCESS:
+            self._preprocessed(task, code, now)
+        elif child.step is Step.POSTPROCESS:
+            self._postprocessed(task, code, now)
+        else:
+            if task.state in (T.STARTING, T.QUEUED):
+                self._mark_started(task, child.remote_pid, now)
+            state = S.RUN_DONE if code == 0 else S.RUN_ERROR
+            text = "" if code == 0 else self._exit_text("run", code, task, f"{task.job.name}.out")
+            self._run_ended(task, now, state, text, code)
+
+    def run_failed(self, key: int, error: str, now: float) -> None:
         """A worker could not start a command (a missing program, a bad directory, ...)."""
         detached = self.detach(key)
         if detached is None:
             return
         child, task = detached
-        now = time.monotonic()
-        if task.killed:
-            self.drop(task)
+        if task.state is T.STOPPING:
+            self._stopped(task, child, None, now)
         elif child.step is Step.RUN:
             self._cannot_start(task, f"attempt {task.attempt}", now, error)
         else:
             self.fail(task, f"cannot start {child.step} command: {error}", now)
 
-    def step_done(self, task: Task, step: Step, code: int, now: float) -> None:
-        """A job's command exited on its own with ``code``."""
-        if step is Step.PREPROCESS:
-            if code == 0:
-                self.record(task.job.job_id, S.PREPROCESSED, now)
-            else:
-                self.fail(task, self._exit_text("preprocess", code, task, "preprocess.log"), now)
-        elif step is Step.RUN:
-            if code == 0:
-                self._run_succeeded(task, now)
-            else:
-                self._run_failed(task, code, now)
-        elif code == 0:
-            self._postprocessed(task, now)
+    def run_cancelled(self, key: int, now: float) -> None:
+        """A queued run was taken off its worker's queue before it started."""
+        child = self.children.get(key)
+        if child is not None:
+            self.queue.unlink(child)
+        detached = self.detach(key)
+        if detached is None:
+            return
+        child, task = detached
+        if task.state is T.STOPPING:
+            self._stopped(task, child, None, now)
         else:
+            task.move(T.WAITING)
+            self.queue.enqueue(task)
+
+    def detach(self, key: int) -> tuple[Child, Task] | None:
+        """Forget a worker's command that will not report again; free what its job held."""
+        child = self.children.remote_exited(key)
+        task = self.tasks.get(child.job_id) if child is not None else None
+        if child is None or task is None or task.child is not child:
+            return None
+        self.queue.forget(child)
+        task.child = None
+        if task.placement is not None:
+            self.pool.release(task.placement)
+            task.placement = None
+            self.claimer.soon()
+        return child, task
+
+    def command_lost(self, child: Child, task: Task, hostname: str, now: float) -> None:
+        """A command vanished with its node's worker."""
+        started = task.db_state is S.RUNNING
+        if child.step is Step.RUN and started and task.state is not T.STOPPING:
+            message = f"lost with node {hostname}: its worker went away"
+            self.record(task, S.RESTART_READY, now, message, release=True, lost=True)
+            self.finish(task, now, release=False)
+        elif child.step is Step.RUN and not started and task.state is not T.STOPPING:
+            task.move(T.WAITING)
+            self.queue.enqueue(task)
+        else:
+            self._stopped(task, child, None, now)
+
+    # ---- what a command's end means ---------------------------------------------------------
+
+    def _run_ended(
+        self, task: Task, now: float, state: JobState, message: str, code: int | None
+    ) -> None:
+        after = pending_step(settled(state, task.facts), task.facts)
+        later = after in LATER_STEPS
+        seq = self.record(task, state, now, message, return_code=code, release=not later)
+        if later:
+            self.settle(task, seq, now)
+        else:
+            self.finish(task, now, release=False)
+
+    def _preprocessed(self, task: Task, code: int, now: float) -> None:
+        if code != 0:
+            self.fail(task, self._exit_text("preprocess", code, task, "preprocess.log"), now)
+            return
+        self.settle(task, self.record(task, S.PREPROCESSED, now), now)
+
+    def _postprocessed(self, task: Task, code: int, now: float) -> None:
+        if code != 0:
             self.fail(task, self._exit_text("postprocess", code, task, "postprocess.log"), now)
+            return
+        after = pending_step(settled(S.POSTPROCESSED, task.facts), task.facts)
+        later = after in LATER_STEPS
+        seq = self.record(task, S.POSTPROCESSED, now, release=not later)
+        if later:
+            self.settle(task, seq, now)
+        else:
+            self.finish(task, now, release=False)
+
+    def _stopped(self, task: Task, child: Child, code: int | None, now: float) -> None:
+        """A command the launcher ended itself is gone: record what its cause says."""
+        cause, started = task.stop_cause, task.db_state is S.RUNNING
+        run = child.step is Step.RUN
+        if cause is StopCause.FENCED and run and started:
+            why = task.stop_reason or "stopped: the workflow database was unreachable"
+            self.record(task, S.RESTART_READY, now, why, release=True, lost=True)
+            self.finish(task, now, release=False)
+        elif cause is StopCause.SHUTDOWN and run and started:
+            how = "" if code is None else f" (exit code {code})"
+            self.record(task, S.RUN_TIMEOUT, now, f"{task.stop_reason}{how}", release=True)
+            self.finish(task, now, release=False)
+        else:
+            if cause is StopCause.SHUTDOWN:
+                log.info("%s interrupted", child.step, extra=job_extra(task.job_id))
+            self.finish(task, now, release=cause is not StopCause.LOST)
 
     def _exit_text(self, what: str, code: int, task: Task, filename: str) -> str:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -400,46 +444,91 @@ class JobFlow:
         text = f"{what} failed: {how}"
         return f"{text}; last lines of {filename}:\n{lines}" if lines else text
 
-    def _needs_stage_out(self, job: JobOut) -> bool:
-        return bool(job.stage_out_url and job.stage_out_files)
+    # ---- stopping ------------------------------------------------------------------------------
 
-    def _run_succeeded(self, task: Task, now: float) -> None:
-        job, app = task.job, task.app
-        post, out = bool(app.postprocess), self._needs_stage_out(job)
-        self.record(job.job_id, S.RUN_DONE, now, return_code=0, release=not (post or out))
-        if post:
-            self.start_step(task, Step.POSTPROCESS, app.postprocess, now)
-        elif out:
-            self._stage_out(task, now)
-        else:
-            self.forget(task)
-
-    def _run_failed(self, task: Task, code: int, now: float) -> None:
-        job, app = task.job, task.app
-        message = self._exit_text("run", code, task, f"{job.name}.out")
-        handler = job.post_error_handler and bool(app.postprocess)
-        self.record(job.job_id, S.RUN_ERROR, now, message, return_code=code, release=not handler)
-        if handler:
-            self.start_step(task, Step.POSTPROCESS, app.postprocess, now)
-        else:
-            self.forget(task)
-
-    def _postprocessed(self, task: Task, now: float) -> None:
-        out = self._needs_stage_out(task.job)
-        self.record(task.job.job_id, S.POSTPROCESSED, now, release=not out)
-        if out:
-            self._stage_out(task, now)
-        else:
-            self.forget(task)
-
-    def _stage_out(self, task: Task, now: float) -> None:
-        try:
-            summary = staging.stage_out(self.site, task.job)
-        except BalsamError as exc:
-            self.fail(task, str(exc), now)
+    def stop(self, task: Task, cause: StopCause, reason: str, now: float, grace: float) -> None:
+        """End the task's command (SIGTERM, SIGKILL after ``grace``), or let go of the task
+        at once when it has none."""
+        if task.state is T.DONE:
             return
-        self.record(task.job.job_id, S.JOB_FINISHED, now, summary, release=True)
-        self.forget(task)
+        if task.child is None or task.state not in WITH_COMMAND:
+            if task.state is T.WAITING:
+                self.queue.unqueue(task)
+            if cause is not StopCause.SHUTDOWN:
+                # At shutdown, closing the session hands back what runs nothing.
+                self.finish(task, now, release=cause is not StopCause.LOST)
+            return
+        if task.state is T.STOPPING:
+            return
+        log.info("stopping: %s", reason, extra=job_extra(task.job_id))
+        task.stop(cause, reason)
+        if cause is StopCause.LOST:
+            self.children.signal(task.child, signal.SIGKILL)
+        else:
+            self.children.terminate(task.child, grace, now)
 
+    def stop_all(self, cause: StopCause, reason: str, now: float, grace: float) -> None:
+        """Stop every task (see :meth:`stop`)."""
+        for task in list(self.tasks.values()):
+            self.stop(task, cause, reason, now, grace)
 
-__all__ = ["JobFlow", "Task"]
+    def fence(self, reason: str, now: float, grace: float) -> None:
+        """Stop every running run before peers may expire the lease and run it again."""
+        for task in list(self.tasks.values()):
+            if task.child is not None and task.child.step is Step.RUN:
+                self.stop(task, StopCause.FENCED, f"stopped: {reason}", now, grace)
+
+    def killed(self, job_ids: list[str], now: float) -> None:
+        """Users killed (or gave up on) these held jobs: stop them, record nothing."""
+        for job_id in job_ids:
+            self.updates.drop(job_id)
+            task = self.tasks.get(job_id)
+            if task is None:
+                self.updates.release([job_id], now)
+            else:
+                grace = self.settings.kill_grace_seconds
+                self.stop(task, StopCause.KILLED, "killed by user", now, grace)
+
+    # ---- the database's answers -----------------------------------------------------------
+
+    def answers(self, results: list[UpdateResult], now: float) -> None:
+        """Act on a flush's results: carry SETTLING tasks on, stop refused ones."""
+        last = {r.job_id: r for r in results}
+        for result in last.values():
+            task = self.tasks.get(result.job_id)
+            if task is None:
+                if result.held and result.state is not None:
+                    self.updates.release([result.job_id], now)
+            elif result.ok:
+                self._applied(task, result, now)
+            else:
+                self._refused(task, result, now)
+
+    def _applied(self, task: Task, result: UpdateResult, now: float) -> None:
+        if task.state is not T.SETTLING or result.seq != task.awaiting_seq:
+            return
+        assert result.state is not None
+        if result.held:
+            self.proceed(task, result.state, now)
+        else:
+            self.finish(task, now, release=False)
+
+    def _refused(self, task: Task, result: UpdateResult, now: float) -> None:
+        state = result.state
+        why = f"state change refused ({result.code}): {result.reason}"
+        log.warning("%s", why, extra=job_extra(task.job_id))
+        grace = self.settings.kill_grace_seconds
+        if result.code in (RefusalCode.NOT_HELD, RefusalCode.NOT_FOUND) or state is None:
+            self.updates.drop(task.job_id)
+            self.stop(task, StopCause.LOST, result.reason, now, grace)
+        elif state in TERMINAL_STATES or not result.held:
+            self.updates.drop(task.job_id)
+            self.stop(task, StopCause.KILLED, result.reason, now, grace)
+        elif task.child is None and task.state in (T.SETTLING, T.WAITING):
+            # Moved by its own pre/postprocess or a user, still ours: carry on from there.
+            self.queue.unqueue(task)
+            if task.state is T.WAITING:
+                task.move(T.SETTLING)
+            self.proceed(task, state, now)
+        else:
+            self.stop(task, StopCause.REFUSED, result.reason, now, grace)

@@ -13,18 +13,24 @@ A launcher that cannot renew its lease for ``lease_seconds - 2 x heartbeat_secon
 database is unreachable) must *fence* itself: stop its running jobs before its peers may
 expire the lease and run them again. When the database answers again and the lease was
 expired meanwhile, the launcher opens a new session and carries on.
+
+The lease also numbers the session's calls (:meth:`Lease.next_seq`, one counter for claims and
+state updates, see :mod:`balsam.backends.base`), and opens sessions with a key of its own so
+that an open whose answer was lost, sent again, opens one session.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from balsam.backends.base import Backend
 from balsam.config import LauncherSettings
-from balsam.errors import DatabaseError, NotFound
+from balsam.errors import BalsamError, NotFound
 from balsam.platform.processes import kill_marked, launcher_mark, process_alive
 from balsam.schemas.sessions import SessionOut
 
@@ -57,6 +63,13 @@ class Lease:
         self.renewed_at = 0.0
         self.next_heartbeat = 0.0
         self.next_kill_poll = 0.0
+        self._seq = itertools.count(1)
+        #: The key of the open being tried, kept until it succeeds (a retry reuses it).
+        self._open_key: str | None = None
+
+    def next_seq(self) -> int:
+        """The next number of this launcher's call counter (increasing across sessions)."""
+        return next(self._seq)
 
     @property
     def mark(self) -> str:
@@ -64,8 +77,10 @@ class Lease:
         return launcher_mark(self.hostname, self.pid, self.session_id)
 
     def open(self, now: float) -> SessionOut:
-        """Open a new session (DatabaseError when the database is unreachable)."""
-        session = self.backend.open_session(self.label, self.hostname, self.pid)
+        """Open a new session (a BalsamError passes through; a retry reuses the key)."""
+        self._open_key = self._open_key or uuid.uuid4().hex
+        session = self.backend.open_session(self.label, self.hostname, self.pid, self._open_key)
+        self._open_key = None
         self.session_id = session.id
         self.renewed_at = now
         self.next_heartbeat = now + self.settings.heartbeat_seconds
@@ -96,13 +111,13 @@ class Lease:
         except NotFound:
             log.error("session %d expired: its jobs were handed to others", self.session_id)
             news.lost = True
-        except DatabaseError as exc:
+        except BalsamError as exc:
             log.warning("cannot reach the workflow database, will retry: %s", exc)
             news.fence = now - self.renewed_at >= self.settings.fence_after_seconds
         return news
 
     def recover_peers(self) -> list[int]:
-        """Hand back the jobs of launchers that are gone (DatabaseError passes through).
+        """Hand back the jobs of launchers that are gone (a BalsamError passes through).
 
         Before the jobs of a launcher of this host are handed back, whatever it left running
         here is killed: that launcher died, or it hangs (stopped, swapped out) and let its
@@ -135,7 +150,7 @@ class Lease:
         return recovered
 
     def close(self) -> None:
-        """End the session, handing back every job still held (DatabaseError passes through)."""
+        """End the session, handing back every job still held (a BalsamError passes through)."""
         self.backend.close_session(self.session_id)
 
 

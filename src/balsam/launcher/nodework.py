@@ -1,6 +1,4 @@
-"""Which of the allocation's nodes a launcher can use, and the workers on the remote ones.
-
-A base of :class:`~balsam.launcher.runner.Launcher`, like :class:`~balsam.launcher.jobflow.JobFlow`.
+"""Which of the allocation's nodes a launcher can use, the workers on them, and jobs that fit none.
 
 Every command starts in a worker (:mod:`balsam.launcher.worker`); the local worker, on the
 launcher's host, is started first.
@@ -16,9 +14,11 @@ launcher's host, is started first.
   ``launcher.worker_start_seconds`` are left unused, with a warning.
 * the local worker dying ends the launcher: what it left running here is killed first.
 
-It also reports the jobs this launcher can never run because they need more nodes than it has
-(or several nodes, in serial mode): a note in each one's history, so they do not wait in
-silence.
+It also reports the jobs this launcher can never run (more nodes, CPUs or GPUs per node, or
+ranks, than it has): a note in each one's history, so they do not wait in silence; a job that
+needs more of a node than the site settings say the machine's nodes have
+(``platform.cpus_per_node``, ``platform.gpus_per_node``, when set) can run nowhere, and is
+FAILED with the reason.
 """
 
 from __future__ import annotations
@@ -26,89 +26,58 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 from balsam.backends.base import Backend
 from balsam.config import LauncherSettings, PlatformSettings, Site
 from balsam.domain.states import JobState
-from balsam.errors import DatabaseError
-from balsam.launcher.children import Child, ChildProcesses, Step
-from balsam.launcher.jobflow import Task
-from balsam.launcher.lease import Lease
+from balsam.errors import BalsamError
+from balsam.launcher.claims import Capacity, Claimer
 from balsam.launcher.placement import NodePool
-from balsam.launcher.workers import WorkerFleet, WorkerLink
+from balsam.launcher.workers import WorkerFleet
 from balsam.platform.mpi import MpiLauncher
-from balsam.platform.processes import kill_marked
+from balsam.schemas.jobs import JobOut
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 
 log = logging.getLogger(__name__)
 S = JobState
 INF = float("inf")
-#: Most jobs noted as unfit per report.
+#: Most jobs looked at per kind of misfit per report.
 UNFIT_REPORT_LIMIT = 1000
 
 
 class NodeWork:
-    """Node readiness, serial-mode workers and unfit-job reports for a launcher."""
+    """Node readiness and the workers of one launcher."""
 
-    site: Site
-    backend: Backend
-    settings: LauncherSettings
-    platform: PlatformSettings
-    pool: NodePool
-    mpi: MpiLauncher | None
-    mpi_mode: bool
-    hostname: str
-    environ: dict[str, str]
-    children: ChildProcesses
-    tasks: dict[str, Task]
-    fleet: WorkerFleet | None
-    local_index: int | None
-    next_claim: float
-    lease: Lease
-    workers_due: float = INF
+    def __init__(
+        self,
+        site: Site,
+        pool: NodePool,
+        mpi: MpiLauncher | None,
+        mpi_mode: bool,
+        hostname: str,
+        local_index: int | None,
+        environ: Mapping[str, str],
+    ) -> None:
+        self.site = site
+        self.settings: LauncherSettings = site.settings.launcher
+        self.platform: PlatformSettings = site.settings.platform
+        self.pool = pool
+        self.mpi = mpi
+        self.mpi_mode = mpi_mode
+        self.hostname = hostname
+        self.local_index = local_index
+        self.environ = dict(environ)
+        self.fleet: WorkerFleet | None = None
+        self.workers_due = INF
 
-    if TYPE_CHECKING:
-        # Provided by JobFlow and Launcher, the classes this one is mixed into.
-        def record(
-            self,
-            job_id: str,
-            state: JobState,
-            now: float,
-            message: str = "",
-            return_code: int | None = None,
-            release: bool = False,
-            lost: bool = False,
-        ) -> None: ...
-
-        def forget(self, task: Task) -> None: ...
-
-        def exited(self, child: Child, code: int, now: float) -> None: ...
-
-        def upcoming_filters(self) -> dict[str, Any]: ...
-
-        def drop(self, task: Task) -> None: ...
-
-        def detach(self, key: int) -> tuple[Child, Task] | None: ...
-
-        def worker_died(self) -> None: ...
-
-        def run_started(self, key: int, pid: int) -> None: ...
-
-        def run_failed(self, key: int, error: str) -> None: ...
-
-        def run_cancelled(self, key: int) -> None: ...
-
-    # ---- preparing the nodes ---------------------------------------------------------------
-
-    def start_local_worker(self) -> None:
+    def start_local_worker(self, fleet: WorkerFleet) -> None:
         """Start the worker on the launcher's host (first: its start-up overlaps the rest)."""
-        self.fleet = WorkerFleet(self.children.selector, self)
+        self.fleet = fleet
         logs = self.site.log_dir
         logs.mkdir(parents=True, exist_ok=True)
         local_log = logs / f"worker_{self.hostname}_{os.getpid()}.log"
-        self.fleet.start_local(self.local_index, self.hostname, self.environ, local_log)
+        fleet.start_local(self.local_index, self.hostname, self.environ, local_log)
 
     def prepare_nodes(self, now: float) -> None:
         """Decide which nodes take jobs; start the workers of remote nodes (serial mode)."""
@@ -147,11 +116,11 @@ class NodeWork:
         except OSError:
             return "127.0.0.1"
 
-    def nodes_due_at(self) -> float:
-        """When :meth:`check_nodes` has something to do."""
+    def due_at(self) -> float:
+        """When :meth:`check` has something to do."""
         return self.workers_due
 
-    def check_nodes(self, now: float) -> None:
+    def check(self, now: float) -> None:
         """Give up waiting for workers that did not connect in time."""
         if now < self.workers_due or self.fleet is None:
             return
@@ -165,70 +134,91 @@ class NodeWork:
                 self.settings.worker_start_seconds,
             )
 
-    # ---- worker events (FleetEvents; run_started and run_failed are JobFlow's) -------------
-
-    def node_ready(self, index: int) -> None:
-        """A remote node's worker connected: the node takes jobs."""
-        self.pool.set_ready(index, True)
-        self.next_claim = 0.0
-
-    def node_lost(self, link: WorkerLink) -> None:
-        """A worker went away: the commands it ran are lost, its node takes no more jobs."""
-        now = time.monotonic()
-        if link.index is not None:
-            self.pool.set_ready(link.index, False)
-        if link.local:
-            # Whatever the worker left running on this host must not run on unaccounted.
-            killed = kill_marked(self.lease.mark)
-            log.error("the local worker died (%d leftover process(es) killed)", killed)
-            self.worker_died()
-        for child in self.children:
-            if child.remote is link and (detached := self.detach(child.key)) is not None:
-                self._lost_command(*detached, link, now)
-
-    def _lost_command(self, child: Child, task: Task, link: WorkerLink, now: float) -> None:
-        if not task.killed and task.running and child.step is Step.RUN:
-            message = f"lost with node {link.hostname}: its worker went away"
-            self.record(task.job.job_id, S.RESTART_READY, now, message, release=True, lost=True)
-            self.forget(task)
-        else:
-            self.drop(task)
-
-    def run_exited(self, key: int, code: int) -> None:
-        """A worker's command exited."""
-        child = self.children.remote_exited(key)
-        if child is not None:
-            self.exited(child, code, time.monotonic())
-
-    # ---- jobs that never fit ----------------------------------------------------------------
-
-    def report_unfit(self) -> None:
-        """Note, in their histories, the jobs this launcher could never run (too many nodes)."""
-        filters = self.upcoming_filters()
-        limit = len(self.pool) if self.mpi_mode else 1
-        filters["num_nodes__gt"] = limit
-        query = JobQuery(clauses=[clause_from_kwargs(filters)], limit=UNFIT_REPORT_LIMIT)
-        try:
-            unfit = self.backend.query_jobs(query)
-        except DatabaseError as exc:
-            log.warning("cannot look for jobs too big for this launcher: %s", exc)
-            return
-        if not unfit:
-            return
-        if self.mpi_mode:
-            note = f"waits: needs more nodes than the {limit}-node launcher on {self.hostname}"
-        else:
-            note = "waits: a multi-node job runs only under an mpi-mode launcher"
-        try:
-            self.backend.note_jobs([j.job_id for j in unfit], note)
-        except DatabaseError as exc:
-            log.warning("cannot note jobs too big for this launcher: %s", exc)
-        biggest = max(j.num_nodes for j in unfit)
-        log.warning(
-            "%d%s job(s) need more nodes than this launcher has (%d; the largest asks for %d): "
-            "they wait for a bigger launcher",
-            len(unfit),
-            "+" if len(unfit) >= UNFIT_REPORT_LIMIT else "",
-            limit,
-            biggest,
+    def capacity(self) -> Capacity:
+        """What the claims may ask for: the nodes, the biggest node's CPUs and GPUs, MPI."""
+        specs = self.pool.specs
+        return Capacity(
+            nodes=len(specs),
+            cpus_per_node=max((n.cpus for n in specs), default=1),
+            gpus_per_node=max((n.gpus for n in specs), default=0),
+            has_mpi=self.mpi is not None,
+            serial=not self.mpi_mode,
         )
+
+
+class UnfitReport:
+    """Notes (or fails) the jobs no launcher like this one can run."""
+
+    def __init__(
+        self, backend: Backend, claimer: Claimer, platform: PlatformSettings, hostname: str
+    ) -> None:
+        self.backend = backend
+        self.claimer = claimer
+        self.platform = platform
+        self.hostname = hostname
+
+    def misfits(self) -> list[tuple[dict[str, object], str]]:
+        """(filter, note) for each way a job can be too big for this launcher."""
+        cap = self.claimer.capacity
+        who = f"the launcher on {self.hostname}"
+        kinds: list[tuple[dict[str, object], str]] = [
+            (
+                {"cpus_needed__gt": max(cap.cpus_per_node, 1)},
+                f"needs more CPUs per node than {who} has ({cap.cpus_per_node})",
+            ),
+            (
+                {"gpus_needed__gt": cap.gpus_per_node},
+                f"needs more GPUs per node than {who} has ({cap.gpus_per_node})",
+            ),
+        ]
+        if cap.serial:
+            kinds.append(
+                ({"num_nodes__gt": 1}, "a multi-node job runs only under an mpi-mode launcher")
+            )
+        else:
+            kinds.append(
+                (
+                    {"num_nodes__gt": cap.max_nodes},
+                    f"needs more nodes than the {cap.max_nodes}-node launcher on {self.hostname}",
+                )
+            )
+        if not cap.has_mpi:
+            kinds.append(
+                (
+                    {"ranks_per_node__gt": 1},
+                    f"needs several MPI ranks but {who} found no MPI launcher",
+                )
+            )
+        return kinds
+
+    def report(self) -> None:
+        """Note each misfit in its history once (failing those no node of the site fits)."""
+        for extra, note in self.misfits():
+            filters = {**self.claimer.upcoming_filters(), **extra}
+            query = JobQuery(clauses=[clause_from_kwargs(filters)], limit=UNFIT_REPORT_LIMIT)
+            try:
+                unfit = self.backend.query_jobs(query)
+                self._fail_impossible(unfit)
+                waiting = [j for j in unfit if not self._impossible(j)]
+                if waiting:
+                    self.backend.note_jobs([j.job_id for j in waiting], f"waits: {note}")
+                    log.warning("%d job(s) wait: %s", len(waiting), note)
+            except BalsamError as exc:
+                log.warning("cannot look for jobs this launcher cannot run: %s", exc)
+                return
+
+    def _impossible(self, job: JobOut) -> str | None:
+        """Why no node of this machine (as the site settings declare it) can run ``job``."""
+        req = job.resources()
+        cpus, gpus = self.platform.cpus_per_node, self.platform.gpus_per_node
+        if cpus and req.cpus_per_node > cpus:
+            return f"needs {req.cpus_per_node} CPUs per node; this machine's nodes have {cpus}"
+        if gpus and req.gpus_per_node > gpus:
+            return f"needs {req.gpus_per_node} GPUs per node; this machine's nodes have {gpus}"
+        return None
+
+    def _fail_impossible(self, jobs: list[JobOut]) -> None:
+        for job in jobs:
+            why = self._impossible(job)
+            if why is not None:
+                self.backend.set_state(job.job_id, S.FAILED, f"can never run: {why}")

@@ -1,31 +1,30 @@
 """The jobs a launcher holds and has not started yet, and where each one starts.
 
-A base of :class:`~balsam.launcher.runner.Launcher`, like
-:class:`~balsam.launcher.jobflow.JobFlow` and :class:`~balsam.launcher.nodework.NodeWork`.
-
-Waiting jobs are kept in priority order (biggest, then longest first) and started as room
+Waiting tasks are kept in priority order (biggest, then longest first) and started as room
 frees up, smaller ones backfilling behind a big one that does not fit yet. While runs are short
-(less than ``CHAIN_BELOW_SECONDS`` on average), jobs of the same size as a running one are also
+(less than ``CHAIN_BELOW_SECONDS`` on average), tasks of the same size as a running one are also
 *queued behind it at its worker*: the worker starts each the moment the one before it exits, on
 the same CPUs and GPUs, without a round trip to the launcher; the queue behind a run is as deep
 as ``CHAIN_AHEAD_SECONDS`` of work (at most ``CHAIN_MAX_DEPTH``). When a run ends, the one
 queued behind it takes over its placement; a queued run cancelled before it starts gives its
 place in the queue to the one behind it.
+
+The queue owns the waiting list and the chains' bookkeeping; it starts nothing itself but asks
+a :class:`Starter` (the job flow) to send each run.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from balsam.launcher.children import Child, ChildProcesses, Step
-from balsam.launcher.jobflow import Task
 from balsam.launcher.placement import NodePool, Placement
+from balsam.launcher.rates import RecentMean
+from balsam.launcher.tasks import Task, TaskState
 
-#: How much work (seconds, at the rate jobs have been ending) a launcher holds ahead.
-PREFETCH_SECONDS = 0.5
 #: Runs are queued behind others at their worker only while runs take less than this on
 #: average: it saves a round trip per short run, and costs a long one the chance of a node
 #: that frees up meanwhile.
@@ -38,77 +37,89 @@ CHAIN_MAX_DEPTH = 8
 Shape = tuple[int, int, int, int]
 
 
+class Starter(Protocol):
+    """What sends runs to workers (the job flow)."""
+
+    def start_run(self, task: Task, placement: Placement, now: float) -> bool:
+        """Send ``task``'s run to start on ``placement`` now; False if it could not be sent."""
+        ...
+
+    def chain(self, task: Task, predecessor: Child, now: float) -> bool:
+        """Queue ``task``'s run behind ``predecessor`` at its worker; False if not sent."""
+        ...
+
+    def give_back(self, task: Task, now: float, why: str) -> None:
+        """Stop holding a waiting task this launcher will not run."""
+        ...
+
+    def task_of(self, job_id: str) -> Task | None:
+        """The task of a job, if the launcher holds it."""
+        ...
+
+
 class RunQueue:
-    """Waiting jobs, their start, and the runs queued at workers behind running ones."""
+    """Waiting tasks, their start, and the runs queued at workers behind running ones."""
 
-    pool: NodePool
-    children: ChildProcesses
-    tasks: dict[str, Task]
-    waiting: list[Task]
-    #: Runs sent to a worker with no successor queued behind them yet.
-    unchained: dict[int, Child]
-    #: Shapes of runs that no waiting job has (so chaining need not look again).
-    absent_shapes: set[Shape]
-    stop_reason: str | None
-    fenced: bool
-    next_claim: float
-    ends: RateMeter
-    run_times: RecentMean
+    def __init__(
+        self,
+        pool: NodePool,
+        children: ChildProcesses,
+        minutes_left: Callable[[float], float | None],
+    ) -> None:
+        self.pool = pool
+        self.children = children
+        self.minutes_left = minutes_left
+        self.waiting: list[Task] = []
+        #: Runs sent to a worker with no successor queued behind them yet.
+        self.unchained: dict[int, Child] = {}
+        #: Shapes of runs that no waiting task has (so chaining need not look again).
+        self.absent_shapes: set[Shape] = set()
+        self.run_times = RecentMean()
 
-    if TYPE_CHECKING:
-        # Provided by JobFlow and Launcher.
-        def start_run(self, task: Task, placement: Placement, now: float) -> None: ...
-
-        def chain(self, task: Task, predecessor: Child) -> None: ...
-
-        def give_back(self, task: Task, now: float, why: str) -> None: ...
-
-        def remaining_minutes(self, now: float) -> float | None: ...
-
-        def detach(self, key: int) -> tuple[Child, Task] | None: ...
-
-        def drop(self, task: Task) -> None: ...
+    def __len__(self) -> int:
+        return len(self.waiting)
 
     def enqueue(self, task: Task) -> None:
-        """Queue a job to be started, in priority order."""
+        """Queue a WAITING task to be started, in priority order."""
+        assert task.state is TaskState.WAITING, task.state
         bisect.insort(self.waiting, task, key=lambda t: t.priority)
         self.absent_shapes.discard(task.shape)
 
     def unqueue(self, task: Task) -> None:
+        """Take a task off the waiting list (it is being stopped or given back)."""
         if task in self.waiting:
             self.waiting.remove(task)
 
-    def start_waiting(self, now: float) -> None:
-        if self.stop_reason is not None or self.fenced or not self.waiting:
+    def start_waiting(self, now: float, starter: Starter) -> None:
+        """Start waiting tasks on free room, biggest first, then fill run chains."""
+        if not self.waiting:
             return
-        remaining = self.remaining_minutes(now)
-        blocked: set[tuple[int, int, int, int]] = set()
+        remaining = self.minutes_left(now)
+        blocked: set[Shape] = set()
         room = self.pool.has_room()
         for task in list(self.waiting):
             if not room:
                 break
             if remaining is not None and task.job.wall_time_minutes > remaining:
                 self.unqueue(task)
-                self.give_back(task, now, "does not fit the launcher's remaining time")
+                starter.give_back(task, now, "does not fit the launcher's remaining time")
                 continue
-            shape = task.shape
-            if shape in blocked:
+            if task.shape in blocked:
                 continue
             placement = self.pool.place(task.job.resources())
             if placement is None:
                 # Nothing of this size fits now: skip its twins, try smaller jobs behind it.
-                blocked.add(shape)
+                blocked.add(task.shape)
                 continue
             self.unqueue(task)
-            self.start_run(task, placement, now)
-            if task.child is not None:
+            if starter.start_run(task, placement, now) and task.child is not None:
                 self.unchained[task.child.key] = task.child
             # Room only shrinks as jobs start: look again only after one has.
             room = self.pool.has_room()
-        self._chain_waiting(remaining)
+        self._chain_waiting(remaining, starter, now)
 
-    def _chain_waiting(self, remaining: float | None) -> None:
-        """Queue a waiting job behind each run of the same size, at that run's worker."""
+    def _chain_waiting(self, remaining: float | None, starter: Starter, now: float) -> None:
+        """Queue a waiting task behind each run of the same size, at that run's worker."""
         if not self.waiting or not self.unchained:
             return
         typical = self.run_times.mean()
@@ -117,53 +128,39 @@ class RunQueue:
         # Deep enough to ride out the launcher's own pauses (a flush, a claim) on short runs.
         depth = min(CHAIN_MAX_DEPTH, max(1, math.ceil(CHAIN_AHEAD_SECONDS / max(typical, 1e-3))))
         for child in list(self.unchained.values()):
-            tail, length = child, _queued_ahead(child)
-            if length >= depth:
-                # Full: set aside until the run at its head ends (hand_over brings it back).
-                del self.unchained[child.key]
-                continue
-            while length < depth and self.waiting:
-                before = self.tasks.get(tail.job_id)
-                if self.children.get(tail.key) is None or before is None:
-                    self.unchained.pop(tail.key, None)
-                    break
-                if before.killed or tail.kill_at is not None or before.shape in self.absent_shapes:
-                    break
-                task = self._first_waiting(before.shape, remaining)
-                if task is None:
-                    # Remembered until a job joins the queue: no scan per loop for it.
-                    self.absent_shapes.add(before.shape)
-                    break
-                self.unqueue(task)
-                self.chain(task, tail)
-                if task.child is None:
-                    break
+            if self.waiting:
+                self._extend_chain(child, depth, remaining, starter, now)
+
+    def _extend_chain(
+        self, child: Child, depth: int, remaining: float | None, starter: Starter, now: float
+    ) -> None:
+        tail, length = child, _queued_ahead(child)
+        if length >= depth:
+            # Full: set aside until the run at its head ends (hand_over brings it back).
+            del self.unchained[child.key]
+            return
+        while length < depth and self.waiting:
+            before = starter.task_of(tail.job_id)
+            if self.children.get(tail.key) is None or before is None:
                 self.unchained.pop(tail.key, None)
-                tail, length = task.child, length + 1
-                self.unchained[tail.key] = tail
+                return
+            stopping = before.state is TaskState.STOPPING or tail.kill_at is not None
+            if stopping or before.shape in self.absent_shapes:
+                return
+            task = self._first_waiting(before.shape, remaining)
+            if task is None:
+                # Remembered until a task joins the queue: no scan per loop for it.
+                self.absent_shapes.add(before.shape)
+                return
+            self.unqueue(task)
+            if not starter.chain(task, tail, now) or task.child is None:
+                return
+            self.unchained.pop(tail.key, None)
+            tail, length = task.child, length + 1
+            self.unchained[tail.key] = tail
 
-    def run_cancelled(self, key: int) -> None:
-        """A queued run was taken off its worker's queue before it started (it was killed,
-        or the launcher is stopping): what queued behind it moves up a place, as it did at
-        the worker, and its job is handed back."""
-        child = self.children.get(key)
-        if child is not None:
-            before, behind = child.follows, child.successor
-            if before is not None and before.successor is child:
-                before.successor = behind
-            if behind is not None:
-                behind.follows = before
-            elif before is not None and self.children.get(before.key) is not None:
-                self.unchained[before.key] = before
-        self.unchained.pop(key, None)
-        detached = self.detach(key)
-        if detached is not None:
-            self.drop(detached[1])
-
-    def _first_waiting(
-        self, shape: tuple[int, int, int, int], remaining: float | None
-    ) -> Task | None:
-        """The first waiting job of ``shape`` that fits the time left."""
+    def _first_waiting(self, shape: Shape, remaining: float | None) -> Task | None:
+        """The first waiting task of ``shape`` that fits the time left."""
         for task in self.waiting:
             if task.shape == shape and (
                 remaining is None or task.job.wall_time_minutes <= remaining
@@ -171,28 +168,42 @@ class RunQueue:
                 return task
         return None
 
-    def hand_over(self, task: Task, child: Child, now: float) -> None:
+    def unlink(self, child: Child) -> None:
+        """A queued run was taken off its worker's queue before it started: what queued
+        behind it moves up a place, as it did at the worker."""
+        before, behind = child.follows, child.successor
+        if before is not None and before.successor is child:
+            before.successor = behind
+        if behind is not None:
+            behind.follows = before
+        elif before is not None and self.children.get(before.key) is not None:
+            self.unchained[before.key] = before
+        self.unchained.pop(child.key, None)
+
+    def forget(self, child: Child) -> None:
+        """A run will not report again (failed, lost): drop it from the chains."""
+        self.unchained.pop(child.key, None)
+
+    def hand_over(self, task: Task, child: Child, now: float, successor: Task | None) -> None:
         """Give an ended run's place to the run queued behind it, else back to the pool."""
-        self.next_claim = now
-        self.ends.tick(now)
+        self.unchained.pop(child.key, None)
         if child.step is Step.RUN:
             self.run_times.add(now - child.started)
-        successor = child.successor
-        follower = self.tasks.get(successor.job_id) if successor is not None else None
-        if successor is not None and follower is not None and follower.child is successor:
+        queued = child.successor
+        if queued is not None and successor is not None and successor.child is queued:
             # The worker starts it now, in this one's place: the placement moves over.
-            successor.follows = None
-            successor.started = now
-            follower.placement, task.placement = task.placement, None
+            queued.follows = None
+            queued.started = now
+            successor.placement, task.placement = task.placement, None
             # Its queue is one shorter: its tail may take another run.
-            tail = successor
+            tail = queued
             while tail.successor is not None:
                 tail = tail.successor
             self.unchained[tail.key] = tail
             return
-        assert task.placement is not None
-        self.pool.release(task.placement)
-        task.placement = None
+        if task.placement is not None:
+            self.pool.release(task.placement)
+            task.placement = None
 
 
 def _queued_ahead(child: Child) -> int:
@@ -201,36 +212,3 @@ def _queued_ahead(child: Child) -> int:
     while current.follows is not None:
         count, current = count + 1, current.follows
     return count
-
-
-class RateMeter:
-    """Events per second over the last ``window`` events."""
-
-    def __init__(self, window: int = 256) -> None:
-        self.times: deque[float] = deque(maxlen=window)
-
-    def tick(self, now: float) -> None:
-        """Count one event at ``now``."""
-        self.times.append(now)
-
-    def rate(self) -> float:
-        """Recent events per second (0 with fewer than two)."""
-        if len(self.times) < 2:
-            return 0.0
-        span = self.times[-1] - self.times[0]
-        return (len(self.times) - 1) / span if span > 0 else float(len(self.times))
-
-
-class RecentMean:
-    """The mean of the last ``window`` values."""
-
-    def __init__(self, window: int = 64) -> None:
-        self.values: deque[float] = deque(maxlen=window)
-
-    def add(self, value: float) -> None:
-        """Count one value."""
-        self.values.append(value)
-
-    def mean(self) -> float | None:
-        """The mean, or None before the first value."""
-        return sum(self.values) / len(self.values) if self.values else None

@@ -1,19 +1,25 @@
-"""The launcher's event loop: one process, one selector, no threads.
+"""The launcher: its parts wired together, one event loop, and its life cycle.
 
-The loop wakes on a child's exit (pidfd), a worker's message (socket), a signal (wakeup fd)
-or the next timer (lease renewal, kill poll, flush, claim poll, kill escalation, time limit),
-then:
+The parts, each owning its own state (docs/launcher.md has the map):
 
-1. renews the lease when due and stops jobs a user killed (:mod:`balsam.launcher.lease`);
-2. claims runnable jobs when there is room, advancing READY/STAGED_IN ones itself;
-3. starts waiting jobs on free nodes, biggest and longest first;
-4. flushes buffered state changes when due;
-5. with ``--consume-all``, exits once nothing it could run remains (see docs/launcher.md).
+* :class:`~balsam.launcher.lease.Lease` — the session lease, heartbeats, kill polling, peers;
+* :class:`~balsam.launcher.claims.Claimer` — what fits, how many and when to claim;
+* :class:`~balsam.launcher.queue.RunQueue` — waiting tasks, placement, runs queued at workers;
+* :class:`~balsam.launcher.nodework.NodeWork` — which nodes take jobs, the workers;
+* :class:`~balsam.launcher.jobflow.JobFlow` — the held jobs and the steps each takes;
+* :class:`~balsam.launcher.updates.UpdateBuffer` — state changes, written in batches.
 
-On a time limit or SIGTERM/SIGINT it stops every child (SIGTERM, then SIGKILL after
-``kill_grace_seconds``), reports running jobs RUN_TIMEOUT and closes its session, which hands
-back every job it still holds. Killed with SIGKILL it can do none of that: its workers, cut
-off, kill the commands they run, and its peers recover its jobs.
+The loop wakes on a worker's message (socket), a signal (wakeup fd) or the next timer (lease
+renewal, kill poll, flush, claim poll, kill escalation, time limit), then renews the lease when
+due and stops jobs a user killed, claims when there is room, starts waiting jobs on free
+nodes, flushes state changes when due, and with ``--consume-all`` exits once nothing it could
+run remains (see docs/launcher.md).
+
+On a time limit or SIGTERM/SIGINT it stops every command (SIGTERM, then SIGKILL after
+``kill_grace_seconds``), records running jobs RUN_TIMEOUT, hands interrupted steps back in
+their state and closes its session, which hands back every job it still holds. Killed with
+SIGKILL it can do none of that: its workers, cut off, kill the commands they run, and its
+peers recover its jobs.
 """
 
 from __future__ import annotations
@@ -23,40 +29,39 @@ import os
 import selectors
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 from balsam.backends.base import Backend
 from balsam.config import Site
-from balsam.domain.states import JobState
-from balsam.errors import DatabaseError, LauncherError
+from balsam.errors import BalsamError, LauncherError
 from balsam.launcher import logs
-from balsam.launcher.children import Child, ChildProcesses, Step
-from balsam.launcher.claims import IDLE_POLL_SECONDS, UPCOMING_STATES, Claims
-from balsam.launcher.jobflow import JobFlow, Task
-from balsam.launcher.lease import Lease, LeaseNews
-from balsam.launcher.logs import job_extra
-from balsam.launcher.nodework import NodeWork
+from balsam.launcher.children import ChildProcesses
+from balsam.launcher.claims import IDLE_POLL_SECONDS, UPCOMING_STATES, Claimer
+from balsam.launcher.dispatch import Dispatcher
+from balsam.launcher.jobflow import JobFlow
+from balsam.launcher.lease import Lease
+from balsam.launcher.nodework import NodeWork, UnfitReport
 from balsam.launcher.options import JobMode, LauncherOptions
 from balsam.launcher.placement import NodePool, select_nodes
-from balsam.launcher.queue import RateMeter, RecentMean, RunQueue
+from balsam.launcher.queue import RunQueue
+from balsam.launcher.tasks import StopCause
 from balsam.launcher.updates import FlushResult, UpdateBuffer
 from balsam.launcher.workdirs import DirectoryMaker
-from balsam.launcher.workers import WorkerFleet
+from balsam.launcher.workers import WorkerFleet, WorkerLink
 from balsam.platform.mpi import MpiLauncher, find_mpi_launcher, search_path
 from balsam.platform.nodes import discover_nodes, local_hostname, node_index
+from balsam.platform.processes import kill_marked
 from balsam.platform.walltime import allocation_minutes_left
-from balsam.schemas.jobs import JobOut
 
 log = logging.getLogger(__name__)
-S = JobState
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Launcher(Claims, RunQueue, NodeWork, JobFlow):
+class Launcher:
     """Runs the jobs of one workflow database on the nodes of one allocation."""
 
     def __init__(
@@ -74,35 +79,50 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         self.backend = backend
         self.options = options
         self.settings = site.settings.launcher
-        self.platform = site.settings.platform
         self.pool = pool
-        self.mpi = mpi
-        self.mpi_mode = options.job_mode is JobMode.MPI
-        self.hostname = hostname
-        self.local_index = local_index
-        self.environ = dict(os.environ if environ is None else environ)
+        env = dict(os.environ if environ is None else environ)
         self.selector = selectors.DefaultSelector()
-        self.dirs = DirectoryMaker()
-        self.children = ChildProcesses(self.selector)
-        self.fleet: WorkerFleet | None = None
-        self.tasks: dict[str, Task] = {}
-        self.waiting: list[Task] = []
-        #: Runs sent to a worker with no successor queued behind them yet.
-        self.unchained: dict[int, Child] = {}
-        #: Shapes of runs that no waiting job has (so chaining need not look again).
-        self.absent_shapes: set[tuple[int, int, int, int]] = set()
         self.started = time.monotonic()
         self.stop_at = self._stop_time()
         self.stop_reason: str | None = None
         self.finished = False
         self.fenced = False
         self.exit_code = 0
-        self.next_claim = 0.0
-        self.ends = RateMeter()
-        self.run_times = RecentMean()
+        mpi_mode = options.job_mode is JobMode.MPI
         label = f"{options.job_mode} mode, {len(pool)} node(s)"
         self.lease = Lease(backend, self.settings, label, hostname)
-        self.updates = UpdateBuffer(backend, 0, self.settings.flush_interval_seconds)
+        self.updates = UpdateBuffer(
+            backend, self.settings.flush_interval_seconds, self.lease.next_seq
+        )
+        self.nodes = NodeWork(site, pool, mpi, mpi_mode, hostname, local_index, env)
+        self.claimer = Claimer(
+            backend,
+            self.lease,
+            self.settings,
+            options,
+            pool,
+            self.nodes.capacity(),
+            self.minutes_left,
+        )
+        self.children = ChildProcesses(self.selector)
+        self.queue = RunQueue(pool, self.children, self.minutes_left)
+        self.dirs = DirectoryMaker()
+        self.dispatch = Dispatcher(
+            site, site.settings.platform, mpi, mpi_mode, env, self.children, self.dirs
+        )
+        self.flow = JobFlow(
+            site,
+            backend,
+            self.settings,
+            pool,
+            self.children,
+            self.queue,
+            self.updates,
+            self.claimer,
+            self.dispatch,
+        )
+        self.unfit = UnfitReport(backend, self.claimer, site.settings.platform, hostname)
+        self.fleet: WorkerFleet | None = None
 
     def _stop_time(self) -> float | None:
         """When to start stopping jobs: the time limit less the kill grace period.
@@ -114,6 +134,12 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         limit = self.options.time_limit_minutes * 60
         return self.started + limit - min(self.settings.kill_grace_seconds, limit / 4)
 
+    def minutes_left(self, now: float) -> float | None:
+        """Minutes left before jobs are stopped (None without a time limit)."""
+        if self.stop_at is None:
+            return None
+        return max(0.0, (self.stop_at - now) / 60)
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -122,10 +148,12 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         self.selector.register(wake_r, selectors.EVENT_READ, None)
         previous = self._install_signals(wake_w)
         try:
-            self.start_local_worker()
+            self.fleet = WorkerFleet(self.selector, self)
+            self.dispatch.fleet = self.fleet
+            self.nodes.start_local_worker(self.fleet)
             self._open_session()
             try:
-                self.prepare_nodes(time.monotonic())
+                self.nodes.prepare_nodes(time.monotonic())
                 self._loop()
             finally:
                 self._shutdown()
@@ -140,14 +168,27 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         return self.exit_code
 
     def _open_session(self) -> None:
-        session = self.lease.open(time.monotonic())
-        self.updates.session_id = session.id
-        log.info("session %d opened: %s, nodes %s", session.id, self.lease.label, self._hosts())
+        # Nothing runs before the first session: wait for the database (it may be starting).
+        self._retry("open a session", lambda: self.lease.open(time.monotonic()), 30)
+        if not self.lease.session_id:
+            raise LauncherError("cannot open a launcher session: the workflow database is down")
+        self._session_opened()
+        log.info(
+            "session %d opened: %s, nodes %s",
+            self.lease.session_id,
+            self.lease.label,
+            self._hosts(),
+        )
         try:
             self.lease.recover_peers()
-            self.report_unfit()
-        except DatabaseError as exc:
+        except BalsamError as exc:
             log.warning("cannot look after other launchers' jobs yet: %s", exc)
+        self.unfit.report()
+
+    def _session_opened(self) -> None:
+        self.updates.session_id = self.lease.session_id
+        self.dispatch.mark = self.lease.mark
+        self.fenced = False
 
     def _hosts(self) -> str:
         return ",".join(f"{n.hostname}({n.cpus} cpus)" for n in self.pool.specs)
@@ -180,24 +221,30 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
                 break
             self._tend_lease(now)
             self.children.escalate(now)
-            self.check_nodes(now)
-            if self._claim_due(now):
+            self.nodes.check(now)
+            self.flow.retry_admissions(now)
+            if self._may_claim() and self.claimer.due(now, len(self.queue)):
                 self._claim(now)
-            self.start_waiting(now)
+            if not self.fenced and self.lease.session_id and self.stop_reason is None:
+                self.queue.start_waiting(now, self.flow)
             due = self.updates.due_at()
             if due is not None and now >= due and self.lease.session_id:
                 self.flush(now)
             if not self.finished and self.stop_reason is None:
                 self._wait(self._timeout(now))
 
+    def _may_claim(self) -> bool:
+        return self.stop_reason is None and not self.fenced and bool(self.lease.session_id)
+
     def _timeout(self, now: float) -> float:
-        times = [self.lease.due_at(polling=len(self.children) > 0)]
+        times = [self.lease.due_at(polling=len(self.children) > 0), self.nodes.due_at()]
         for when in (self.updates.due_at(), self.children.next_kill_at(), self.stop_at):
             if when is not None:
                 times.append(when)
-        times.append(self.nodes_due_at())
-        if self._claim_budget() > 0:
-            times.append(self.next_claim)
+        if self._may_claim() and self.claimer.budget(len(self.queue)) > 0:
+            times.append(self.claimer.next_claim)
+        if self.flow.unadmitted:
+            times.append(now + IDLE_POLL_SECONDS)
         return max(0.0, min(times) - now)
 
     def _wait(self, timeout: float) -> None:
@@ -211,37 +258,46 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
                 self.fleet.handle(key.data)
 
     def _shutdown(self) -> None:
-        """Stop every child, record what happened, close the session."""
+        """Stop every command, record what happened, close the session."""
         now = time.monotonic()
+        reason = self.stop_reason or "launcher stopped"
         if len(self.children):
-            reason = self.stop_reason or "launcher stopped"
             self.stop_reason = reason
             log.info("stopping %d running command(s): %s", len(self.children), reason)
-            for child in self.children:
-                self.children.terminate(child, self.settings.kill_grace_seconds, now)
-            give_up = now + self.settings.kill_grace_seconds + 30
-            while len(self.children) and time.monotonic() < give_up:
-                self.children.escalate(time.monotonic())
-                self._wait(min(0.5, self._until_kill()))
+        grace = self.settings.kill_grace_seconds
+        self.flow.stop_all(StopCause.SHUTDOWN, f"stopped: {reason}", now, grace)
+        give_up = now + grace + 30
+        while len(self.children) and time.monotonic() < give_up:
+            self.children.escalate(time.monotonic())
+            self._wait(min(0.5, self._until_kill()))
         if self.fleet is not None:
             self.fleet.close()
             self.fleet = None
         if self.options.consume_all:
-            self.report_unfit()
-        self._retry_at_exit("record the last state changes", lambda: self.flush(time.monotonic()))
-        self._retry_at_exit("close the session", self.lease.close)
-        log.info("session %d closed (%s)", self.session_id, self.stop_reason or "done")
+            self.unfit.report()
+        self._retry("record the last state changes", self._final_flush)
+        if self.lease.session_id:
+            self._retry("close the session", self.lease.close)
+        log.info("session %d closed (%s)", self.lease.session_id, self.stop_reason or "done")
 
-    def _retry_at_exit(self, what: str, action: Any, attempts: int = 10) -> None:
-        """Retry ``action`` a while: the database may be restarting as the launcher exits."""
+    def _final_flush(self) -> None:
+        result = self.flush(time.monotonic())
+        if not result.broken and len(self.updates) and self.lease.session_id:
+            raise _Unflushed()
+
+    def _retry(self, what: str, action: Callable[[], object], attempts: int = 10) -> None:
+        """Retry ``action`` a while: the database may be restarting (at start or exit)."""
         for attempt in range(attempts):
             try:
-                result = action()
-            except DatabaseError as exc:
-                log.warning("cannot %s (try %d of %d): %s", what, attempt + 1, attempts, exc)
-            else:
-                if not (isinstance(result, FlushResult) and result.failed):
+                action()
+                return
+            except _Unflushed:
+                pass
+            except BalsamError as exc:
+                if not exc.transient:
+                    log.error("cannot %s: %s", what, exc)
                     return
+                log.warning("cannot %s (try %d of %d): %s", what, attempt + 1, attempts, exc)
             time.sleep(min(2.0, 0.2 * 2**attempt))
         log.error("gave up trying to %s: the jobs go back to others when the lease expires", what)
 
@@ -264,11 +320,7 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
         elif self.fenced and self.lease.renewed_at >= now:
             log.warning("the workflow database answers again: starting jobs again")
             self.fenced = False
-        self._stop_killed(news, now)
-
-    def _stop_killed(self, news: LeaseNews, now: float) -> None:
-        for job_id in news.killed:
-            self.stop_job(job_id, now, "killed by user")
+        self.flow.killed(news.killed, now)
 
     def _fence(self, now: float) -> None:
         """Stop running jobs before peers may expire the lease and start them again."""
@@ -278,111 +330,107 @@ class Launcher(Claims, RunQueue, NodeWork, JobFlow):
             "%s: stopping %d running job(s) before the lease expires", why, len(self.children)
         )
         grace = min(self.settings.kill_grace_seconds, self.settings.heartbeat_seconds / 2)
-        for task in self.tasks.values():
-            if task.child is not None and not task.killed:
-                task.abandoned = f"stopped: {why}"
-                self.children.terminate(task.child, grace, now)
+        self.flow.fence(why, now, grace)
 
     def _lost_lease(self, now: float) -> None:
         """Peers expired the lease: everything held may run elsewhere now; start afresh."""
-        for task in list(self.tasks.values()):
-            if task.child is None:
-                self.unqueue(task)
-                self.forget(task)
-            else:
-                task.killed = True
-                self.children.signal(task.child, signal.SIGKILL)
+        self.flow.stop_all(StopCause.LOST, "the launcher's lease expired", now, 0.0)
         self.updates.clear()
+        self.claimer.forget_session()
         self.lease.session_id = 0
+        self.updates.session_id = 0
         self._reopen(now)
 
     def _reopen(self, now: float) -> None:
         try:
             session = self.lease.open(now)
-        except DatabaseError as exc:
+        except BalsamError as exc:
             log.warning("cannot open a new session yet: %s", exc)
             return
-        self.updates.session_id = session.id
-        self.fenced = False
+        self._session_opened()
         log.warning("carrying on in new session %d", session.id)
 
-    # ---- starting jobs ---------------------------------------------------------------------
+    # ---- claims and state changes ------------------------------------------------------------
 
-    def admit(self, jobs: list[JobOut], now: float) -> None:
-        """Take newly claimed jobs (see :meth:`JobFlow.admit`) and queue the runnable ones."""
-        super().admit(jobs, now)
-        for job in jobs:
-            # Staged in and with no preprocess step running: ready to run.
-            task = self.tasks.get(job.job_id)
-            if task is not None and task.child is None:
-                self.enqueue(task)
-
-    def exited(self, child: Child, code: int, now: float) -> None:
-        """A command of a job ended with ``code`` (here or on a remote node)."""
-        self.unchained.pop(child.key, None)
-        task = self.tasks.get(child.job_id)
-        if task is None:
+    def _claim(self, now: float) -> None:
+        # Finished jobs first: they may free their children for this very claim.
+        self.flush(now)
+        if not self.lease.session_id:
             return
-        task.child = None
-        if task.placement is not None:
-            self.hand_over(task, child, now)
-        if task.killed:
-            self.drop(task)
-        elif task.abandoned and child.step is Step.RUN and task.running:
-            self.record(
-                task.job.job_id, S.RESTART_READY, now, task.abandoned, release=True, lost=True
-            )
-            self.forget(task)
-        elif self.stop_reason is not None:
-            self._stopped(task, child.step, code, now)
-        else:
-            self.step_done(task, child.step, code, now)
-            if task.job.job_id in self.tasks and task.child is None:
-                self.enqueue(task)
+        jobs = self.claimer.claim(now, len(self.queue))
+        if jobs is None:
+            self._lost_lease(now)
+            return
+        if jobs:
+            self.flow.admit(jobs, now)
+        elif self.options.consume_all and self._idle() and self.claimer.nothing_left(now):
+            log.info("no runnable jobs remain: exiting (--consume-all)")
+            self.finished = True
 
-    def worker_died(self) -> None:
-        """The local worker is gone: nothing more can start here, so stop."""
-        if self.stop_reason is None:
-            self.stop_reason = "the launcher's local worker died"
-            self.exit_code = 1
-
-    def _stopped(self, task: Task, step: Step, code: int, now: float) -> None:
-        """A command ended because the launcher is stopping."""
-        if step is Step.RUN:
-            message = f"stopped: {self.stop_reason} (exit code {code})"
-            self.record(task.job.job_id, S.RUN_TIMEOUT, now, message, release=True)
-        else:
-            log.info("%s interrupted", step, extra=job_extra(task.job.job_id))
-        self.forget(task)
-
-    # ---- state changes -----------------------------------------------------------------------
+    def _idle(self) -> bool:
+        if not self.claimer.answered:
+            return False
+        return not len(self.flow) and not len(self.updates) and not len(self.children)
 
     def flush(self, now: float) -> FlushResult:
+        """Write the buffered state changes now and act on the answers."""
         result = self.updates.flush(now)
-        if result.ended_jobs:
-            self.next_claim = now
-        for job_id, message in result.rejected.items():
-            log.warning("state change refused: %s", message, extra=job_extra(job_id))
-            if job_id in self.tasks:
-                self.stop_job(job_id, now, "refused by the workflow database")
+        if result.lost:
+            log.error("session %d expired: its jobs were handed to others", self.lease.session_id)
+            self._lost_lease(now)
+            return result
+        if result.broken and self.stop_reason is None:
+            self.stop_reason = (
+                f"the workflow database refused the launcher's writes: {result.broken}"
+            )
+            self.exit_code = 1
+        self.flow.answers(result.results, now)
         return result
 
-    def stop_job(self, job_id: str, now: float, why: str) -> None:
-        """Stop working on a job at once (a user killed it): end its command, record nothing."""
-        self.updates.drop(job_id)
-        task = self.tasks.get(job_id)
-        if task is None:
-            self.release([job_id])
-            return
-        if task.killed:
-            return
-        task.killed = True
-        log.info("stopping: %s", why, extra=job_extra(job_id))
-        if task.child is not None:
-            self.children.terminate(task.child, self.settings.kill_grace_seconds, now)
-        else:
-            self.unqueue(task)
-            self.drop(task)
+    # ---- worker events (FleetEvents) ---------------------------------------------------------
+
+    def node_ready(self, index: int) -> None:
+        """A remote node's worker connected: the node takes jobs."""
+        self.pool.set_ready(index, True)
+        self.claimer.soon()
+
+    def node_lost(self, link: WorkerLink) -> None:
+        """A worker went away: the commands it ran are lost, its node takes no more jobs."""
+        now = time.monotonic()
+        if link.index is not None:
+            self.pool.set_ready(link.index, False)
+        if link.local:
+            # Whatever the worker left running on this host must not run on unaccounted.
+            killed = kill_marked(self.lease.mark)
+            log.error("the local worker died (%d leftover process(es) killed)", killed)
+            if self.stop_reason is None:
+                self.stop_reason = "the launcher's local worker died"
+                self.exit_code = 1
+        for child in self.children:
+            if child.remote is link and (detached := self.flow.detach(child.key)) is not None:
+                self.flow.command_lost(*detached, link.hostname, now)
+
+    def run_started(self, key: int, pid: int) -> None:
+        """A worker started a command."""
+        self.flow.run_started(key, pid, time.monotonic())
+
+    def run_exited(self, key: int, code: int) -> None:
+        """A worker's command exited."""
+        child = self.children.remote_exited(key)
+        if child is not None:
+            self.flow.exited(child, code, time.monotonic())
+
+    def run_failed(self, key: int, error: str) -> None:
+        """A worker could not start a command."""
+        self.flow.run_failed(key, error, time.monotonic())
+
+    def run_cancelled(self, key: int) -> None:
+        """A queued command was taken off its worker's queue."""
+        self.flow.run_cancelled(key, time.monotonic())
+
+
+class _Unflushed(Exception):
+    """The last flush could not write everything yet."""
 
 
 def _drain(fd: int) -> None:

@@ -1,113 +1,172 @@
-"""Buffered state changes: many jobs' updates written in one transaction per flush.
+"""Buffered state changes: many jobs' updates written in one call per flush.
 
 The launcher adds an update whenever a job reaches a new state and flushes the buffer every
-``flush_interval_seconds`` (and before claiming or exiting). A flush that cannot reach the
-database keeps its updates for the next try. Updates the service refuses (a job a user killed
-or reset meanwhile, or one this launcher no longer holds) are reported by job id so the
-launcher stops working on those jobs.
+``flush_interval_seconds`` (sooner when a task waits for the answer, and before claiming or
+exiting). Every update carries the next number of the session's call counter, so a flush whose
+answer was lost is simply sent again, unchanged: the database reports what it applied before as
+duplicates (:class:`balsam.schemas.jobs.UpdateResult`). A flush that fails transiently keeps its
+updates, in order, ahead of newer ones, and is retried with backoff; releases of jobs the
+launcher lets go of without a state change ride along the same way.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from balsam.backends.base import Backend
-from balsam.domain.states import TERMINAL_STATES, JobState
-from balsam.errors import DatabaseError
-from balsam.schemas.jobs import StateUpdate
+from balsam.domain.states import JobState
+from balsam.errors import BalsamError, NotFound
+from balsam.launcher.backoff import Backoff
+from balsam.schemas.jobs import StateUpdate, UpdateResult
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class FlushResult:
-    """What a flush did: how many updates were written, which jobs were refused, and why."""
+    """What one flush did."""
 
-    written: int = 0
-    rejected: dict[str, str] = field(default_factory=dict)
-    ended_jobs: bool = False
+    #: One result per update sent, in order (empty when nothing was sent or it failed).
+    results: list[UpdateResult] = field(default_factory=list)
+    #: The call failed; its updates are kept for the next try.
     failed: bool = False
+    #: The session is gone (expired by peers): the launcher must start afresh.
+    lost: bool = False
+    #: The database refused the call for good (not transient): the launcher must stop.
+    broken: str = ""
 
 
 class UpdateBuffer:
-    """State updates waiting to be written by one launcher session."""
+    """State updates and releases waiting to be written by one launcher session."""
 
-    def __init__(self, backend: Backend, session_id: int, interval: float) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        interval: float,
+        next_seq: Callable[[], int],
+    ) -> None:
         self.backend = backend
-        self.session_id = session_id
+        self.session_id = 0
         self.interval = interval
+        self.next_seq = next_seq
         self.pending: list[StateUpdate] = []
-        self.first_at: float | None = None
+        self.releases: list[str] = []
+        #: Releases being sent: their call number is fixed at the first try, so a repeat
+        #: cannot release a job this session claimed again after the first one went through.
+        self.sending: tuple[int, list[str]] | None = None
+        self._due: float | None = None
+        self.backoff = Backoff()
 
     def __len__(self) -> int:
-        return len(self.pending)
+        return len(self.pending) + len(self.releases) + len(self.sending[1] if self.sending else [])
 
-    def add(
+    def add(self, update: StateUpdate, now: float) -> int:
+        """Queue ``update`` (its ``seq`` and time are filled in here); returns its seq."""
+        update.seq = self.next_seq()
+        update.timestamp = datetime.now(UTC)
+        self.pending.append(update)
+        if self._due is None:
+            self._due = now + self.interval
+        return update.seq
+
+    def record(
         self,
         job_id: str,
         state: JobState,
+        from_state: JobState | None,
         now: float,
         message: str = "",
         return_code: int | None = None,
         release: bool = False,
         lost: bool = False,
-    ) -> None:
-        """Queue one job's move to ``state``, stamped with the current time."""
+    ) -> int:
+        """Queue one job's move from ``from_state`` to ``state``; returns its seq."""
         # Built by the launcher itself from valid values: skip validation on this hot path.
         update = StateUpdate.model_construct(
             job_id=job_id,
             state=state,
             message=message,
             return_code=return_code,
-            timestamp=datetime.now(UTC),
+            timestamp=None,
             release=release,
             lost=lost,
+            seq=0,
+            from_state=from_state,
         )
-        self.pending.append(update)
-        if self.first_at is None:
-            self.first_at = now
+        return self.add(update, now)
+
+    def release(self, job_ids: list[str], now: float) -> None:
+        """Let go of ``job_ids`` at the next flush, their states unchanged."""
+        if job_ids:
+            self.releases += job_ids
+            if self._due is None:
+                self._due = now + self.interval
+
+    def hurry(self, now: float) -> None:
+        """Flush at the next turn: a task waits for the answer."""
+        if self._due is None or self._due > now:
+            self._due = max(now, self.backoff.next_at) if self.backoff.failures else now
 
     def drop(self, job_id: str) -> None:
-        """Forget the queued updates of ``job_id`` (a job a user killed)."""
+        """Forget the queued updates of ``job_id`` (a job the launcher lost to others)."""
         self.pending = [u for u in self.pending if u.job_id != job_id]
 
     def clear(self) -> None:
-        """Forget every queued update (the session they belong to is gone)."""
-        self.pending, self.first_at = [], None
+        """Forget everything queued (the session it belongs to is gone)."""
+        self.pending, self.releases, self.sending, self._due = [], [], None, None
+        self.backoff.reset()
 
     def due_at(self) -> float | None:
         """When the buffer should be flushed, or None when it is empty."""
-        if not self.pending or self.first_at is None:
-            return None
-        return self.first_at + self.interval
+        return self._due if len(self) else None
 
     def flush(self, now: float) -> FlushResult:
-        """Write every queued update in one call; keep them if the database is unreachable."""
-        if not self.pending:
+        """Send every queued update in one call, then the releases; keep them on failure."""
+        if not len(self) or not self.session_id:
             return FlushResult()
-        batch, self.pending, self.first_at = self.pending, [], None
+        batch = self.pending
         try:
-            messages = self.backend.record_updates(self.session_id, batch)
-        except DatabaseError as exc:
-            log.warning("cannot record %d state changes, will retry: %s", len(batch), exc)
-            self.pending = batch + self.pending
-            self.first_at = now
-            return FlushResult(failed=True)
-        return FlushResult(
-            written=len(batch) - len(messages),
-            rejected=match_rejections(batch, messages),
-            ended_jobs=any(u.state in TERMINAL_STATES or u.release for u in batch),
-        )
+            results = self.backend.record_updates(self.session_id, batch) if batch else []
+        except NotFound:
+            return FlushResult(lost=True)
+        except BalsamError as exc:
+            return self._failed(exc, now, len(batch))
+        self.pending = self.pending[len(batch) :]
+        failure = self._send_releases()
+        if failure is not None:
+            outcome = self._failed(failure, now, len(self))
+            outcome.results, outcome.failed = results, False
+            return outcome
+        self.backoff.reset()
+        self._due = now + self.interval if len(self) else None
+        return FlushResult(results=results)
 
+    def _send_releases(self) -> BalsamError | None:
+        """Send the queued releases (after the updates: a release ends the hold they need)."""
+        if self.sending is None and self.releases:
+            self.sending, self.releases = (self.next_seq(), self.releases), []
+        if self.sending is None:
+            return None
+        seq, job_ids = self.sending
+        try:
+            self.backend.release_jobs(self.session_id, job_ids, seq)
+        except NotFound:
+            # The session is gone: nothing is held any more, so nothing is left to release.
+            self.sending = None
+            return None
+        except BalsamError as exc:
+            return exc
+        self.sending = None
+        return None
 
-def match_rejections(batch: list[StateUpdate], messages: list[str]) -> dict[str, str]:
-    """Which jobs the refusal messages name (the service names jobs by id prefix)."""
-    rejected: dict[str, str] = {}
-    for message in messages:
-        for update in batch:
-            if update.job_id[:8] in message and update.job_id not in rejected:
-                rejected[update.job_id] = message
-                break
-    return rejected
+    def _failed(self, exc: BalsamError, now: float, size: int) -> FlushResult:
+        if not exc.transient:
+            log.error("the workflow database refused %d state change(s): %s", size, exc)
+            return FlushResult(failed=True, broken=str(exc))
+        wait = self.backoff.failed(now)
+        log.warning("cannot record %d state change(s), will retry in %.1f s: %s", size, wait, exc)
+        self._due = self.backoff.next_at
+        return FlushResult(failed=True)

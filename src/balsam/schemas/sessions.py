@@ -24,8 +24,9 @@ class ClaimRequest(BaseModel):
     """What a launcher asks for: up to ``limit`` jobs that fit its allocation.
 
     The database hands out only jobs that fit: at most ``max_nodes`` nodes (one with
-    ``serial_only``), at most ``cpus_per_node`` CPUs and ``gpus_per_node`` GPUs on each (None:
-    not checked), and ``wall_time_minutes`` within ``max_wall_time_minutes``. With
+    ``serial_only``), at most ``cpus_per_node`` CPUs and ``gpus_per_node`` GPUs on each and
+    ``max_ranks_per_node`` ranks (None: not checked), and ``wall_time_minutes`` within
+    ``max_wall_time_minutes``. With
     ``processing_limit``, up to that many more jobs left unheld in a processing state
     (RUN_DONE, RUN_ERROR or RUN_TIMEOUT with a handler, POSTPROCESSED with a stage-out to do),
     whatever their size: their steps run on the launcher's host.
@@ -39,6 +40,8 @@ class ClaimRequest(BaseModel):
     limit: int = Field(default=100, ge=0)
     workflows: list[str] = Field(default_factory=list)
     max_nodes: int = Field(default=1, ge=1)
+    #: At most this many ranks per node (1: the launcher has no MPI to start more).
+    max_ranks_per_node: int | None = Field(default=None, ge=1)
     cpus_per_node: int | None = Field(default=None, ge=1)
     gpus_per_node: int | None = Field(default=None, ge=0)
     max_wall_time_minutes: float | None = None

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from balsam.domain.states import JobFacts, JobState, fast_forward
 from balsam.errors import AlreadyExists, NotFound, ValidationError
-from balsam.schemas.jobs import JobCreate
+from balsam.schemas.jobs import INT_MAX, JobCreate
 from balsam.store import repository as repo
 from balsam.store.bulk import insert_rows
 from balsam.store.tables import EVENTS, JOB_PARENTS, JOBS, utcnow
@@ -199,8 +199,8 @@ class JobMaker:
             0,
             0,
             0,
-            math.ceil(ranks * threads / spec.threads_per_core),
-            ranks * spec.gpus_per_rank,
+            min(INT_MAX, math.ceil(ranks * threads / spec.threads_per_core)),
+            min(INT_MAX, ranks * spec.gpus_per_rank),
         )
 
     def _events(self, job_id: str, path: list[JobState]) -> list[tuple[Any, ...]]:

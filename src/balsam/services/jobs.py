@@ -18,14 +18,14 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
-from balsam.schemas.jobs import STORED, BulkCreated, EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.jobs import INT_MAX, STORED, BulkCreated, EventOut, JobCreate, JobFields, JobOut
 from balsam.schemas.queries import JobQuery
 from balsam.services.creation import JobMaker, Repeat
 from balsam.services.state_engine import StateEngine
 from balsam.store import repository as repo
 from balsam.store.engine import unit_of_work
 from balsam.store.queries import apply_job_query, where_sql
-from balsam.store.tables import JOBS, EventRow, JobParentRow, JobRow, utcnow
+from balsam.store.tables import JOBS, EventRow, JobParentRow, JobRow
 
 S = JobState
 
@@ -174,7 +174,9 @@ def _apply_fields(row: JobRow, values: dict[str, Any]) -> None:
     for name in values:
         setattr(row, name, getattr(checked, name))
     request = checked.resources()
-    row.cpus_needed, row.gpus_needed = request.cpus_per_node, request.gpus_per_node
+    # Stored in 32-bit columns: a need beyond any node is the same need however big.
+    row.cpus_needed = min(INT_MAX, request.cpus_per_node)
+    row.gpus_needed = min(INT_MAX, request.gpus_per_node)
 
 
 def first_error(exc: PydanticValidationError) -> str:

@@ -233,6 +233,8 @@ def _runnable_query(req: ClaimRequest, gpus: int | None, limit: int, sqlite: boo
         stmt = stmt.where(JobRow.gpus_needed == gpus)
     if req.cpus_per_node is not None:
         stmt = stmt.where(JobRow.cpus_needed <= req.cpus_per_node)
+    if req.max_ranks_per_node is not None:
+        stmt = stmt.where(JobRow.ranks_per_node <= req.max_ranks_per_node)
     if req.max_wall_time_minutes is not None:
         stmt = stmt.where(JobRow.wall_time_minutes <= req.max_wall_time_minutes)
     if req.job_ids:
@@ -364,7 +366,11 @@ def _refused(
     )
 
 
-def release_jobs(engine: Engine, session_id: int, job_ids: list[str]) -> None:
-    """Stop holding ``job_ids`` (e.g. after a killed job's process is gone)."""
+def release_jobs(engine: Engine, session_id: int, job_ids: list[str], seq: int = 0) -> None:
+    """Stop holding ``job_ids`` (e.g. after a killed job's process is gone).
+
+    ``seq`` numbers the release in the session's calls: repeated after the session claimed a
+    job again (a later call), it leaves that job held.
+    """
     with unit_of_work(engine) as session:
-        repo.release(session, session_id, job_ids)
+        repo.release(session, session_id, job_ids, seq)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from balsam.store.bulk import insert_rows
@@ -143,11 +143,23 @@ def count_by_state(session: Session, where: Any) -> dict[str, int]:
     return {state: n for state, n in session.execute(stmt)}
 
 
-def release(session: Session, session_id: int, job_ids: Sequence[str]) -> None:
-    """Drop ``session_id``'s hold on ``job_ids``."""
-    if job_ids:
-        session.execute(
-            update(JobRow)
-            .where(JobRow.job_id.in_(list(job_ids)), JobRow.session_id == session_id)
-            .values(session_id=None)
+def release(session: Session, session_id: int, job_ids: Sequence[str], seq: int = 0) -> None:
+    """Drop ``session_id``'s hold on ``job_ids``.
+
+    With ``seq`` (the session's call number of the release), a job the session claimed or
+    updated by a later call keeps its hold: that is a repeat of an old release arriving after
+    the job was claimed again.
+    """
+    if not job_ids:
+        return
+    stmt = update(JobRow).where(JobRow.job_id.in_(list(job_ids)), JobRow.session_id == session_id)
+    if seq:
+        stmt = stmt.where(
+            or_(
+                JobRow.update_session.is_(None),
+                JobRow.update_session != session_id,
+                JobRow.update_seq.is_(None),
+                JobRow.update_seq <= seq,
+            )
         )
+    session.execute(stmt.values(session_id=None))

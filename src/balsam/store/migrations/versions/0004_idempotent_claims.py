@@ -37,6 +37,7 @@ RUN_PREDICATE = (
 PROCESSING_PREDICATE = (
     "session_id IS NULL AND state IN ('POSTPROCESSED', 'RUN_DONE', 'RUN_ERROR', 'RUN_TIMEOUT')"
 )
+INT_MAX = 2**31 - 1
 ORDER: list[str | sa.TextClause] = [
     sa.text("gpus_needed DESC"),
     sa.text("num_nodes DESC"),
@@ -49,20 +50,19 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("update_session", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("update_seq", sa.Integer(), nullable=True))
-        batch.add_column(
-            sa.Column("cpus_needed", sa.Integer(), nullable=False, server_default="1")
-        )
-        batch.add_column(
-            sa.Column("gpus_needed", sa.Integer(), nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("cpus_needed", sa.Integer(), nullable=False, server_default="1"))
+        batch.add_column(sa.Column("gpus_needed", sa.Integer(), nullable=False, server_default="0"))
     with op.batch_alter_table("sessions") as batch:
         batch.add_column(sa.Column("client_key", sa.String(64), nullable=True))
         batch.create_unique_constraint("uq_sessions_client_key", ["client_key"])
     # Integer division rounds down: (a + b - 1) / b is the ceiling, as domain.resources has it.
+    # Products in 64 bits, capped at the 32-bit column's largest value (as the code stores).
+    least = "LEAST" if op.get_bind().dialect.name == "postgresql" else "MIN"
+    ranks = "CAST(ranks_per_node AS BIGINT)"
     op.execute(
-        "UPDATE jobs SET gpus_needed = ranks_per_node * gpus_per_rank, "
-        "cpus_needed = (ranks_per_node * threads_per_rank + threads_per_core - 1) "
-        "/ threads_per_core"
+        f"UPDATE jobs SET gpus_needed = {least}({ranks} * gpus_per_rank, {INT_MAX}), "
+        f"cpus_needed = {least}(({ranks} * threads_per_rank + threads_per_core - 1) "
+        f"/ threads_per_core, {INT_MAX})"
     )
     indexes: list[tuple[str, list[str | sa.TextClause], str]] = [
         ("ix_jobs_claim_run", ORDER, RUN_PREDICATE),
@@ -85,15 +85,16 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in ("ix_jobs_claim_processing", "ix_jobs_claim_run_wf", "ix_jobs_claim_run"):
         op.drop_index(name, table_name="jobs")
-    old = (
-        "session_id IS NULL AND state IN ('PREPROCESSED', 'READY', 'RESTART_READY', 'STAGED_IN')"
-    )
+    old = "session_id IS NULL AND state IN ('PREPROCESSED', 'READY', 'RESTART_READY', 'STAGED_IN')"
     order: list[str | sa.TextClause] = [
         sa.text("num_nodes DESC"),
         sa.text("wall_time_minutes DESC"),
         "created_at",
     ]
-    for name, columns in (("ix_jobs_claimable", order), ("ix_jobs_claimable_wf", ["workflow", *order])):
+    for name, columns in (
+        ("ix_jobs_claimable", order),
+        ("ix_jobs_claimable_wf", ["workflow", *order]),
+    ):
         op.create_index(
             name, "jobs", columns, sqlite_where=sa.text(old), postgresql_where=sa.text(old)
         )

@@ -1,0 +1,123 @@
+"""Sending a task's commands to the workers: its run, its preprocess and postprocess steps.
+
+Builds each command (argv, working directory, environment, output file) and hands it to the
+right worker: runs of single-node jobs to the worker of their node (or, queued behind another
+run, to that run's worker), MPI launches and pre/postprocess steps to the launcher's local
+worker. Every command is tracked as a :class:`~balsam.launcher.children.Child`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import cast
+
+from balsam.config import PlatformSettings, Site
+from balsam.domain.commands import CommandError
+from balsam.launcher import commands
+from balsam.launcher.children import Child, ChildProcesses, Step
+from balsam.launcher.logs import job_extra
+from balsam.launcher.placement import Placement
+from balsam.launcher.tasks import Task
+from balsam.launcher.workdirs import DirectoryMaker
+from balsam.launcher.workers import WorkerFleet, WorkerLink
+from balsam.platform.mpi import MpiLauncher
+from balsam.schemas.jobs import JobOut
+
+log = logging.getLogger(__name__)
+
+#: What a command could not be built or sent for: reported on the job, never raised further.
+SEND_ERRORS = (OSError, CommandError, commands.CannotRun)
+
+
+class Dispatcher:
+    """Builds and sends the commands of tasks."""
+
+    def __init__(
+        self,
+        site: Site,
+        platform: PlatformSettings,
+        mpi: MpiLauncher | None,
+        mpi_mode: bool,
+        environ: Mapping[str, str],
+        children: ChildProcesses,
+        dirs: DirectoryMaker,
+    ) -> None:
+        self.site = site
+        self.platform = platform
+        self.mpi = mpi
+        self.mpi_mode = mpi_mode
+        self.environ = dict(environ)
+        self.children = children
+        self.dirs = dirs
+        self.fleet: WorkerFleet | None = None
+        #: The mark every job process carries (the lease's; set when the session opens).
+        self.mark = ""
+
+    def workdir(self, task: Task) -> Path:
+        """The job's working directory (made ahead by the directory thread, or now)."""
+        return self.dirs.ensure(task, self.site.job_dir(task.job.working_directory))
+
+    def prepare(self, task: Task) -> None:
+        """Have the directory thread make the job's working directory ahead of its run."""
+        self.dirs.prepare(task, self.site.job_dir(task.job.working_directory))
+
+    def job_env(
+        self, job: JobOut, gpus: tuple[int, ...] = ()
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The job's own variables (with the GPUs it was given) and its full environment."""
+        variables = commands.job_variables(job, self.site, self.mark)
+        gpu_var = self.platform.gpu_visible_env
+        variables.update(commands.gpu_variables(job, gpus, gpu_var, self.environ))
+        return variables, commands.job_environment(self.environ, variables)
+
+    def local(self) -> WorkerLink:
+        """The worker on the launcher's host."""
+        assert self.fleet is not None and self.fleet.local is not None, "started in run()"
+        return self.fleet.local
+
+    def send_step(self, task: Task, step: Step, command: str) -> Child:
+        """Send the app's preprocess or postprocess command (SEND_ERRORS if it cannot)."""
+        workdir = self.workdir(task)
+        variables, _ = self.job_env(task.job)
+        argv = commands.step_argv(command, task.app)
+        out = workdir / f"{step}.log"
+        link = self.local()
+        child = self.children.adopt(task.job_id, step, out, link)
+        link.run(child.key, argv, workdir, variables, out)
+        log.info("%s sent to the worker", step, extra=job_extra(task.job_id))
+        return child
+
+    def send_run(self, task: Task, placement: Placement, after: Child | None = None) -> Child:
+        """Send the run to the worker of its node, or to the local one for MPI launches
+        (``after``: queued behind that run, on its worker). SEND_ERRORS if it cannot."""
+        job = task.job
+        # Made by the launcher's directory thread (or now), not by the worker: the worker's
+        # every step delays the next start.
+        workdir = self.workdir(task)
+        variables, env = self.job_env(job, placement.gpus[0])
+        run = commands.run_command(
+            job,
+            task.app,
+            list(placement.hosts),
+            self.mpi,
+            self.mpi_mode,
+            variables,
+            env,
+            workdir,
+            self.platform.mpi_launcher_args,
+        )
+        out = workdir / f"{job.name}.out"
+        assert self.fleet is not None
+        if after is not None:
+            link = cast(WorkerLink, after.remote)
+        elif run.through_mpi:
+            link = self.local()
+        else:
+            link = self.fleet.links[placement.nodes[0]]
+        bind = not run.through_mpi and job.cpu_affinity != "none"
+        child = self.children.adopt(job.job_id, Step.RUN, out, link)
+        cpus = placement.cpus[0] if bind else ()
+        link.run(child.key, run.argv, workdir, variables, out, cpus, after.key if after else None)
+        return child

@@ -1,0 +1,222 @@
+"""MemoryBackend: the whole Backend protocol in memory, for unit tests of its callers.
+
+It behaves as :class:`balsam.backends.local.LocalBackend` does on SQLite and PostgreSQL for
+everything the contract suite (tests/contract) checks, which runs on all three: the same state
+machine (``balsam.domain.states``), the same refusals with the same errors, the same ordering
+of claims and listings, the same answers to repeated calls. It shares no code with the SQL
+backend beyond the domain and the schemas.
+
+It fails loudly rather than guess: a query on an unknown field raises ValidationError as the
+SQL backend does, and whatever SQLite and PostgreSQL disagree on (text compared with a number,
+a NUL byte, NULLs in an ordering, ...) raises NotImplementedError naming it.
+
+Every call holds one lock, so launchers' threads may share a backend. Results are fresh
+models: changing one never changes the store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from balsam.domain.states import JobState
+from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.jobs import (
+    BulkCreated,
+    EventOut,
+    JobCreate,
+    JobOut,
+    StateUpdate,
+    UpdateResult,
+)
+from balsam.schemas.queries import Clause, JobQuery
+from balsam.schemas.sessions import ClaimRequest, SessionOut
+from balsam.testing import memapps, memjobs, memsessions
+from balsam.testing.memstore import Store
+
+
+class MemoryBackend:
+    """A Backend whose workflow database is a few dicts in this process."""
+
+    def __init__(self) -> None:
+        self._store = Store()
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    @contextmanager
+    def _locked(self) -> Iterator[Store]:
+        """The store, held for one call (a call made from inside another is refused)."""
+        if self._owner == threading.get_ident():
+            # E.g. a create_jobs spec iterator calling the backend: it would deadlock.
+            raise NotImplementedError("MemoryBackend called from inside one of its own calls")
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                yield self._store
+            finally:
+                self._owner = None
+
+    # apps
+
+    def create_app(self, spec: AppCreate) -> AppOut:
+        """Register an app (AlreadyExists if the name is taken)."""
+        with self._locked() as store:
+            return memapps.create_app(store, spec)
+
+    def list_apps(self, clauses: list[Clause] | None = None) -> list[AppOut]:
+        """Apps matching ``clauses``, by name."""
+        with self._locked() as store:
+            return memapps.list_apps(store, clauses)
+
+    def get_app(self, name: str) -> AppOut:
+        """One app by name (NotFound)."""
+        with self._locked() as store:
+            return memapps.get_app(store, name)
+
+    def update_app(self, name: str, changes: AppUpdate) -> AppOut:
+        """Change an app."""
+        with self._locked() as store:
+            return memapps.update_app(store, name, changes)
+
+    def delete_app(self, name: str) -> None:
+        """Remove an app no job uses."""
+        with self._locked() as store:
+            memapps.delete_app(store, name)
+
+    # jobs
+
+    def create_jobs(self, specs: list[JobCreate]) -> list[JobOut]:
+        """Add jobs, all or nothing; returns them in order."""
+        with self._locked() as store:
+            return memjobs.create_jobs(store, specs)
+
+    def bulk_create_jobs(self, specs: Iterable[JobCreate]) -> BulkCreated:
+        """Add many jobs (read one chunk at a time), all or nothing; returns ids and states."""
+        with self._locked() as store:
+            return memjobs.bulk_create_jobs(store, specs)
+
+    def query_jobs(self, query: JobQuery) -> list[JobOut]:
+        """Jobs matching ``query``."""
+        with self._locked() as store:
+            return memjobs.query_jobs(store, query)
+
+    def count_jobs(self, query: JobQuery) -> int:
+        """How many jobs match (order, limit and offset ignored)."""
+        with self._locked() as store:
+            return len(memjobs.matching(store, query))
+
+    def count_by_state(self, query: JobQuery) -> dict[str, int]:
+        """Matching jobs per state."""
+        with self._locked() as store:
+            return memjobs.count_by_state(store, query)
+
+    def get_job(self, job_id: str) -> JobOut:
+        """One job by full id."""
+        with self._locked() as store:
+            return store.out(store.job(job_id))
+
+    def resolve_job_id(self, prefix: str) -> str:
+        """The full id of the one job whose id starts with ``prefix``."""
+        with self._locked() as store:
+            return memjobs.resolve_job_id(store, prefix)
+
+    def update_jobs(self, query: JobQuery, values: dict[str, Any]) -> int:
+        """Change fields of matching jobs (not the state; order, limit and offset ignored)."""
+        with self._locked() as store:
+            return memjobs.update_jobs(store, query, values)
+
+    def set_state(self, job_id: str, state: JobState, message: str = "") -> JobOut:
+        """A user's validated state change."""
+        with self._locked() as store:
+            return memjobs.set_state(store, job_id, state, message)
+
+    def delete_jobs(self, query: JobQuery) -> int:
+        """Delete matching jobs (not running ones; order, limit and offset ignored)."""
+        with self._locked() as store:
+            return memjobs.delete_jobs(store, query)
+
+    def add_dependency(self, parent_id: str, child_id: str) -> None:
+        """Make ``child_id`` wait for ``parent_id``."""
+        with self._locked() as store:
+            memjobs.add_dependency(store, parent_id, child_id)
+
+    def children_of(self, job_id: str) -> list[str]:
+        """Ids of a job's children."""
+        with self._locked() as store:
+            return memjobs.children_of(store, job_id)
+
+    def kill_jobs(self, job_id: str, recursive: bool = False) -> list[str]:
+        """Kill a job (and its descendants); returns the ids killed."""
+        with self._locked() as store:
+            return memjobs.kill_jobs(store, job_id, recursive)
+
+    def note_jobs(self, job_ids: list[str], message: str) -> int:
+        """Add a message to jobs' histories, state unchanged (not twice in a row)."""
+        with self._locked() as store:
+            return memjobs.note_jobs(store, job_ids, message)
+
+    def history(self, job_id: str) -> list[EventOut]:
+        """A job's state changes, oldest first."""
+        with self._locked() as store:
+            return memjobs.history(store, job_id)
+
+    # launcher sessions
+
+    def open_session(
+        self, label: str, hostname: str, pid: int, client_key: str | None = None
+    ) -> SessionOut:
+        """Start a launcher lease (the same one again for a repeated ``client_key``)."""
+        with self._locked() as store:
+            return memsessions.open_session(store, label, hostname, pid, client_key)
+
+    def heartbeat(self, session_id: int) -> list[str]:
+        """Renew a lease; returns held job ids a user killed."""
+        with self._locked() as store:
+            return memsessions.heartbeat(store, session_id)
+
+    def close_session(self, session_id: int) -> None:
+        """End a lease, handing back held jobs (a lease that is gone already: nothing)."""
+        with self._locked() as store:
+            memsessions.close_session(store, session_id)
+
+    def ended_held_jobs(self, session_id: int) -> list[str]:
+        """Held job ids a user killed meanwhile, without renewing the lease."""
+        with self._locked() as store:
+            return memsessions.ended_held_jobs(store, session_id)
+
+    def list_sessions(self) -> list[SessionOut]:
+        """Every open launcher session, oldest first."""
+        with self._locked() as store:
+            return memsessions.list_sessions(store)
+
+    def expire_sessions(self, lease_seconds: float, dead: list[int] | None = None) -> list[int]:
+        """Recover jobs of leases older than ``lease_seconds`` and of the sessions in ``dead``."""
+        with self._locked() as store:
+            return memsessions.expire_sessions(store, lease_seconds, dead)
+
+    def claim_jobs(self, session_id: int, request: ClaimRequest) -> list[JobOut]:
+        """Hold and return jobs that fit the launcher (NotFound: the lease expired)."""
+        with self._locked() as store:
+            return memsessions.claim_jobs(store, session_id, request)
+
+    def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[UpdateResult]:
+        """Apply buffered state changes; one result per update, in order."""
+        with self._locked() as store:
+            return memsessions.record_updates(store, session_id, updates)
+
+    def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
+        """Stop holding jobs (``seq``: the call's number; jobs claimed since keep their hold)."""
+        with self._locked() as store:
+            memsessions.release_jobs(store, session_id, job_ids, seq)
+
+    def close(self) -> None:
+        """Nothing to release: like LocalBackend's, the backend still works afterwards."""
+
+
+if TYPE_CHECKING:
+    from balsam.backends.base import Backend
+
+    # mypy checks here that MemoryBackend has every method of the protocol, typed alike.
+    _IS_A_BACKEND: Backend = MemoryBackend()
