@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 
 from balsam.backends.base import Backend
 from balsam.config import LauncherSettings, Site
@@ -36,6 +37,7 @@ from balsam.launcher.dispatch import SEND_ERRORS, Dispatcher
 from balsam.launcher.logs import JobLines, job_extra
 from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.queue import RunQueue
+from balsam.launcher.stager import Done, Stager
 from balsam.launcher.tasks import WITH_COMMAND, StopCause, Task, TaskState
 from balsam.launcher.updates import UpdateBuffer
 from balsam.schemas.apps import AppOut
@@ -64,6 +66,7 @@ class JobFlow:
         updates: UpdateBuffer,
         claimer: Claimer,
         dispatcher: Dispatcher,
+        stager: Stager[Task],
     ) -> None:
         self.site = site
         self.backend = backend
@@ -74,6 +77,7 @@ class JobFlow:
         self.updates = updates
         self.claimer = claimer
         self.dispatch = dispatcher
+        self.stager = stager
         self.tasks: dict[str, Task] = {}
         #: Claimed jobs whose apps could not be looked up yet (retried each turn).
         self.unadmitted: list[JobOut] = []
@@ -116,7 +120,8 @@ class JobFlow:
 
     def settle(self, task: Task, seq: int, now: float) -> None:
         """Wait for the database's answer to update ``seq`` before the next step."""
-        task.move(T.SETTLING)
+        if task.state is not T.SETTLING:
+            task.move(T.SETTLING)
         task.awaiting_seq = seq
         self.updates.hurry(now)
 
@@ -203,30 +208,45 @@ class JobFlow:
             self._start_step(task, step, now)
 
     def _stage_in(self, task: Task, now: float) -> None:
+        """Look up the parents here (the database is the loop's), copy in a helper thread."""
         try:
-            summary = staging.stage_in(self.site, self.backend, task.job)
+            parents = staging.parents_of(self.backend, task.job)
         except BalsamError as exc:
             if exc.transient:
                 self.give_back(task, now, f"cannot look up its parents: {exc}")
             else:
                 self.fail(task, str(exc), now)
             return
+        task.move(T.STAGING)
+        self.stager.submit(task, partial(staging.copy_inputs, self.site, task.job, parents))
+
+    def _stage_out(self, task: Task, now: float) -> None:
+        task.move(T.STAGING)
+        self.stager.submit(task, partial(staging.stage_out, self.site, task.job))
+
+    def staged(self, done: list[Done[Task]], now: float) -> None:
+        """Copies finished: record them and carry on (a job stopped meanwhile is left)."""
+        for item in done:
+            task = item.key
+            if self.tasks.get(task.job_id) is not task or task.state is not T.STAGING:
+                continue
+            if item.error is not None:
+                self.fail(task, str(item.error), now)
+            elif task.db_state is S.POSTPROCESSED:
+                self.record(task, S.JOB_FINISHED, now, item.summary, release=True)
+                self.finish(task, now, release=False)
+            else:
+                self._staged_in(task, item.summary, now)
+
+    def _staged_in(self, task: Task, summary: str, now: float) -> None:
         seq = self.record(task, S.STAGED_IN, now, summary)
         after = settled(S.STAGED_IN, task.facts)
         if pending_step(after, task.facts) is JobStep.RUN:
-            task.db_state = after
+            # No preprocess: run without waiting for the answer (the same rule predicts it).
+            task.move(T.SETTLING)
             self.proceed(task, after, now)
         else:
             self.settle(task, seq, now)
-
-    def _stage_out(self, task: Task, now: float) -> None:
-        try:
-            summary = staging.stage_out(self.site, task.job)
-        except BalsamError as exc:
-            self.fail(task, str(exc), now)
-            return
-        self.record(task, S.JOB_FINISHED, now, summary, release=True)
-        self.finish(task, now, release=False)
 
     def _start_step(self, task: Task, step: JobStep, now: float) -> None:
         """Start the app's preprocess or postprocess (handler) command."""

@@ -47,7 +47,8 @@ from balsam.launcher.nodework import NodeWork, UnfitReport
 from balsam.launcher.options import JobMode, LauncherOptions
 from balsam.launcher.placement import NodePool, select_nodes
 from balsam.launcher.queue import RunQueue
-from balsam.launcher.tasks import StopCause
+from balsam.launcher.stager import Stager
+from balsam.launcher.tasks import StopCause, Task
 from balsam.launcher.updates import FlushResult, UpdateBuffer
 from balsam.launcher.workdirs import DirectoryMaker
 from balsam.launcher.workers import WorkerFleet, WorkerLink
@@ -110,6 +111,7 @@ class Launcher:
         self.dispatch = Dispatcher(
             site, site.settings.platform, mpi, mpi_mode, env, self.children, self.dirs
         )
+        self.stager: Stager[Task] = Stager(self.selector)
         self.flow = JobFlow(
             site,
             backend,
@@ -120,6 +122,7 @@ class Launcher:
             self.updates,
             self.claimer,
             self.dispatch,
+            self.stager,
         )
         self.unfit = UnfitReport(backend, self.claimer, site.settings.platform, hostname)
         self.fleet: WorkerFleet | None = None
@@ -161,6 +164,7 @@ class Launcher:
             if self.fleet is not None:
                 self.fleet.close()
             self.dirs.close()
+            self.stager.close()
             self._restore_signals(previous)
             self.selector.close()
             os.close(wake_r)
@@ -254,6 +258,8 @@ class Launcher:
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 _drain(key.fd)
+            elif key.data is self.stager:
+                self.flow.staged(self.stager.collect(), time.monotonic())
             elif self.fleet is not None and self.fleet.owns(key.data):
                 self.fleet.handle(key.data)
 
@@ -368,7 +374,7 @@ class Launcher:
             self.finished = True
 
     def _idle(self) -> bool:
-        if not self.claimer.answered:
+        if not self.claimer.answered or self.stager.busy:
             return False
         return not len(self.flow) and not len(self.updates) and not len(self.children)
 

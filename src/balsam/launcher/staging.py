@@ -24,14 +24,15 @@ def parents_of(backend: Backend, job: JobOut) -> list[JobOut]:
     return backend.query_jobs(JobQuery(clauses=[clause]))
 
 
-def stage_in(site: Site, backend: Backend, job: JobOut) -> str:
-    """Copy the job's inputs into its working directory; returns a summary for the history."""
+def copy_inputs(site: Site, job: JobOut, parents: list[JobOut]) -> str:
+    """Copy the job's inputs from ``parents`` and its URL into its working directory (files
+    only: no database); returns a summary for the history."""
     workdir = site.job_dir(job.working_directory)
     workdir.mkdir(parents=True, exist_ok=True)
     patterns = transfer.patterns_of(job.input_files)
     copied = 0
     if patterns:
-        for parent in parents_of(backend, job):
+        for parent in parents:
             src = site.job_dir(parent.working_directory)
             if src.is_dir():
                 copied += len(transfer.copy_matching(src, patterns, workdir))

@@ -10,7 +10,8 @@ in, never by the order in which flags are tested.
 
     WAITING --start--> STARTING --started--> RUNNING --exit--> SETTLING | DONE
     WAITING --queue behind a run--> QUEUED --started--> RUNNING
-    SETTLING --answer--> PREPROCESSING | WAITING | POSTPROCESSING | DONE
+    SETTLING --answer--> PREPROCESSING | WAITING | POSTPROCESSING | STAGING | DONE
+    STAGING --copied--> SETTLING | WAITING | DONE
     PREPROCESSING, POSTPROCESSING --exit--> SETTLING | DONE
     any with a command --stop--> STOPPING --exit--> DONE
 
@@ -48,6 +49,8 @@ class TaskState(StrEnum):
     """The app's preprocess command runs."""
     POSTPROCESSING = "postprocessing"
     """The app's postprocess command (or error or timeout handler) runs."""
+    STAGING = "staging"
+    """Its inputs (READY) or outputs (POSTPROCESSED) are being copied by a helper thread."""
     STOPPING = "stopping"
     """The launcher is ending the task's command (see :class:`StopCause`)."""
     DONE = "done"
@@ -72,7 +75,10 @@ class StopCause(StrEnum):
 T = TaskState
 #: Allowed moves of a task.
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    T.SETTLING: frozenset({T.WAITING, T.PREPROCESSING, T.POSTPROCESSING, T.SETTLING, T.DONE}),
+    T.SETTLING: frozenset(
+        {T.WAITING, T.PREPROCESSING, T.POSTPROCESSING, T.STAGING, T.SETTLING, T.DONE}
+    ),
+    T.STAGING: frozenset({T.SETTLING, T.WAITING, T.DONE}),
     T.WAITING: frozenset({T.STARTING, T.QUEUED, T.SETTLING, T.DONE}),
     T.QUEUED: frozenset({T.RUNNING, T.WAITING, T.SETTLING, T.STOPPING, T.DONE}),
     T.STARTING: frozenset({T.RUNNING, T.WAITING, T.SETTLING, T.STOPPING, T.DONE}),
