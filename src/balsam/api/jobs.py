@@ -288,6 +288,8 @@ class Job:
             raise InvalidTransition("a new job starts CREATED; save it first, then set its state")
         values = self.compat_values({name: getattr(self, name) for name in FIELDS})
         values["parents"] = [job_id_of(p, backend) for p in self._pending_parents]
+        # Chosen here: a create repeated after its answer was lost creates the job once.
+        values["job_id"] = str(uuid.uuid4())
         try:
             return JobCreate.model_validate(values)
         except PydanticValidationError as exc:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from balsam.backends.base import Backend
 from balsam.backends.local import LocalBackend
+from balsam.backends.retry import retrying
 from balsam.config import (
     DatabaseSettings,
     Site,
@@ -30,9 +31,11 @@ from balsam.store.migrate import SchemaState, current_revision, head_revision, s
 SITE_DIRS = ("data", "log", "qsubmit")
 
 
-def open_backend(site: Site) -> Backend:
+def open_backend(site: Site, retry: bool = True) -> Backend:
     """The Backend for ``site`` (a LocalBackend on its database URL), its schema checked.
 
+    With ``retry`` (for the CLI and the API) calls that fail transiently are repeated with
+    backoff (:mod:`balsam.backends.retry`); the launcher repeats them itself, without waiting.
     ConfigError when the SQLite file is missing or the schema is not this Balsam's revision;
     DatabaseError when the database cannot be reached.
     """
@@ -46,7 +49,8 @@ def open_backend(site: Site) -> Backend:
     except BaseException:
         engine.dispose()
         raise
-    return LocalBackend(engine)
+    backend: Backend = LocalBackend(engine)
+    return retrying(backend) if retry else backend
 
 
 def upgrade_site(site: Site) -> tuple[str | None, str | None]:
@@ -95,10 +99,10 @@ def _schema_problem(revision: str | None) -> str:
     return ""
 
 
-def open_active_backend() -> tuple[Site, Backend]:
-    """The active site (``BALSAM_DB_PATH``) and its Backend."""
+def open_active_backend(retry: bool = True) -> tuple[Site, Backend]:
+    """The active site (``BALSAM_DB_PATH``) and its Backend (see :func:`open_backend`)."""
     site = load_site()
-    return site, open_backend(site)
+    return site, open_backend(site, retry)
 
 
 def init_site(path: Path, kind: str = "sqlite", url: str = "") -> Site:

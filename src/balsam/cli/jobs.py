@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import click
@@ -161,7 +162,9 @@ def job_command(**options: Any) -> None:
     with active_backend() as (_site, backend):
         app = backend.get_app(spec.application)
         parents = [backend.resolve_job_id(p) for p in options["parents"]]
-        spec = spec.model_copy(update={"parents": list(dict.fromkeys(parents))})
+        # The id is chosen here: a create repeated after a lost answer creates one job.
+        update = {"parents": list(dict.fromkeys(parents)), "job_id": str(uuid.uuid4())}
+        spec = spec.model_copy(update=update)
         if not options["yes"]:
             _summary(spec, app)
             click.confirm("Confirm adding job to DB", abort=True)

@@ -69,7 +69,8 @@ def launcher(
         limit_nodes=limit_nodes,
         offset_nodes=offset_nodes,
     )
-    site, backend = open_active_backend()
+    # Not the retrying Backend: the launcher repeats failed calls on later turns of its loop.
+    site, backend = open_active_backend(retry=False)
     path = logs.configure(site.log_dir, local_hostname())
     try:
         code = run_launcher(site, backend, options)

@@ -1,0 +1,56 @@
+"""Driver errors become Balsam's: transient ones (retrying may help) told from permanent ones."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from balsam.errors import DatabaseError, DatabaseUnavailable
+from balsam.store.engine import database_errors
+
+
+def test_a_sqlite_lock_held_too_long_is_transient(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    try:
+        with (
+            pytest.raises(DatabaseUnavailable, match="locked"),
+            database_errors(),
+            engine.begin() as conn,
+        ):
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        engine.dispose()
+
+
+def test_a_missing_table_is_permanent(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'y.db'}")
+    try:
+        with pytest.raises(DatabaseError) as caught, database_errors(), engine.connect() as conn:
+            conn.execute(text("SELECT * FROM nothing_here"))
+        assert not caught.value.transient
+        assert not isinstance(caught.value, DatabaseUnavailable)
+    finally:
+        engine.dispose()
+
+
+def test_a_postgresql_server_that_is_not_there_is_transient() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Nothing listens on the port now: the connection is refused.
+    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x")
+    try:
+        with pytest.raises(DatabaseUnavailable), database_errors(), engine.connect():
+            pass
+    finally:
+        engine.dispose()
