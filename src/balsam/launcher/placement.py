@@ -81,11 +81,39 @@ class Placement:
 
 
 class NodePool:
-    """The allocation's nodes and their free capacity."""
+    """The allocation's nodes and their free capacity.
+
+    The nodes that can take a job now (``_open``) and the idle ones (``_idle``) are kept as
+    index sets, updated as jobs take and give back room, so that placing a job and asking for
+    room cost the same on a thousand nodes as on one: in a full allocation only the nodes a
+    run just left are looked at.
+    """
 
     def __init__(self, nodes: list[NodeSpec]) -> None:
         self.nodes = [NodeUsage(spec) for spec in nodes]
+        self._open: set[int] = set()
+        self._idle: set[int] = set()
+        #: Free CPUs of each open node as last counted, and their sum.
+        self._counted: dict[int, int] = {}
+        self._free_cpus = 0
+        for i in range(len(self.nodes)):
+            self._refresh(i)
         self._capacity = self._count_capacity()
+
+    def _refresh(self, i: int) -> None:
+        """Re-file node ``i`` after what it holds or its readiness changed."""
+        node = self.nodes[i]
+        if i in self._open:
+            self._open.discard(i)
+            self._free_cpus -= self._counted.pop(i)
+        if node.ready and node.share < WHOLE and node.free_cpus:
+            self._open.add(i)
+            self._counted[i] = len(node.free_cpus)
+            self._free_cpus += self._counted[i]
+        if node.idle:
+            self._idle.add(i)
+        else:
+            self._idle.discard(i)
 
     def _count_capacity(self) -> tuple[int, int]:
         """Ready nodes and their CPUs (asked every turn of the loop; changes with readiness)."""
@@ -101,16 +129,15 @@ class NodePool:
         return [n.spec for n in self.nodes]
 
     def place(self, req: ResourceRequest) -> Placement | None:
-        """Take room for a job, or None when it cannot start now."""
+        """Take room for a job, or None when it cannot start now (lowest node first)."""
         if req.num_nodes > 1:
-            chosen = [i for i, n in enumerate(self.nodes) if n.idle][: req.num_nodes]
-            if len(chosen) < req.num_nodes:
+            if len(self._idle) < req.num_nodes:
                 return None
-            return self._take(chosen, WHOLE, None, None)
+            return self._take(sorted(self._idle)[: req.num_nodes], WHOLE, None, None)
         share = Fraction(1, req.node_packing_count)
         cpus, gpus = req.cpus_per_node, req.gpus_per_node
-        for i, node in enumerate(self.nodes):
-            if node.fits(share, cpus, gpus):
+        for i in sorted(self._open):
+            if self.nodes[i].fits(share, cpus, gpus):
                 return self._take([i], share, cpus, gpus)
         return None
 
@@ -126,6 +153,7 @@ class NodePool:
             taken_cpus, taken_gpus = node.take(share, want_cpus, want_gpus)
             cpu_sets.append(taken_cpus)
             gpu_sets.append(taken_gpus)
+            self._refresh(i)
         hosts = tuple(self.nodes[i].spec.hostname for i in chosen)
         return Placement(tuple(chosen), hosts, share, tuple(cpu_sets), tuple(gpu_sets))
 
@@ -133,10 +161,12 @@ class NodePool:
         """Give back what ``placement`` took."""
         for i, cpus, gpus in zip(placement.nodes, placement.cpus, placement.gpus, strict=True):
             self.nodes[i].give_back(placement.share, cpus, gpus)
+            self._refresh(i)
 
     def set_ready(self, index: int, ready: bool) -> None:
         """Mark a node able (or no longer able) to start jobs."""
         self.nodes[index].ready = ready
+        self._refresh(index)
         self._capacity = self._count_capacity()
 
     @property
@@ -150,9 +180,7 @@ class NodePool:
         ``per_cpu`` counts free CPUs (serial mode's one-core jobs); otherwise idle nodes (mpi
         mode's typical whole-node jobs).
         """
-        if not per_cpu:
-            return sum(1 for n in self.nodes if n.idle)
-        return sum(len(n.free_cpus) for n in self.nodes if n.ready and n.share < WHOLE)
+        return self._free_cpus if per_cpu else len(self._idle)
 
     def capacity(self, per_cpu: bool) -> int:
         """About how many jobs the allocation runs at once when full (see :meth:`free_slots`)."""
@@ -160,7 +188,7 @@ class NodePool:
 
     def has_room(self) -> bool:
         """Whether any ready node has any share left (a cheap test before placing)."""
-        return any(n.ready and n.share < WHOLE and n.free_cpus for n in self.nodes)
+        return bool(self._open)
 
 
 def select_nodes(nodes: list[NodeSpec], limit: int | None, offset: int) -> list[NodeSpec]:
