@@ -327,3 +327,29 @@ def test_delete_refuses_running_jobs(backend: Backend, app: str) -> None:
         backend.delete_jobs(JobQuery())
     assert backend.delete_jobs(q(name="y")) == 1
     assert backend.count_jobs(JobQuery()) == 1
+
+
+def test_delete_honours_limit_and_order(backend: Backend, app: str) -> None:
+    backend.create_jobs([job(f"j{i}") for i in range(4)])
+    assert backend.delete_jobs(JobQuery(order_by=["name"], limit=1)) == 1
+    assert sorted(states(backend)) == ["j1", "j2", "j3"]
+    assert backend.update_jobs(JobQuery(order_by=["-name"], limit=2), {"description": "x"}) == 2
+    described = {j.name for j in backend.query_jobs(JobQuery()) if j.description == "x"}
+    assert described == {"j2", "j3"}
+
+
+def test_deleting_a_waiting_jobs_last_unfinished_parent_frees_it(
+    backend: Backend, app: str
+) -> None:
+    (parent,) = backend.create_jobs([job("p")])
+    (child,) = backend.create_jobs([job("c", parents=[parent.job_id], input_files="")])
+    assert child.state is S.AWAITING_PARENTS
+    assert backend.delete_jobs(q(job_id=parent.job_id)) == 1
+    assert backend.get_job(child.job_id).state is S.PREPROCESSED
+    assert backend.get_job(child.job_id).parents == []
+
+
+def test_a_state_given_as_text_is_taken(backend: Backend, app: str) -> None:
+    (j,) = backend.create_jobs([job("x")])
+    out = backend.set_state(j.job_id, "FAILED", "given up")  # type: ignore[arg-type]
+    assert out.state is S.FAILED

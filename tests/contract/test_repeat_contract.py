@@ -11,7 +11,7 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.domain.states import JobState
-from balsam.errors import AlreadyExists
+from balsam.errors import AlreadyExists, NotFound
 from balsam.schemas import (
     AppCreate,
     ClaimRequest,
@@ -216,3 +216,36 @@ def test_jobs_left_in_a_processing_state_are_claimed_for_their_step(
     assert backend.claim_jobs(sess.id, ClaimRequest(limit=5)) == []
     taken = backend.claim_jobs(sess.id, ClaimRequest(limit=0, processing_limit=5))
     assert [(j.job_id, j.state, j.session_id) for j in taken] == [(job.job_id, S.RUN_DONE, sess.id)]
+
+
+def test_registering_the_same_app_twice_is_one_app(backend: Backend, app: str) -> None:
+    again = backend.create_app(AppCreate(name="A", executable="true"))
+    assert again.name == "A" and len(backend.list_apps()) == 2
+    with pytest.raises(AlreadyExists):
+        backend.create_app(AppCreate(name="A", executable="false"))
+
+
+def test_a_release_repeated_after_the_job_was_claimed_again_leaves_it_held(
+    backend: Backend, app: str
+) -> None:
+    (job,) = backend.create_jobs([spec("j")])
+    sess = backend.open_session("t", "h", 1)
+    backend.claim_jobs(sess.id, ClaimRequest(claim_seq=1))
+    backend.release_jobs(sess.id, [job.job_id], seq=2)
+    assert backend.get_job(job.job_id).session_id is None
+    assert len(backend.claim_jobs(sess.id, ClaimRequest(claim_seq=3))) == 1
+    # The first release's answer was lost; its repeat arrives now.
+    backend.release_jobs(sess.id, [job.job_id], seq=2)
+    assert backend.get_job(job.job_id).session_id == sess.id
+    backend.release_jobs(sess.id, [job.job_id], seq=4)
+    assert backend.get_job(job.job_id).session_id is None
+
+
+def test_a_closed_sessions_id_is_never_given_to_another(backend: Backend, app: str) -> None:
+    first = backend.open_session("t", "h", 1)
+    backend.close_session(first.id)
+    second = backend.open_session("t", "h", 2)
+    assert second.id != first.id
+    with pytest.raises(NotFound):
+        backend.heartbeat(first.id)
+    assert [s.id for s in backend.list_sessions()] == [second.id]

@@ -75,7 +75,8 @@ def test_opening_a_database_does_not_import_alembic(tmp_path: Path) -> None:
 
 
 def test_upgrading_to_0004_fills_what_each_job_needs_of_a_node(db_url: str) -> None:
-    """Jobs made before 0004 get their CPU and GPU needs (capped at 32 bits) on upgrade."""
+    """Jobs made before 0004 get their CPU and GPU needs (capped at 32 bits) on upgrade, and
+    the jobs a running launcher holds stay held (no table is rebuilt under them)."""
     engine = make_engine(db_url)
     try:
         cfg = alembic_config()
@@ -84,6 +85,13 @@ def test_upgrading_to_0004_fills_what_each_job_needs_of_a_node(db_url: str) -> N
             command.downgrade(cfg, "0003")
         now = "2026-01-01 00:00:00"
         with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, label, hostname, pid, heartbeat, created_at) "
+                    "VALUES (1, 'running', 'h', 1, :now, :now)"
+                ),
+                {"now": now},
+            )
             conn.execute(
                 text(
                     "INSERT INTO apps (name, executable, description, preprocess, "
@@ -103,18 +111,24 @@ def test_upgrading_to_0004_fills_what_each_job_needs_of_a_node(db_url: str) -> N
                         "stage_out_url, post_error_handler, post_timeout_handler, "
                         "auto_timeout_retry, wait_for_parents, max_error_retries, "
                         "max_timeout_retries, data, tags, state, state_timestamp, created_at, "
-                        "working_directory, error_count, timeout_count, lost_count) VALUES "
+                        "working_directory, error_count, timeout_count, lost_count, session_id) "
+                        "VALUES "
                         "(:id, 'n', 'w', '', 'a', '', 1, :r, :t, :c, :g, 'none', 1, 1, '{}', '', "
                         "'', '', '', '', false, false, true, true, 0, 3, '{}', '{}', "
-                        "'PREPROCESSED', :now, :now, 'd', 0, 0, 0)"
+                        "'PREPROCESSED', :now, :now, 'd', 0, 0, 0, 1)"
                     ),
                     {"id": job_id, "r": ranks, "t": threads, "c": tpc, "g": gpus, "now": now},
                 )
         upgrade(engine)
         with engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT job_id, cpus_needed, gpus_needed FROM jobs ORDER BY job_id")
+                text(
+                    "SELECT job_id, cpus_needed, gpus_needed, session_id FROM jobs ORDER BY job_id"
+                )
             ).all()
-        assert [tuple(r) for r in rows] == [("j1", 6, 4), ("j2", 2**31 - 1, 2**31 - 1)]
+        assert [tuple(r) for r in rows] == [
+            ("j1", 6, 4, 1),
+            ("j2", 2**31 - 1, 2**31 - 1, 1),
+        ]
     finally:
         engine.dispose()

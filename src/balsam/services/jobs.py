@@ -25,7 +25,7 @@ from balsam.services.state_engine import StateEngine
 from balsam.store import repository as repo
 from balsam.store.engine import unit_of_work
 from balsam.store.queries import apply_job_query, where_sql
-from balsam.store.tables import JOBS, EventRow, JobParentRow, JobRow
+from balsam.store.tables import JOBS, EventRow, JobParentRow, JobRow, utcnow
 
 S = JobState
 
@@ -155,7 +155,7 @@ def update_jobs(engine: Engine, query: JobQuery, values: dict[str, Any]) -> int:
         # Check the app first: assigning an unknown one would autoflush into an FK error.
         if "application" in values:
             _check_apps(session, [_fake_spec(values["application"])])
-        rows = list(session.scalars(apply_job_query(select(JobRow), query, paginate=False)))
+        rows = list(session.scalars(apply_job_query(select(JobRow), query)))
         for row in rows:
             _apply_fields(row, values)
         return len(rows)
@@ -189,6 +189,7 @@ def first_error(exc: PydanticValidationError) -> str:
 
 def set_state(engine: Engine, job_id: str, state: JobState, message: str = "") -> JobOut:
     """A user's state change (``balsam modify ID state X``), validated."""
+    state = S(state)
     if state not in USER_SETTABLE_STATES:
         allowed = ", ".join(sorted(USER_SETTABLE_STATES))
         raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
@@ -210,7 +211,7 @@ def _get_row(session: Any, job_id: str) -> JobRow:
 def delete_jobs(engine: Engine, query: JobQuery) -> int:
     """Delete matching jobs with their edges and history; running jobs are refused."""
     with unit_of_work(engine) as session:
-        ids = list(session.scalars(apply_job_query(select(JobRow.job_id), query, paginate=False)))
+        ids = list(session.scalars(apply_job_query(select(JobRow.job_id), query)))
         running = (
             session.scalar(
                 select(func.count())
@@ -222,6 +223,7 @@ def delete_jobs(engine: Engine, query: JobQuery) -> int:
         )
         if running:
             raise InvalidTransition(f"{running} of these jobs are RUNNING; kill them first")
+        orphans = _orphans_of(session, ids)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             session.execute(delete(EventRow).where(EventRow.job_id.in_(chunk)))
@@ -231,7 +233,34 @@ def delete_jobs(engine: Engine, query: JobQuery) -> int:
                 )
             )
             session.execute(delete(JobRow).where(JobRow.job_id.in_(chunk)))
+        _resettle_orphans(session, orphans)
         return len(ids)
+
+
+def _orphans_of(session: Session, ids: list[str]) -> list[str]:
+    """Children of ``ids`` that are not deleted with them and wait for their parents."""
+    gone = set(ids)
+    children: dict[str, None] = {}
+    for _, child in repo.child_edges(session, ids):
+        if child not in gone:
+            children[child] = None
+    return list(children)
+
+
+def _resettle_orphans(session: Session, child_ids: list[str]) -> None:
+    """A job whose unfinished parent was deleted may be free to go now: look again."""
+    waiting = [
+        row
+        for row in repo.jobs_by_id(session, child_ids).values()
+        if row.state in (S.CREATED, S.AWAITING_PARENTS)
+    ]
+    if not waiting:
+        return
+    engine_ = StateEngine(session)
+    now = utcnow()
+    for row in waiting:
+        engine_.settle(row, now, parent_states=repo.parent_states(session, row.job_id))
+    engine_.finish()
 
 
 def add_dependency(engine: Engine, parent_id: str, child_id: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, delete, select, text, update
+from sqlalchemy import Engine, Select, select, text, update
 from sqlalchemy.orm import Session
 
 from balsam.domain.states import TERMINAL_STATES, JobState
@@ -66,9 +66,7 @@ def open_session(
 def heartbeat(engine: Engine, session_id: int) -> list[str]:
     """Renew the lease; returns ids of held jobs a user killed (or failed) meanwhile."""
     with unit_of_work(engine) as session:
-        row = session.get(SessionRow, session_id)
-        if row is None:
-            raise NotFound(f"launcher session {session_id} has expired")
+        row = _open_row(session, session_id)
         row.heartbeat = utcnow()
         return _ended_held(session, session_id)
 
@@ -80,9 +78,16 @@ def ended_held_jobs(engine: Engine, session_id: int) -> list[str]:
     quickly without a write per question.
     """
     with unit_of_work(engine, write=False) as session:
-        if session.get(SessionRow, session_id) is None:
-            raise NotFound(f"launcher session {session_id} has expired")
+        _open_row(session, session_id)
         return _ended_held(session, session_id)
+
+
+def _open_row(session: Session, session_id: int) -> SessionRow:
+    """The row of an open session (NotFound once it ended: closed, or expired by peers)."""
+    row = session.get(SessionRow, session_id)
+    if row is None or row.ended_at is not None:
+        raise NotFound(f"launcher session {session_id} has expired")
+    return row
 
 
 def _ended_held(session: Session, session_id: int) -> list[str]:
@@ -95,7 +100,8 @@ def _ended_held(session: Session, session_id: int) -> list[str]:
 def list_sessions(engine: Engine) -> list[SessionOut]:
     """Every open launcher session, oldest first."""
     with unit_of_work(engine, write=False) as session:
-        rows = session.scalars(select(SessionRow).order_by(SessionRow.id))
+        open_ = SessionRow.ended_at.is_(None)
+        rows = session.scalars(select(SessionRow).where(open_).order_by(SessionRow.id))
         return [SessionOut.model_validate(row) for row in rows]
 
 
@@ -106,7 +112,7 @@ def close_session(engine: Engine, session_id: int) -> None:
     """
     with unit_of_work(engine) as session:
         _recover_jobs(session, [session_id], "launcher stopped while the job ran")
-        session.execute(delete(SessionRow).where(SessionRow.id == session_id))
+        _end(session, [session_id])
 
 
 def expire_sessions(
@@ -119,13 +125,14 @@ def expire_sessions(
         # Several launchers may notice the same loss at once: each session is recovered by
         # the one that locks it (PostgreSQL; SQLite's write lock serialises them anyway).
         lock = not is_sqlite(engine)
-        stale_q = select(SessionRow.id).where(SessionRow.heartbeat < cutoff)
+        open_ = SessionRow.ended_at.is_(None)
+        stale_q = select(SessionRow.id).where(SessionRow.heartbeat < cutoff, open_)
         stale = list(
             session.scalars(stale_q.with_for_update(skip_locked=True) if lock else stale_q)
         )
         gone = [s for s in dict.fromkeys(dead or []) if s not in stale]
         if gone:
-            gone_q = select(SessionRow.id).where(SessionRow.id.in_(gone))
+            gone_q = select(SessionRow.id).where(SessionRow.id.in_(gone), open_)
             gone_q = gone_q.with_for_update(skip_locked=True) if lock else gone_q
             gone = list(session.scalars(gone_q))
         if stale:
@@ -133,8 +140,17 @@ def expire_sessions(
         if gone:
             _recover_jobs(session, gone, "launcher lost (its process is gone)")
         if stale or gone:
-            session.execute(delete(SessionRow).where(SessionRow.id.in_(stale + gone)))
+            _end(session, stale + gone)
         return stale + gone
+
+
+def _end(session: Session, session_ids: list[int]) -> None:
+    """Mark sessions ended; their rows stay, so their ids are never reused."""
+    session.execute(
+        update(SessionRow)
+        .where(SessionRow.id.in_(session_ids), SessionRow.ended_at.is_(None))
+        .values(ended_at=utcnow())
+    )
 
 
 def _recover_jobs(session: Session, session_ids: list[int], message: str) -> None:
@@ -172,8 +188,7 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
     first claim took, and takes no more.
     """
     with unit_of_work(engine) as session:
-        if session.get(SessionRow, session_id) is None:
-            raise NotFound(f"launcher session {session_id} has expired")
+        _open_row(session, session_id)
         if req.claim_seq:
             replayed = _replay_claim(session, session_id, req.claim_seq)
             if replayed:

@@ -93,9 +93,15 @@ class AppRow(Base):
 
 
 class SessionRow(Base):
-    """A launcher's lease; jobs it holds point at it."""
+    """A launcher's lease; jobs it holds point at it.
+
+    A session that ends (closed, or expired by peers) keeps its row, marked ``ended_at``: its id
+    is never given to another launcher (SQLite would reuse the highest id of a deleted row),
+    so a launcher whose lease expired can never act under someone else's session.
+    """
 
     __tablename__ = "sessions"
+    __table_args__ = (Index("uq_sessions_client_key", "client_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     label: Mapped[str] = mapped_column(String(256), default="")
@@ -104,7 +110,9 @@ class SessionRow(Base):
     heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: Chosen by the launcher: opening a session twice with one key opens it once.
-    client_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    client_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: When the session ended (None while it is open).
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 #: Claim order inside one GPU class: biggest (nodes), longest, oldest first.

@@ -69,13 +69,18 @@ def matching(store: Store, query: JobQuery) -> list[JobRecord]:
     return [job for job in store.jobs.values() if test(job)]
 
 
-def query_jobs(store: Store, query: JobQuery) -> list[JobOut]:
-    """Jobs matching ``query``, ordered and paged."""
+def paged(store: Store, query: JobQuery) -> list[JobRecord]:
+    """Records matching ``query``, ordered and paged."""
     check_known(query, _QUERY_FIELDS)
     test = where(JOB_COLUMNS, query.clauses)
     order = ordering(JOB_COLUMNS, query)
     found = [job for job in store.jobs.values() if test(job)]
-    return [store.out(job) for job in ordered(found, order, query)]
+    return ordered(found, order, query)
+
+
+def query_jobs(store: Store, query: JobQuery) -> list[JobOut]:
+    """Jobs matching ``query``, ordered and paged."""
+    return [store.out(job) for job in paged(store, query)]
 
 
 def count_by_state(store: Store, query: JobQuery) -> dict[str, int]:
@@ -103,7 +108,7 @@ def update_jobs(store: Store, query: JobQuery, values: dict[str, Any]) -> int:
         raise ValidationError("change the state with set_state (balsam modify ... state X)")
     if "application" in values:
         _check_app(store, values["application"])
-    jobs = matching(store, query)
+    jobs = paged(store, query)
     changes = [_changes(job, values) for job in jobs]
     for job, (new, request) in zip(jobs, changes, strict=True):
         for name, value in new.items():
@@ -150,6 +155,7 @@ def first_error(exc: PydanticValidationError) -> str:
 
 def set_state(store: Store, job_id: str, state: JobState, message: str = "") -> JobOut:
     """A user's state change, validated."""
+    state = S(state)
     if state not in USER_SETTABLE_STATES:
         allowed = ", ".join(sorted(USER_SETTABLE_STATES))
         raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
@@ -163,13 +169,26 @@ def set_state(store: Store, job_id: str, state: JobState, message: str = "") -> 
 
 def delete_jobs(store: Store, query: JobQuery) -> int:
     """Delete matching jobs with their edges and history; running jobs are refused."""
-    jobs = matching(store, query)
+    jobs = paged(store, query)
     running = sum(job.state is S.RUNNING for job in jobs)
     if running:
         raise InvalidTransition(f"{running} of these jobs are RUNNING; kill them first")
+    gone = {job.job_id for job in jobs}
+    orphans = {c: None for j in jobs for c in store.child_ids(j.job_id) if c not in gone}
     for job in jobs:
         store.remove_job(job.job_id)
+    _resettle(store, list(orphans))
     return len(jobs)
+
+
+def _resettle(store: Store, child_ids: list[str]) -> None:
+    """A job whose unfinished parent was deleted may be free to go now: look again."""
+    engine = MemoryStateEngine(store)
+    for child_id in child_ids:
+        child = store.jobs[child_id]
+        if child.state in (S.CREATED, S.AWAITING_PARENTS):
+            engine.settle(child, utcnow())
+    engine.finish()
 
 
 def add_dependency(store: Store, parent_id: str, child_id: str) -> None:

@@ -123,7 +123,7 @@ class MemoryBackend:
             return memjobs.resolve_job_id(store, prefix)
 
     def update_jobs(self, query: JobQuery, values: dict[str, Any]) -> int:
-        """Change fields of matching jobs (not the state; order, limit and offset ignored)."""
+        """Change fields of matching jobs (not the state), ordered and paged as asked."""
         with self._locked() as store:
             return memjobs.update_jobs(store, query, values)
 
@@ -133,7 +133,7 @@ class MemoryBackend:
             return memjobs.set_state(store, job_id, state, message)
 
     def delete_jobs(self, query: JobQuery) -> int:
-        """Delete matching jobs (not running ones; order, limit and offset ignored)."""
+        """Delete matching jobs (not running ones), ordered and paged as asked."""
         with self._locked() as store:
             return memjobs.delete_jobs(store, query)
 

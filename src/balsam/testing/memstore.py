@@ -92,6 +92,9 @@ class SessionRecord:
     heartbeat: datetime
     created_at: datetime
     client_key: str | None
+    #: Always None here: an ended session's record is removed (its id, from a counter, is
+    #: never given out again, which is what the SQL table keeps its ended rows for).
+    ended_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,10 @@
 * ``jobs.cpus_needed`` / ``jobs.gpus_needed``: what one node must have for the job (derived
   from its resource fields when they are written), so that a claim asks the database only for
   jobs that fit the claimant's nodes.
-* ``sessions.client_key``: a key the launcher picks, so that opening a session twice opens one.
+* ``sessions.client_key``: a key the launcher picks, so that opening a session twice opens one;
+  ``sessions.ended_at``: a session that ends keeps its row, so that its id is never given to
+  another launcher (SQLite reuses the highest id of a deleted row; a launcher whose lease
+  expired must not find its id taken by another).
 * The claim indexes: runnable jobs by GPU need, then in claim order; and a small partial index
   of the processing states (RUN_DONE, RUN_ERROR, RUN_TIMEOUT, POSTPROCESSED) that a dead or
   stopped launcher left unheld, which any launcher now takes on.
@@ -54,7 +57,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("gpus_needed", sa.Integer(), nullable=False, server_default="0"))
     with op.batch_alter_table("sessions") as batch:
         batch.add_column(sa.Column("client_key", sa.String(64), nullable=True))
-        batch.create_unique_constraint("uq_sessions_client_key", ["client_key"])
+        batch.add_column(sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True))
+    # An index, not a table constraint: SQLite adds it without rebuilding the table (a rebuild
+    # would null the session of every held job through the foreign key).
+    op.create_index("uq_sessions_client_key", "sessions", ["client_key"], unique=True)
     # Integer division rounds down: (a + b - 1) / b is the ceiling, as domain.resources has it.
     # Products in 64 bits, capped at the 32-bit column's largest value (as the code stores).
     least = "LEAST" if op.get_bind().dialect.name == "postgresql" else "MIN"
@@ -98,8 +104,9 @@ def downgrade() -> None:
         op.create_index(
             name, "jobs", columns, sqlite_where=sa.text(old), postgresql_where=sa.text(old)
         )
+    op.drop_index("uq_sessions_client_key", table_name="sessions")
     with op.batch_alter_table("sessions") as batch:
-        batch.drop_constraint("uq_sessions_client_key", type_="unique")
+        batch.drop_column("ended_at")
         batch.drop_column("client_key")
     with op.batch_alter_table("jobs") as batch:
         for column in ("gpus_needed", "cpus_needed", "update_seq", "update_session"):
