@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_SLOTS = (2, 64, 256, 1024)
@@ -70,8 +71,9 @@ def run_one(args: argparse.Namespace) -> dict[str, float]:
     backend.create_app(AppCreate(name="Sleep", executable=f"sleep {args.seconds}"))
     for start in range(0, args.jobs, 5000):
         specs = [
-            JobCreate(name=f"j{i}", workflow="big", application="Sleep",
-                      node_packing_count=args.cpus)
+            JobCreate(
+                name=f"j{i}", workflow="big", application="Sleep", node_packing_count=args.cpus
+            )
             for i in range(start, min(args.jobs, start + 5000))
         ]
         backend.create_jobs(specs)
@@ -81,9 +83,11 @@ def run_one(args: argparse.Namespace) -> dict[str, float]:
     options = LauncherOptions(job_mode=JobMode.SERIAL, consume_all=True)
     launcher = Launcher(site, backend, options, pool, mpi, "n0", 0, dict(os.environ))
     kids0 = _children_cpu()
+    began = datetime.now(UTC).replace(tzinfo=None)
     cpu0, t0 = time.process_time(), time.perf_counter()
     code = launcher.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    args.began = began
     workers = _children_cpu() - kids0
     backend.close()
     engine = create_engine(site.database_url())
@@ -115,11 +119,14 @@ def _children_cpu() -> float:
 
 
 def _figures(
-    rows: list[object], code: int, wall: float, cpu: float, workers: float, finished: int,
+    rows: list[object],
+    code: int,
+    wall: float,
+    cpu: float,
+    workers: float,
+    finished: int,
     args: argparse.Namespace,
 ) -> dict[str, float]:
-    from datetime import datetime
-
     starts: dict[str, datetime] = {}
     busy, first, last = 0.0, None, None
     for job_id, to_state, stamp in rows:  # type: ignore[misc]
@@ -133,7 +140,10 @@ def _figures(
             last = when if last is None or when > last else last
     slots = args.nodes * args.cpus
     span = (last - first).total_seconds() if first and last else wall
+    lead = (first - args.began).total_seconds() if first else 0.0
     return {
+        "lead": lead,
+        "tail": wall - lead - span,
         "slots": slots,
         "jobs": args.jobs,
         "finished": finished,
@@ -162,8 +172,21 @@ def measure(slots: int, args: argparse.Namespace, src: Path | None) -> dict[str,
 
         db = fresh_pg_database(db)
     cmd = [
-        sys.executable, __file__, "_one", "--nodes", str(nodes), "--cpus", str(cpus),
-        "--jobs", str(jobs), "--seconds", str(args.seconds), "--db", db, "--root", str(root),
+        sys.executable,
+        __file__,
+        "_one",
+        "--nodes",
+        str(nodes),
+        "--cpus",
+        str(cpus),
+        "--jobs",
+        str(jobs),
+        "--seconds",
+        str(args.seconds),
+        "--db",
+        db,
+        "--root",
+        str(root),
     ]
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -178,7 +201,8 @@ def report(label: str, fig: dict[str, float]) -> None:
     print(
         f"  {fig['slots']:5.0f} slots {fig['jobs']:6.0f} jobs  makespan {fig['makespan']:6.1f} s "
         f"(ideal {fig['ideal']:5.1f})  utilization {fig['utilization']:6.1%} "
-        f"(steady {fig['steady']:6.1%})  launcher {fig['launcher_ms']:6.3f} ms/job  "
+        f"(steady {fig['steady']:6.1%}; first start {fig['lead']:4.1f} s, after the last end "
+        f"{fig['tail']:4.1f} s)  launcher {fig['launcher_ms']:6.3f} ms/job  "
         f"workers+jobs {fig['workers_ms']:6.3f} ms/job  finished {fig['finished']:.0f} "
         f"exit {fig['exit']:.0f}  [{label}]",
         flush=True,
@@ -205,7 +229,9 @@ def main() -> int:
     if args.command == "_one":
         print(json.dumps(run_one(args)))
         return 0
-    print(f"sleep {args.seconds:g} s jobs, {args.per_node} slots per node, db={args.db.split(':')[0]}")
+    print(
+        f"sleep {args.seconds:g} s jobs, {args.per_node} slots per node, db={args.db.split(':')[0]}"
+    )
     ok = True
     for slots in (int(s) for s in args.slots.split(",")):
         variants: list[tuple[str, Path | None]] = [("this tree", None)]

@@ -38,8 +38,11 @@ S = JobState
 IDLE_POLL_SECONDS = 1.0
 #: How much work (seconds, at the rate jobs have been ending) a launcher holds ahead.
 PREFETCH_SECONDS = 0.5
-#: At most this many jobs left in processing states are taken per claim.
+#: At most this many jobs left in processing states are taken per claim, and they are looked
+#: for at most every ``PROCESSING_POLL_SECONDS`` while none are found (a dead or stopped
+#: launcher leaves them; a busy launcher claims many times a second).
 PROCESSING_BATCH = 32
+PROCESSING_POLL_SECONDS = 1.0
 #: States of jobs that may still become runs for a launcher (see :meth:`Claimer.remaining`).
 UPCOMING_STATES = [
     S.CREATED,
@@ -96,6 +99,8 @@ class Claimer:
         self._unanswered = 0
         #: The last claim found less than it asked for.
         self.drained = False
+        #: When to look for jobs left in processing states again.
+        self._next_processing = 0.0
 
     def prefetch(self) -> int:
         """How many waiting jobs to hold: one round of the allocation, or more for short jobs.
@@ -131,6 +136,7 @@ class Claimer:
         cap = self.capacity
         seq = self._unanswered or self.lease.next_seq()
         self._unanswered = seq
+        processing = PROCESSING_BATCH if now >= self._next_processing else 0
         return ClaimRequest.model_construct(
             limit=limit,
             workflows=list(self.options.workflows),
@@ -140,7 +146,7 @@ class Claimer:
             max_wall_time_minutes=self.minutes_left(now),
             serial_only=cap.serial,
             job_ids=[],
-            processing_limit=PROCESSING_BATCH,
+            processing_limit=processing,
             claim_seq=seq,
             max_ranks_per_node=None if cap.has_mpi else 1,
         )
@@ -162,6 +168,8 @@ class Claimer:
         self._unanswered = 0
         self.backoff.reset()
         runs = sum(1 for job in jobs if job.state not in PROCESSING_STATES)
+        if request.processing_limit and runs == len(jobs):
+            self._next_processing = now + PROCESSING_POLL_SECONDS
         self.drained = runs < budget
         self.next_claim = now + IDLE_POLL_SECONDS if self.drained else now
         if jobs:

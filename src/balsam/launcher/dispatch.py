@@ -59,6 +59,11 @@ class Dispatcher:
         """The job's working directory (made ahead by the directory thread, or now)."""
         return self.dirs.ensure(task, self.site.job_dir(task.job.working_directory))
 
+    def workdir_to_make(self, task: Task) -> tuple[Path, bool]:
+        """The job's working directory, and whether the worker must make it: the directory
+        thread had no time to, and a ``mkdir`` must not stall the launcher's loop."""
+        return self.site.job_dir(task.job.working_directory), not task.workdir_made
+
     def prepare(self, task: Task) -> None:
         """Have the directory thread make the job's working directory ahead of its run."""
         self.dirs.prepare(task, self.site.job_dir(task.job.working_directory))
@@ -93,9 +98,9 @@ class Dispatcher:
         """Send the run to the worker of its node, or to the local one for MPI launches
         (``after``: queued behind that run, on its worker). SEND_ERRORS if it cannot."""
         job = task.job
-        # Made by the launcher's directory thread (or now), not by the worker: the worker's
-        # every step delays the next start.
-        workdir = self.workdir(task)
+        # Made ahead by the launcher's directory thread; when it is behind (runs start faster
+        # than it makes them), by the worker, so that the loop never waits on the file system.
+        workdir, make = self.workdir_to_make(task)
         variables, env = self.job_env(job, placement.gpus[0])
         run = commands.run_command(
             job,
@@ -119,5 +124,6 @@ class Dispatcher:
         bind = not run.through_mpi and job.cpu_affinity != "none"
         child = self.children.adopt(job.job_id, Step.RUN, out, link)
         cpus = placement.cpus[0] if bind else ()
-        link.run(child.key, run.argv, workdir, variables, out, cpus, after.key if after else None)
+        after_key = after.key if after else None
+        link.run(child.key, run.argv, workdir, variables, out, cpus, after_key, make)
         return child

@@ -25,10 +25,12 @@ from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.rates import RecentMean
 from balsam.launcher.tasks import Task, TaskState
 
-#: Runs are queued behind others at their worker only while runs take less than this on
-#: average: it saves a round trip per short run, and costs a long one the chance of a node
-#: that frees up meanwhile.
+#: Runs are queued behind others at their worker while runs take less than this on average,
+#: or while runs end faster than ``CHAIN_ABOVE_RATE`` a second (a big allocation): it saves a
+#: round trip to the launcher per run, and costs a long one the chance of a node that frees
+#: up meanwhile (one run deep, for long runs).
 CHAIN_BELOW_SECONDS = 2.0
+CHAIN_ABOVE_RATE = 100.0
 #: How much work (seconds) is queued at a worker behind each run, at most this many runs.
 CHAIN_AHEAD_SECONDS = 0.05
 CHAIN_MAX_DEPTH = 8
@@ -65,10 +67,12 @@ class RunQueue:
         pool: NodePool,
         children: ChildProcesses,
         minutes_left: Callable[[float], float | None],
+        end_rate: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.pool = pool
         self.children = children
         self.minutes_left = minutes_left
+        self.end_rate = end_rate
         self.waiting: list[Task] = []
         #: Runs sent to a worker with no successor queued behind them yet.
         self.unchained: dict[int, Child] = {}
@@ -123,7 +127,9 @@ class RunQueue:
         if not self.waiting or not self.unchained:
             return
         typical = self.run_times.mean()
-        if typical is None or typical >= CHAIN_BELOW_SECONDS:
+        if typical is None:
+            return
+        if typical >= CHAIN_BELOW_SECONDS and self.end_rate() < CHAIN_ABOVE_RATE:
             return
         # Deep enough to ride out the launcher's own pauses (a flush, a claim) on short runs.
         depth = min(CHAIN_MAX_DEPTH, max(1, math.ceil(CHAIN_AHEAD_SECONDS / max(typical, 1e-3))))

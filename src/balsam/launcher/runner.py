@@ -106,7 +106,7 @@ class Launcher:
             self.minutes_left,
         )
         self.children = ChildProcesses(self.selector)
-        self.queue = RunQueue(pool, self.children, self.minutes_left)
+        self.queue = RunQueue(pool, self.children, self.minutes_left, self.claimer.ends.rate)
         self.dirs = DirectoryMaker()
         self.dispatch = Dispatcher(
             site, site.settings.platform, mpi, mpi_mode, env, self.children, self.dirs
@@ -125,6 +125,7 @@ class Launcher:
             self.stager,
         )
         self.unfit = UnfitReport(backend, self.claimer, site.settings.platform, hostname)
+        self.unfit_reported = False
         self.fleet: WorkerFleet | None = None
 
     def _stop_time(self) -> float | None:
@@ -154,9 +155,11 @@ class Launcher:
             self.fleet = WorkerFleet(self.selector, self)
             self.dispatch.fleet = self.fleet
             self.nodes.start_local_worker(self.fleet)
-            self._open_session()
+            # The other nodes' workers take seconds to start: they do it while the session
+            # opens and the first jobs are claimed.
+            self.nodes.prepare_nodes(time.monotonic())
             try:
-                self.nodes.prepare_nodes(time.monotonic())
+                self._open_session()
                 self._loop()
             finally:
                 self._shutdown()
@@ -187,7 +190,6 @@ class Launcher:
             self.lease.recover_peers()
         except BalsamError as exc:
             log.warning("cannot look after other launchers' jobs yet: %s", exc)
-        self.unfit.report()
 
     def _session_opened(self) -> None:
         self.updates.session_id = self.lease.session_id
@@ -279,7 +281,7 @@ class Launcher:
         if self.fleet is not None:
             self.fleet.close()
             self.fleet = None
-        if self.options.consume_all:
+        if self.options.consume_all or not self.unfit_reported:
             self.unfit.report()
         self._retry("record the last state changes", self._final_flush)
         if self.lease.session_id:
@@ -369,7 +371,17 @@ class Launcher:
             return
         if jobs:
             self.flow.admit(jobs, now)
-        elif self.options.consume_all and self._idle() and self.claimer.nothing_left(now):
+        if self.claimer.drained and not self.unfit_reported:
+            # Once there is nothing more it can take: say which jobs wait for another launcher
+            # (not before its first jobs start: on a big database this reads many rows).
+            self.unfit_reported = True
+            self.unfit.report()
+        if (
+            not jobs
+            and self.options.consume_all
+            and self._idle()
+            and self.claimer.nothing_left(now)
+        ):
             log.info("no runnable jobs remain: exiting (--consume-all)")
             self.finished = True
 

@@ -142,6 +142,8 @@ class Worker:
         cpus = [self.cpu_ids[i % len(self.cpu_ids)] for i in message.get("cpus", [])]
         env = {**self.env, **message.get("env", {})}
         try:
+            if message.get("makedirs"):
+                os.makedirs(message["cwd"], exist_ok=True)
             child = self.children.spawn(
                 key,
                 Step.RUN,

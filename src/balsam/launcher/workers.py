@@ -105,13 +105,17 @@ class WorkerLink:
         out: Path,
         cpus: tuple[int, ...] = (),
         after: int | None = None,
+        makedirs: bool = False,
     ) -> None:
         """Ask the worker to start ``argv`` (its environment plus ``env``), at once or, with
-        ``after``, as soon as the command under that key exits."""
+        ``after``, as soon as the command under that key exits (``makedirs``: make ``cwd``
+        first)."""
         message = {"op": "run", "key": key, "argv": argv, "cwd": str(cwd), "env": dict(env)}
         message.update(out=str(out), cpus=list(cpus))
         if after is not None:
             message["after"] = after
+        if makedirs:
+            message["makedirs"] = True
         self.send(message)
 
     def send_signal(self, key: int, sig: int) -> None:

@@ -102,9 +102,7 @@ def database_errors() -> Iterator[None]:
         yield
     except SQLAlchemyError as exc:
         if is_transient_error(exc):
-            raise DatabaseUnavailable(
-                f"workflow database unavailable: {_first_line(exc)}"
-            ) from exc
+            raise DatabaseUnavailable(f"workflow database unavailable: {_first_line(exc)}") from exc
         raise DatabaseError(f"workflow database error: {_first_line(exc)}") from exc
 
 
