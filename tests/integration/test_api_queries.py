@@ -304,7 +304,7 @@ def test_bulk_create_of_1000_jobs_is_one_backend_call(api: LocalBackend) -> None
     ]
     with use_backend(counting):
         made = BalsamJob.objects.bulk_create(batch)
-    assert counting.calls == Counter({"create_jobs": 1})
+    assert counting.calls == Counter({"bulk_create_jobs": 1})
     assert made is not batch and made == batch
     assert all(j.job_id and j.state == JobState.PREPROCESSED for j in made)
     assert len({j.job_id for j in made}) == 1000
@@ -329,5 +329,5 @@ def test_bulk_create_is_all_or_nothing(api: LocalBackend) -> None:
     counting = CountingBackend(api)
     with use_backend(counting):
         BalsamJob.objects.bulk_create(batches, batch_size=2)
-    assert counting.calls["create_jobs"] == 3
+    assert counting.calls["bulk_create_jobs"] == 3
     assert BalsamJob.objects.count() == 6

@@ -56,3 +56,29 @@ def test_env_assignments() -> None:
         parse_env_assignments(["1A=3"])
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_env_assignments(["novalue"])
+
+
+def test_the_fast_split_gives_exactly_shlexs_words() -> None:
+    """Text without quotes or escapes is split without shlex: the words must be the same,
+    including for whitespace shlex does not split on (vertical tab, no-break space)."""
+    import random
+    import shlex
+
+    from balsam.domain.commands import split_words
+
+    rng = random.Random(7)
+    alphabet = "ab c\t\n\r-=/\x0b\x0c\xa0é$*'\"\\"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        try:
+            expected = shlex.split(text)
+        except ValueError:
+            continue
+        assert split_words(text, "args") == expected, repr(text)
+
+
+def test_a_ten_megabyte_word_splits_in_linear_time() -> None:
+    from balsam.domain.commands import split_words
+
+    word = "x" * 10_000_000
+    assert split_words(f"--data {word}", "args") == ["--data", word]

@@ -2,7 +2,7 @@
 
 Each test wires the real parts as ``runner.Launcher.__init__`` does (Lease, UpdateBuffer,
 Claimer, RunQueue, NodePool, JobFlow, Dispatcher, Stager) on a :class:`MemoryBackend`, gives
-the Dispatcher a fleet of :class:`FakeLink` s that record what a worker would be sent, and
+the Dispatcher a fleet of :class:`FakeLink` links that record what a worker would be sent, and
 plays the workers itself: their ``started``, ``exited``, ``failed`` and ``cancelled`` reports
 go to the flow as the runner hands them on. Time is a float the test moves (no sleeps); no
 worker process, SQL database or MPI is involved.
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 import selectors
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +25,7 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.config import Site, SiteSettings
-from balsam.domain.resources import NodeSpec, ResourceRequest
+from balsam.domain.resources import NodeSpec
 from balsam.domain.states import JobState
 from balsam.launcher.children import ChildProcesses, Step
 from balsam.launcher.claims import Claimer
@@ -50,8 +48,9 @@ from balsam.launcher.updates import FlushResult, UpdateBuffer
 from balsam.launcher.wire import Message
 from balsam.launcher.workdirs import DirectoryMaker
 from balsam.launcher.workers import WorkerFleet, WorkerLink
+from balsam.platform.mpi import MpichLauncher, MpiLauncher
 from balsam.schemas.apps import AppCreate, AppOut
-from balsam.schemas.jobs import JobCreate, JobOut, RefusalCode
+from balsam.schemas.jobs import JobCreate, JobOut, RefusalCode, StateUpdate
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 from balsam.schemas.sessions import ClaimRequest
 from balsam.testing import MemoryBackend
@@ -63,7 +62,7 @@ ENV = {"PATH": os.environ.get("PATH", os.defpath)}
 SIGTERM, SIGKILL = int(signal.SIGTERM), int(signal.SIGKILL)
 
 
-# ---- the fake workers --------------------------------------------------------------------
+# ---- the fake workers ------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -72,9 +71,6 @@ class FakeLink(WorkerLink):
     ``send_signal`` build them; nothing is written to a socket)."""
 
     sent: list[Message] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        pass  # no socket to read from
 
     def send(self, message: Message) -> None:
         self.sent.append(message)
@@ -98,7 +94,7 @@ class FakeFleet:
         self.local.local = True
 
 
-# ---- the parts, wired ---------------------------------------------------------------------
+# ---- the parts, wired ------------------------------------------------------------------------
 
 
 class Rig:
@@ -114,6 +110,7 @@ class Rig:
         backend: MemoryBackend,
         nodes: list[NodeSpec],
         claims: Backend | None = None,
+        mpi: MpiLauncher | None = None,
     ) -> None:
         # Children a worker is asked to run are stamped with time.monotonic(): start the
         # fake clock there, so that run times (now - child.started) stay small and positive.
@@ -124,19 +121,19 @@ class Rig:
         self.lease = Lease(backend, settings, "test", nodes[0].hostname)
         calls = claims if claims is not None else backend
         self.updates = UpdateBuffer(calls, settings.flush_interval_seconds, self.lease.next_seq)
-        work = NodeWork(site, self.pool, None, False, nodes[0].hostname, 0, ENV)
-        options = LauncherOptions(job_mode=JobMode.SERIAL)
+        mode = JobMode.SERIAL if mpi is None else JobMode.MPI
+        mpi_mode = mode is JobMode.MPI
+        work = NodeWork(site, self.pool, mpi, mpi_mode, nodes[0].hostname, 0, ENV)
+        options = LauncherOptions(job_mode=mode)
         self.claimer = Claimer(
             calls, self.lease, settings, options, self.pool, work.capacity(), self.minutes_left
         )
         self.selector = selectors.DefaultSelector()
         self.children = ChildProcesses(self.selector)
-        self.queue = RunQueue(
-            self.pool, self.children, self.minutes_left, self.claimer.ends.rate
-        )
+        self.queue = RunQueue(self.pool, self.children, self.minutes_left, self.claimer.ends.rate)
         self.dirs = DirectoryMaker()
         self.dispatch = Dispatcher(
-            site, site.settings.platform, None, False, ENV, self.children, self.dirs
+            site, site.settings.platform, mpi, mpi_mode, ENV, self.children, self.dirs
         )
         self.stager: Stager[Task] = Stager(self.selector)
         self.flow = JobFlow(
@@ -262,7 +259,7 @@ class Rig:
                 self.flow.command_lost(*detached, link.hostname, self.now)
 
 
-# ---- fixtures and helpers ------------------------------------------------------------------
+# ---- fixtures and helpers --------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -292,8 +289,12 @@ def make_rig(wf: Site, memory: MemoryBackend) -> Iterator[RigMaker]:
     """Builds rigs (default: one node with one CPU) and closes them after the test."""
     made: list[Rig] = []
 
-    def make(nodes: list[NodeSpec] | None = None, claims: Backend | None = None) -> Rig:
-        rig = Rig(wf, memory, nodes or [NodeSpec("n0", cpus=1)], claims)
+    def make(
+        nodes: list[NodeSpec] | None = None,
+        claims: Backend | None = None,
+        mpi: MpiLauncher | None = None,
+    ) -> Rig:
+        rig = Rig(wf, memory, nodes or [NodeSpec("n0", cpus=1)], claims, mpi)
         made.append(rig)
         return rig
 
@@ -332,6 +333,12 @@ def db(backend: MemoryBackend, job_id: str) -> tuple[JobState, int | None]:
     return job.state, job.session_id
 
 
+def cpus_of(rig: Rig, job_id: str) -> tuple[tuple[int, ...], ...] | None:
+    """The CPUs the job's run holds on each of its nodes (None: no placement)."""
+    placement = rig.task(job_id).placement
+    return None if placement is None else placement.cpus
+
+
 def short_runs(rig: Rig, seconds: float = 0.01) -> None:
     """Make runs look short (``seconds`` each, lately): the queue chains them."""
     assert seconds < CHAIN_BELOW_SECONDS
@@ -348,7 +355,7 @@ def run_to_the_end(rig: Rig, job_id: str) -> None:
     assert db(rig.backend, job_id) == (S.JOB_FINISHED, None)
 
 
-# ---- 1. run chaining ------------------------------------------------------------------------
+# ---- 1. run chaining -------------------------------------------------------------------------
 
 
 def test_short_runs_of_the_same_shape_queue_behind_the_running_one(rig: Rig) -> None:
@@ -460,12 +467,6 @@ def test_stopping_a_queued_run_cancels_it_and_lets_go_of_its_job(rig: Rig) -> No
     assert rig.state(a) is T.RUNNING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobFlow.run_failed -> detach gives a head run's placement back to the pool while "
-    "a run is queued behind it; the worker starts that run at once (its 'after' key is not "
-    "running), so it runs with no placement and the pool places another job on its CPUs",
-)
 def test_a_head_run_that_cannot_start_leaves_its_room_to_the_run_queued_behind(
     rig: Rig,
 ) -> None:
@@ -478,11 +479,13 @@ def test_a_head_run_that_cannot_start_leaves_its_room_to_the_run_queued_behind(
     rig.started(b)
     assert rig.state(b) is T.RUNNING
     rig.start()
-    assert rig.state(c) is T.WAITING, "c was started on the only CPU, where b runs"
+    # c may queue behind b (on b's CPU, after it), never start beside it.
+    assert rig.state(c) in (T.WAITING, T.QUEUED), "c was started on the only CPU, where b runs"
     assert rig.task(b).placement is not None
+    assert not rig.pool.has_room()
 
 
-# ---- 2. placement ---------------------------------------------------------------------------
+# ---- 2. placement ----------------------------------------------------------------------------
 
 
 def test_waiting_tasks_start_biggest_first(make_rig: RigMaker) -> None:
@@ -493,7 +496,7 @@ def test_waiting_tasks_start_biggest_first(make_rig: RigMaker) -> None:
     rig.start()
     runs = rig.fleet.links[0].runs()
     assert runs[0]["key"] == rig.key(half)
-    assert rig.task(half).placement is not None and rig.task(half).placement.cpus == ((0, 1),)
+    assert cpus_of(rig, half) == ((0, 1),)
     assert [rig.state(j) for j in smalls] == [T.STARTING, T.STARTING, T.WAITING]
     assert rig.pool.free_slots(per_cpu=True) == 0 and not rig.pool.has_room()
 
@@ -524,8 +527,7 @@ def test_a_task_too_big_for_the_free_room_waits_and_smaller_ones_backfill(
     assert rig.pool.free_slots(per_cpu=True) == 4
     rig.start()
     assert rig.state(whole) is T.STARTING
-    assert rig.task(whole).placement is not None
-    assert rig.task(whole).placement.cpus == ((0, 1, 2, 3),)
+    assert cpus_of(rig, whole) == ((0, 1, 2, 3),)
     assert rig.pool.free_slots(per_cpu=True) == 0
 
 
@@ -542,74 +544,26 @@ def test_jobs_fill_several_nodes_and_go_to_each_node_s_worker(make_rig: RigMaker
     assert rig.fleet.links[1].runs()[-1]["key"] == rig.key(jobs[4])
 
 
-def test_free_slots_and_room_follow_takes_and_releases() -> None:
-    pool = NodePool([NodeSpec("n0", cpus=4), NodeSpec("n1", cpus=4)])
-    quarter = ResourceRequest(node_packing_count=4)
-    assert (pool.free_slots(True), pool.free_slots(False), pool.has_room()) == (8, 2, True)
-    placed = [pool.place(quarter) for _ in range(4)]
-    assert all(p is not None and p.hosts == ("n0",) for p in placed)
-    assert (pool.free_slots(True), pool.free_slots(False), pool.has_room()) == (4, 1, True)
-    more = [pool.place(quarter) for _ in range(4)]
-    assert (pool.free_slots(True), pool.free_slots(False), pool.has_room()) == (0, 0, False)
-    assert pool.place(quarter) is None
-    first = more[0]
-    assert first is not None and first.share == Fraction(1, 4)
-    pool.release(first)
-    assert (pool.free_slots(True), pool.free_slots(False), pool.has_room()) == (1, 0, True)
-    for p in placed:
-        assert p is not None
-        pool.release(p)
-    assert (pool.free_slots(True), pool.free_slots(False)) == (5, 1)
+def test_in_mpi_mode_a_multi_node_job_takes_whole_idle_nodes_first(make_rig: RigMaker) -> None:
+    nodes = [NodeSpec(f"n{i}", cpus=4) for i in range(3)]
+    rig = make_rig(nodes, mpi=MpichLauncher("mpiexec"))
+    ones = add(rig.backend, 2)
+    (pair,) = add(rig.backend, 1, num_nodes=2)
+    rig.claim()
+    rig.start()
+    # Every launch goes through mpiexec, started by the launcher's local worker.
+    runs = rig.fleet.local.runs()
+    assert [m["key"] for m in runs] == [rig.key(pair), rig.key(ones[0])]
+    assert runs[0]["argv"][0] == "mpiexec" and "n0,n1" in runs[0]["argv"]
+    assert rig.state(ones[1]) is T.WAITING
+    assert (rig.pool.free_slots(per_cpu=False), rig.pool.has_room()) == (0, False)
+    rig.run(pair)
+    assert rig.pool.free_slots(per_cpu=False) == 2
+    rig.start()
+    assert rig.state(ones[1]) is T.STARTING and rig.fleet.local.runs()[-1]["argv"][-1] == "true"
 
 
-def test_a_whole_node_job_using_one_cpu_leaves_no_room_on_its_node() -> None:
-    pool = NodePool([NodeSpec("n0", cpus=4)])
-    placed = pool.place(ResourceRequest())
-    assert placed is not None and placed.cpus == ((0,),)
-    assert (pool.free_slots(True), pool.has_room()) == (0, False)
-    pool.release(placed)
-    assert (pool.free_slots(True), pool.has_room()) == (4, True)
-
-
-def _recount(pool: NodePool) -> tuple[int, int, bool]:
-    """free_slots(True), free_slots(False) and has_room() counted from the nodes."""
-    open_nodes = [n for n in pool.nodes if n.ready and n.share < 1 and n.free_cpus]
-    idle = [n for n in pool.nodes if n.idle]
-    return sum(len(n.free_cpus) for n in open_nodes), len(idle), bool(open_nodes)
-
-
-def test_the_pool_s_counts_match_its_nodes_through_random_takes_and_releases() -> None:
-    rnd = random.Random(4)
-    pool = NodePool([NodeSpec(f"n{i}", cpus=4, gpus=2) for i in range(3)])
-    shapes = [
-        ResourceRequest(node_packing_count=4),
-        ResourceRequest(node_packing_count=2, threads_per_rank=2),
-        ResourceRequest(node_packing_count=2, gpus_per_rank=1),
-        ResourceRequest(),
-        ResourceRequest(num_nodes=2),
-    ]
-    held = []
-    for step in range(500):
-        if held and rnd.random() < 0.45:
-            pool.release(held.pop(rnd.randrange(len(held))))
-        elif step % 97 == 0:
-            index = rnd.randrange(3)
-            pool.set_ready(index, not pool.nodes[index].ready)
-        else:
-            placed = pool.place(rnd.choice(shapes))
-            if placed is not None:
-                held.append(placed)
-        assert (pool.free_slots(True), pool.free_slots(False), pool.has_room()) == _recount(pool)
-        for node in pool.nodes:
-            assert 0 <= node.share <= 1
-            assert len(set(node.free_cpus)) == len(node.free_cpus) <= node.spec.cpus
-    # Everything given back: every ready node is whole again.
-    for placed in held:
-        pool.release(placed)
-    assert all(n.idle for n in pool.nodes if n.ready)
-
-
-# ---- 3. the steps ---------------------------------------------------------------------------
+# ---- 3. the steps ----------------------------------------------------------------------------
 
 
 def _parent_with_output(rig: Rig) -> str:
@@ -725,6 +679,76 @@ def test_a_run_error_without_a_handler_is_released_to_be_retried(rig: Rig) -> No
     assert db(rig.backend, job) == (S.RESTART_READY, None)
 
 
+def test_a_stage_out_waits_for_the_answer_then_copies_and_finishes(
+    rig: Rig, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox"
+    (job,) = add(rig.backend, 1, stage_out_files="out.txt", stage_out_url=str(outbox))
+    rig.claim()
+    rig.start()
+    workdir = rig.site.job_dir(rig.backend.get_job(job).working_directory)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "out.txt").write_text("result\n")  # what the run wrote
+    rig.run(job)
+    assert rig.state(job) is T.SETTLING and rig.stager.busy == 0
+    rig.flush()
+    assert db(rig.backend, job)[0] is S.POSTPROCESSED
+    assert rig.state(job) is T.STAGING
+    rig.wait_staged()
+    assert rig.state(job) is None
+    assert (outbox / "out.txt").read_text() == "result\n"
+    rig.flush_all()
+    assert db(rig.backend, job) == (S.JOB_FINISHED, None)
+    assert entered(rig.backend, job, S.JOB_FINISHED) == [f"staged out 1 item(s) to {outbox}"]
+
+
+def test_a_stage_in_that_cannot_copy_fails_the_job(rig: Rig, tmp_path: Path) -> None:
+    (job,) = add(rig.backend, 1, stage_in_url=str(tmp_path / "missing"))
+    rig.claim()
+    assert rig.state(job) is T.STAGING
+    rig.wait_staged()
+    assert rig.state(job) is None
+    rig.flush_all()
+    assert db(rig.backend, job) == (S.FAILED, None)
+    (why,) = entered(rig.backend, job, S.FAILED)
+    assert "does not exist" in why
+
+
+def test_a_job_left_in_run_done_by_another_launcher_is_postprocessed_at_once(
+    rig: Rig,
+) -> None:
+    (job,) = add(rig.backend, 1, app="Post")
+    gone = rig.backend.open_session("gone", "elsewhere", 1)
+    rig.backend.claim_jobs(gone.id, ClaimRequest(job_ids=[job]))
+    rig.backend.record_updates(
+        gone.id,
+        [
+            StateUpdate(job_id=job, state=S.RUNNING),
+            StateUpdate(job_id=job, state=S.RUN_DONE, release=True),
+        ],
+    )
+    assert db(rig.backend, job) == (S.RUN_DONE, None)
+    rig.claim()
+    assert rig.state(job) is T.POSTPROCESSING
+    assert rig.fleet.local.runs()[-1]["argv"] == ["echo", "post"]
+    rig.run(job)
+    rig.flush_all()
+    assert db(rig.backend, job) == (S.JOB_FINISHED, None)
+
+
+def test_an_answer_after_shutdown_starts_no_new_step(rig: Rig) -> None:
+    (job,) = add(rig.backend, 1, app="Post")
+    rig.claim()
+    rig.start()
+    rig.run(job)
+    assert rig.state(job) is T.SETTLING
+    sent = len(rig.fleet.local.runs())
+    rig.flow.stop_all(StopCause.SHUTDOWN, "stopped: time limit", rig.now, 10.0)
+    rig.flush()  # as Launcher._final_flush
+    assert len(rig.fleet.local.runs()) == sent, "a postprocess was started after shutdown"
+    assert rig.state(job) is not T.POSTPROCESSING
+
+
 def _handler_asks_for_a_rerun(rig: Rig, job: str) -> None:
     """Run ``job`` to an error; its handler sets RESTART_READY through the API, exits 0."""
     rig.claim()
@@ -763,6 +787,26 @@ def test_a_handler_s_rerun_with_a_stage_out_is_run_again_by_the_same_task(
     assert (S.RUN_ERROR, S.POSTPROCESSED) not in hops(rig.backend, job)
 
 
+def test_a_rerun_by_the_same_task_is_recorded_as_the_next_attempt(rig: Rig, tmp_path: Path) -> None:
+    (job,) = add(
+        rig.backend,
+        1,
+        app="Post",
+        post_error_handler=True,
+        stage_out_files="out.txt",
+        stage_out_url=str(tmp_path / "outbox"),
+    )
+    _handler_asks_for_a_rerun(rig, job)
+    rig.flush()
+    rig.start()
+    rig.started(job)
+    rig.flush_all()
+    assert rig.backend.get_job(job).error_count == 1
+    first, second = entered(rig.backend, job, S.RUNNING)
+    assert first.startswith("attempt 1 on ")
+    assert second.startswith("attempt 2 on ")
+
+
 def test_a_handler_s_rerun_is_handed_back_and_claimed_again(rig: Rig) -> None:
     (job,) = add(rig.backend, 1, app="Post", post_error_handler=True)
     _handler_asks_for_a_rerun(rig, job)
@@ -781,7 +825,7 @@ def test_a_handler_s_rerun_is_handed_back_and_claimed_again(rig: Rig) -> None:
     assert hops(rig.backend, job).count((S.RESTART_READY, S.RUNNING)) == 1
 
 
-# ---- 4. stopping and recovery -----------------------------------------------------------------
+# ---- 4. stopping and recovery ----------------------------------------------------------------
 
 
 def _running(rig: Rig, app: str = "Plain", **fields: Any) -> str:
@@ -824,8 +868,9 @@ def test_a_postprocess_stopped_at_shutdown_hands_the_job_back_as_it_was(rig: Rig
     rig.flow.stop_all(StopCause.SHUTDOWN, "stopped: time limit", rig.now, 10.0)
     rig.exited(job, -SIGTERM)
     assert rig.state(job) is None
-    assert rig.updates.pending == []
+    assert rig.updates.pending == [] and rig.updates.releases == [job]
     rig.flush_all()
+    assert db(rig.backend, job) == (S.RUN_DONE, None)
     rig.lease.close()
     assert db(rig.backend, job) == (S.RUN_DONE, None)
     assert hops(rig.backend, job)[-1] == (S.RUNNING, S.RUN_DONE)
@@ -920,7 +965,7 @@ def test_a_lost_node_requeues_a_run_not_started_and_records_a_started_one_lost(
     assert rig.fleet.links[0].runs()[-1]["key"] == rig.key(unstarted)
 
 
-# ---- 5. refusals --------------------------------------------------------------------------
+# ---- 5. refusals -----------------------------------------------------------------------------
 
 
 def test_a_job_taken_by_another_session_is_stopped_and_nothing_more_recorded(
@@ -1043,26 +1088,7 @@ def test_jobs_finish_once_each_when_half_the_answers_are_lost(
     assert lossy.lost["record_updates"] > 0 and lossy.lost["claim_jobs"] > 0
 
 
-def test_a_claim_whose_answer_was_lost_is_repeated_and_returns_the_same_jobs(
-    make_rig: RigMaker, memory: MemoryBackend
-) -> None:
-    lossy = LossyBackend(memory, loss=1.0, methods=frozenset({"claim_jobs"}))
-    rig = make_rig([NodeSpec("n0", cpus=2)], claims=cast(Backend, lossy))
-    jobs = add(memory, 3, node_packing_count=2)
-    assert rig.claim() == []
-    assert not rig.claimer.answered
-    taken = sorted(j for j in jobs if db(memory, j)[1] == rig.lease.session_id)
-    assert taken, "the lost claim took jobs"
-    seq = rig.claimer.request(rig.now, 1).claim_seq
-    lossy.loss = 0.0
-    again = rig.claim()
-    assert sorted(j.job_id for j in again) == taken
-    assert rig.claimer.answered
-    assert rig.claimer.request(rig.now, 1).claim_seq > seq
-    assert lossy.calls["claim_jobs"] == 2
-
-
-# ---- 7. the task state table ------------------------------------------------------------------
+# ---- 7. the task state table -----------------------------------------------------------------
 
 APP = AppOut(id=1, name="Plain", executable="true")
 PAIRS = [(a, b) for a in TaskState for b in TaskState]

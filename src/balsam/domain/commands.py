@@ -10,6 +10,7 @@ re-quoted before it reaches the shell, so arguments still cannot inject syntax.
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -26,9 +27,18 @@ def split_words(text: str, what: str) -> list[str]:
     return list(_split_cached(text, what))
 
 
+#: What shlex.split treats as whitespace, and what makes it do more than split on it.
+_SHELL_WHITESPACE = re.compile("[ \t\r\n]+")
+_SHELL_SPECIAL = frozenset("'\"\\")
+
+
 @functools.lru_cache(maxsize=4096)
 def _split_cached(text: str, what: str) -> tuple[str, ...]:
     # A campaign runs one app's executable (and often the same args) thousands of times.
+    if _SHELL_SPECIAL.isdisjoint(text):
+        # No quotes, no escapes: exactly shlex's answer, in linear time (shlex reads a
+        # character at a time: seconds for a long argument string).
+        return tuple(word for word in _SHELL_WHITESPACE.split(text) if word)
     try:
         return tuple(shlex.split(text))
     except ValueError as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from functools import partial
 
 from balsam.backends.base import Backend
@@ -81,6 +82,8 @@ class JobFlow:
         self.tasks: dict[str, Task] = {}
         #: Claimed jobs whose apps could not be looked up yet (retried each turn).
         self.unadmitted: list[JobOut] = []
+        #: The launcher is stopping: no new step starts.
+        self.closing = False
 
     def __len__(self) -> int:
         return len(self.tasks) + len(self.unadmitted)
@@ -186,13 +189,20 @@ class JobFlow:
     # ---- the one dispatcher of steps ----------------------------------------------------------
 
     def proceed(self, task: Task, state: JobState, now: float) -> None:
-        """Carry on with a held job that the database says is in ``state``."""
+        """Carry on with a held job that the database says is in ``state``.
+
+        Once the launcher is stopping nothing new starts: the task is left for the session's
+        close to hand back.
+        """
         task.db_state = state
+        if self.closing:
+            return
         step = pending_step(state, task.facts)
         if step is None:
             # Nothing left for a launcher (an end state, or waiting for its parents).
             self.finish(task, now, release=True)
         elif step is JobStep.RUN:
+            task.runs += 1
             why = self.never_runs_here(task)
             if why is not None:
                 log.warning("%s", why, extra=job_extra(task.job_id))
@@ -391,8 +401,10 @@ class JobFlow:
         self.queue.forget(child)
         task.child = None
         if task.placement is not None:
-            self.pool.release(task.placement)
-            task.placement = None
+            queued = child.successor
+            successor = self.tasks.get(queued.job_id) if queued is not None else None
+            # A run queued behind it starts in its place at the worker now: it keeps the room.
+            self.queue.hand_over(task, child, time.monotonic(), successor, timed=False)
             self.claimer.soon()
         return child, task
 
@@ -488,7 +500,9 @@ class JobFlow:
             self.children.terminate(task.child, grace, now)
 
     def stop_all(self, cause: StopCause, reason: str, now: float, grace: float) -> None:
-        """Stop every task (see :meth:`stop`)."""
+        """Stop every task (see :meth:`stop`); at shutdown, start nothing new after."""
+        if cause is StopCause.SHUTDOWN:
+            self.closing = True
         for task in list(self.tasks.values()):
             self.stop(task, cause, reason, now, grace)
 

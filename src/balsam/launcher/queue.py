@@ -190,10 +190,13 @@ class RunQueue:
         """A run will not report again (failed, lost): drop it from the chains."""
         self.unchained.pop(child.key, None)
 
-    def hand_over(self, task: Task, child: Child, now: float, successor: Task | None) -> None:
-        """Give an ended run's place to the run queued behind it, else back to the pool."""
+    def hand_over(
+        self, task: Task, child: Child, now: float, successor: Task | None, timed: bool = True
+    ) -> None:
+        """Give an ended run's place to the run queued behind it, else back to the pool
+        (``timed``: the run ran, its length counts towards the typical run's)."""
         self.unchained.pop(child.key, None)
-        if child.step is Step.RUN:
+        if child.step is Step.RUN and timed:
             self.run_times.add(now - child.started)
         queued = child.successor
         if queued is not None and successor is not None and successor.child is queued:

@@ -117,6 +117,8 @@ class Task:
     awaiting_seq: int = 0
     #: Its working directory exists (see :mod:`balsam.launcher.workdirs`).
     workdir_made: bool = False
+    #: Runs this task queued (a rerun after its handler asked for one is the second).
+    runs: int = 0
 
     def __post_init__(self) -> None:
         if self.db_state is None:
@@ -141,9 +143,9 @@ class Task:
 
     @property
     def attempt(self) -> int:
-        """Which run of the job this is (1 for the first)."""
+        """Which run of the job this is (1 for the first), counting reruns in this task."""
         job = self.job
-        return job.error_count + job.timeout_count + job.lost_count + 1
+        return job.error_count + job.timeout_count + job.lost_count + max(self.runs, 1)
 
     @cached_property
     def facts(self) -> JobFacts:

@@ -31,7 +31,8 @@ class FlushResult:
 
     #: One result per update sent, in order (empty when nothing was sent or it failed).
     results: list[UpdateResult] = field(default_factory=list)
-    #: The call failed; its updates are kept for the next try.
+    #: Recording the updates failed; they are kept for the next try. (When only the
+    #: releases failed, the results are given and the releases kept and retried.)
     failed: bool = False
     #: The session is gone (expired by peers): the launcher must start afresh.
     lost: bool = False
