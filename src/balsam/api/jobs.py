@@ -15,9 +15,10 @@ Compatibility with Balsam 0.x scripts: ``environ_vars`` may be given as ``"A=1:B
 from __future__ import annotations
 
 import copy
+import operator
 import shlex
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,14 @@ READ_ONLY_SLOTS = (
 )
 #: The saved value of an empty dict field: shared, never mutated (saved values are only read).
 _EMPTY: dict[str, Any] = {}
+#: All of a job's field values at once, in FIELDS order (one C call).
+_field_values: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*FIELDS)
+#: Where the dict fields (environment, data, tags) are in FIELDS: saved as copies.
+_DICT_FIELDS = tuple(
+    i
+    for i, name in enumerate(FIELDS)
+    if isinstance(JobFields.model_fields[name].get_default(call_default_factory=True), dict)
+)
 #: Length of a full job id (a UUID); shorter strings are treated as id prefixes.
 FULL_ID_LENGTH = 36
 
@@ -203,10 +212,12 @@ class Job:
 
     def _snapshot(self) -> None:
         """Remember the field values as saved (what a later save() compares with)."""
-        saved = tuple(
-            (copy.deepcopy(v) if v else _EMPTY) if isinstance(v, dict) else v
-            for v in (getattr(self, name) for name in FIELDS)
-        )
+        saved = _field_values(self)
+        if any(saved[i] for i in _DICT_FIELDS):
+            copied = list(saved)
+            for i in _DICT_FIELDS:
+                copied[i] = copy.deepcopy(saved[i]) if saved[i] else _EMPTY
+            saved = tuple(copied)
         object.__setattr__(self, "_saved", saved)
 
     def _saved_values(self) -> dict[str, Any]:
@@ -332,7 +343,7 @@ class Job:
     def _create_spec(self, backend: Backend) -> JobCreate:
         if self._state is not JobState.CREATED:
             raise InvalidTransition("a new job starts CREATED; save it first, then set its state")
-        values = self.compat_values({name: getattr(self, name) for name in FIELDS})
+        values = self.compat_values(dict(zip(FIELDS, _field_values(self), strict=True)))
         values["parents"] = [job_id_of(p, backend) for p in self._pending_parents]
         # Chosen here, once: a create repeated after its answer was lost creates the job once.
         if self._new_id is None:

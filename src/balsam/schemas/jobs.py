@@ -122,7 +122,14 @@ class JobFields(BaseModel):
         if is_stored(info):
             return self
         # Bounds first: the resource arithmetic is only meaningful on values that can be stored.
-        problems = range_problems(dict(self)) or resource_problems(self.resources())
+        values = self.__dict__
+        if all(
+            isinstance(v, int) and low <= v <= INT_MAX
+            for v, low in zip(map(values.get, INT_MINIMUMS), INT_MINIMUMS.values(), strict=True)
+        ):
+            # Every bound holds, and they include the domain's resource rules: nothing to say.
+            return self
+        problems = range_problems(values) or resource_problems(self.resources())
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Table
+from sqlalchemy import JSON, Dialect, Table
 from sqlalchemy.orm import Session
 
 #: Placeholders by DBAPI paramstyle (the drivers Balsam supports: sqlite3 and psycopg).
@@ -48,22 +48,56 @@ def update_rows(
 
 def _processed(
     dialect: Dialect, table: Table, columns: tuple[str, ...], rows: Sequence[Row]
-) -> list[tuple[Any, ...]]:
-    processors = _processors(dialect, table, columns)
-    if not any(processors):
+) -> list[Sequence[Any]]:
+    converting = [(i, p) for i, p in enumerate(_processors(dialect, table, columns)) if p]
+    if not converting:
         return [tuple(row) for row in rows]
-    return [
-        tuple(value if p is None else p(value) for p, value in zip(processors, row, strict=True))
-        for row in rows
-    ]
+    out: list[Sequence[Any]] = []
+    for row in rows:
+        values = list(row)
+        for i, convert in converting:
+            values[i] = convert(values[i])
+        out.append(tuple(values))
+    return out
 
 
 @lru_cache(maxsize=256)
 def _processors(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[Processor, ...]:
     # The dialect's own variant of each type: e.g. psycopg's JSON wraps values for its adapter.
-    return tuple(
-        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
-    )
+    found: list[Processor] = []
+    for name in columns:
+        declared = table.c[name].type
+        convert: Processor = declared.dialect_impl(dialect).bind_processor(dialect)
+        if convert is not None and isinstance(declared, JSON):
+            convert = _empty_once(convert)
+        elif convert is not None:
+            convert = _same_as_last(convert)
+        found.append(convert)
+    return tuple(found)
+
+
+def _same_as_last(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert``, skipped when given the very object it converted last: a batch of rows
+    shares its timestamps and flags (a creation stamps every job with one time)."""
+    last: list[Any] = [object(), None]
+
+    def converted(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, convert(value)
+        return last[1]
+
+    return converted
+
+
+def _empty_once(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` for JSON values, with the empty dict (most jobs' data, tags and
+    environment) converted once: every row can share the one converted value."""
+    empty = convert({})
+
+    def converted(value: Any) -> Any:
+        return empty if type(value) is dict and not value else convert(value)
+
+    return converted
 
 
 def _placeholder(dialect: Dialect) -> str:
