@@ -115,18 +115,46 @@ def run_bare(args: argparse.Namespace) -> dict[str, float]:
     mark = "?" if sqlite else "%s"
     now = datetime.now(UTC).isoformat(" ") if sqlite else datetime.now(UTC)
     names = [
-        "job_id", "name", "workflow", "description", "application", "args", "num_nodes",
-        "ranks_per_node", "threads_per_rank", "threads_per_core", "gpus_per_rank",
-        "cpu_affinity", "node_packing_count", "wall_time_minutes", "environ_vars", "mpi_flags",
-        "input_files", "stage_in_url", "stage_out_files", "stage_out_url", "post_error_handler",
-        "post_timeout_handler", "auto_timeout_retry", "wait_for_parents", "max_error_retries",
-        "max_timeout_retries", "max_lost_retries", "data", "tags", "state", "state_timestamp",
-        "created_at", "working_directory", "error_count", "timeout_count", "lost_count",
-        "cpus_needed", "gpus_needed",
+        "job_id",
+        "name",
+        "workflow",
+        "description",
+        "application",
+        "args",
+        "num_nodes",
+        "ranks_per_node",
+        "threads_per_rank",
+        "threads_per_core",
+        "gpus_per_rank",
+        "cpu_affinity",
+        "node_packing_count",
+        "wall_time_minutes",
+        "environ_vars",
+        "mpi_flags",
+        "input_files",
+        "stage_in_url",
+        "stage_out_files",
+        "stage_out_url",
+        "post_error_handler",
+        "post_timeout_handler",
+        "auto_timeout_retry",
+        "wait_for_parents",
+        "max_error_retries",
+        "max_timeout_retries",
+        "max_lost_retries",
+        "data",
+        "tags",
+        "state",
+        "state_timestamp",
+        "created_at",
+        "working_directory",
+        "error_count",
+        "timeout_count",
+        "lost_count",
+        "cpus_needed",
+        "gpus_needed",
     ]
-    insert_jobs = (
-        f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-    )
+    insert_jobs = f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
     insert_edges = f"INSERT INTO job_parents (parent_id, child_id) VALUES ({mark}, {mark})"
     insert_events = (
         "INSERT INTO events (job_id, timestamp, from_state, to_state, message) "
@@ -140,12 +168,48 @@ def run_bare(args: argparse.Namespace) -> dict[str, float]:
             rows, edges, events = [], [], []
             for i in range(start, min(args.jobs, start + 5000)):
                 job_id = str(uuid.uuid4())
-                rows.append((
-                    job_id, f"sim{i}", "w", "", "Sim", f"--seed {i} --steps 1000", 1, 4, 1, 1,
-                    0, "none", 1, 1, "{}", "", "", "", "", "", False, False, True, True, 0, 3,
-                    3, "{}", "{}", "AWAITING_PARENTS", now, now, f"data/w/sim{i}_{job_id[:8]}",
-                    0, 0, 0, 4, 0,
-                ))
+                rows.append(
+                    (
+                        job_id,
+                        f"sim{i}",
+                        "w",
+                        "",
+                        "Sim",
+                        f"--seed {i} --steps 1000",
+                        1,
+                        4,
+                        1,
+                        1,
+                        0,
+                        "none",
+                        1,
+                        1,
+                        "{}",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        False,
+                        False,
+                        True,
+                        True,
+                        0,
+                        3,
+                        3,
+                        "{}",
+                        "{}",
+                        "AWAITING_PARENTS",
+                        now,
+                        now,
+                        f"data/w/sim{i}_{job_id[:8]}",
+                        0,
+                        0,
+                        0,
+                        4,
+                        0,
+                    )
+                )
                 edges.append((parents[i % PARENTS], job_id))
                 events.append((job_id, now, "", "CREATED", "created"))
                 events.append((job_id, now, "CREATED", "AWAITING_PARENTS", ""))
@@ -172,8 +236,18 @@ def measure(variant: str, args: argparse.Namespace, src: Path | None) -> dict[st
         from benchlib import fresh_pg_database
 
         db = fresh_pg_database(db)
-    cmd = [sys.executable, __file__, "_one", variant, "--jobs", str(args.jobs), "--db", db,
-           "--root", str(root)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "_one",
+        variant,
+        "--jobs",
+        str(args.jobs),
+        "--db",
+        db,
+        "--root",
+        str(root),
+    ]
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if out.returncode != 0:
@@ -205,7 +279,8 @@ def main() -> int:
     ok = True
     for n in range(1, args.rounds + 1):
         bare = measure("bare", args, None)
-        print(f"  round {n}: bare executemany {args.jobs / bare['seconds']:9.0f} jobs/s", flush=True)
+        rate = args.jobs / bare["seconds"]
+        print(f"  round {n}: bare executemany {rate:9.0f} jobs/s", flush=True)
         for label, src in variants:
             fig = measure("api", args, src)
             ok = ok and fig["count"] == args.jobs

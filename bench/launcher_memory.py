@@ -7,11 +7,16 @@ it with SIGTERM. Each size
 is a fresh database in the same run, so the smallest is the baseline.
 
     python bench/launcher_memory.py --sizes 1000,100000 --seconds 20
+    python bench/launcher_memory.py --compare-src /tmp/before/src
+
+With ``--compare-src``, each size is measured for this tree and for that one, alternately, each
+in a fresh process on a fresh database built by its own migrations.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -107,23 +112,52 @@ def finished(site: Site) -> int:
         backend.close()
 
 
+def measure_size(root: Path, size: int, seconds: float) -> list[float]:
+    """[launcher MB, worker MB, jobs run] for one size, on a fresh database."""
+    site = make_site(root, size)
+    launcher, worker = measure(site, seconds)
+    ran = finished(site) - size
+    shutil.rmtree(site.path, ignore_errors=True)
+    return [launcher / 1024, worker / 1024, ran]
+
+
+def in_process(src: Path | None, root: Path, size: int, seconds: float) -> list[float]:
+    """One size measured in a fresh process (``src``: another source tree)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    cmd = [sys.executable, __file__, "--one", str(size), "--seconds", str(seconds)]
+    cmd += ["--root", str(root)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--compare-src", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_size(args.root, args.one, args.seconds)))
+        return 0
     root = Path(tempfile.mkdtemp(prefix="balsam-membench-"))
     print(f"serial mode, 2 slots, {args.seconds:g} s of /bin/true per size")
     header = f"{'runnable jobs':>14} {'total rows':>11} {'launcher MB':>12} {'worker MB':>10}"
     print(f"{header} {'jobs run':>9}")
+    variants: list[tuple[str, Path | None]] = [("this tree", None)]
+    if args.compare_src is not None:
+        variants.append((str(args.compare_src), args.compare_src.resolve()))
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            site = make_site(root, size)
-            launcher, worker = measure(site, args.seconds)
-            ran = finished(site) - size
-            row = f"{size:>14,} {2 * size:>11,} {launcher / 1024:>12.1f} {worker / 1024:>10.1f}"
-            print(f"{row} {ran:>9,}")
-            shutil.rmtree(site.path, ignore_errors=True)
+            for label, src in variants:
+                launcher, worker, ran = in_process(src, root, size, args.seconds)
+                row = f"{size:>14,} {2 * size:>11,} {launcher:>12.1f} {worker:>10.1f}"
+                print(f"{row} {ran:>9,.0f}  [{label}]", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

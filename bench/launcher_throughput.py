@@ -3,9 +3,10 @@
 Workloads (each on one node of ``--slots`` CPUs, ``node_packing_count = slots``, serial mode):
 
 * ``true``:  N x ``/bin/true`` (default 10,000). Figure: jobs per second, with every state
-  change committed, against a Popen loop that runs the same commands with the same slots
-  (a working directory and an output file per run, its own session, reaped as they exit),
-  run before and after each launcher run: their mean is that run's baseline.
+  change committed, against two Popen loops that run the same commands with the same slots,
+  run before and after each launcher run (their mean is that run's baseline): the *bare* loop
+  (fork, exec, reap: nothing else) and the *full* loop (also a working directory and an output
+  file per run, and a session of its own, as any runner needs).
 * ``sleep``: N x ``sleep 1`` on 2 slots (default 200). Figure: makespan against the ideal
   N / slots seconds.
 
@@ -44,6 +45,21 @@ from balsam.schemas.queries import clause_from_kwargs
 
 WORKLOADS = {"true": ["/bin/true"], "sleep": ["sleep", "1"]}
 CREATE_CHUNK = 5_000
+
+
+def bare_loop(argv: list[str], jobs: int, slots: int) -> float:
+    """Seconds to run ``jobs`` x ``argv``, ``slots`` at once: fork, exec, reap, nothing else."""
+    running: dict[int, subprocess.Popen[bytes]] = {}
+    started = 0
+    t0 = time.perf_counter()
+    while started < jobs or running:
+        while started < jobs and len(running) < slots:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            running[proc.pid] = proc
+            started += 1
+        pid, status = os.wait()
+        running.pop(pid).returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - t0
 
 
 def popen_loop(argv: list[str], jobs: int, slots: int, root: Path) -> float:
@@ -252,11 +268,13 @@ def main() -> int:
     print(f"workload={args.workload} jobs={jobs} slots={args.slots} db={kind} rounds={rounds}")
     ok = True
     ratios: dict[str, list[float]] = {v.label: [] for v in variants}
+    bare_ratios: dict[str, list[float]] = {v.label: [] for v in variants}
     try:
         # Loops and launcher runs alternate: each run is compared with the loops either side
         # of it, so a machine that gets busier or quieter shows as a spread, not a bias. With
         # two launchers their order flips every round.
         loops = [popen_loop(argv, jobs, args.slots, root / "popen0")]
+        bares = [bare_loop(argv, jobs, args.slots)]
         for n in range(1, rounds + 1):
             order = variants if n % 2 else variants[::-1]
             runs = [
@@ -266,11 +284,16 @@ def main() -> int:
                 for i, variant in enumerate(order)
             ]
             loops.append(popen_loop(argv, jobs, args.slots, root / f"popen{n}"))
+            bares.append(bare_loop(argv, jobs, args.slots))
             base = (loops[-2] + loops[-1]) / 2
+            bare = (bares[-2] + bares[-1]) / 2
             print(f"  round {n}")
-            report_loops(jobs, loops[-2:])
+            report_loops(jobs, bares[-2:], "bare loop ")
+            report_loops(jobs, loops[-2:], "full loop ")
             for run in runs:
                 ratios[run.label].append(base / run.seconds)
+                bare_ratios[run.label].append(bare / run.seconds)
+                print(f"    ratio      : {bare / run.seconds:8.1%} of the bare loop's rate")
                 ok = ok and run.exit_code == 0 and run.finished == jobs
                 report_run(jobs, base, run, args.workload == "sleep", args.slots)
     finally:
@@ -280,19 +303,20 @@ def main() -> int:
         for name in ("loop process", "its children"):
             print(f"  popen loop cpu : {LOOP_CPU[name] / loop_runs * 1e3:8.3f} ms/job  {name}")
     if rounds > 1:
-        for label, values in ratios.items():
-            print(
-                f"  median ratio ({label}): {statistics.median(values):6.1%} "
-                f"(min {min(values):.1%}, max {max(values):.1%})"
-            )
+        for which, table in (("full loop", ratios), ("bare loop", bare_ratios)):
+            for label, values in table.items():
+                print(
+                    f"  median ratio to the {which} ({label}): {statistics.median(values):6.1%} "
+                    f"(min {min(values):.1%}, max {max(values):.1%})"
+                )
     return 0 if ok else 1
 
 
-def report_loops(jobs: int, loops: list[float]) -> None:
+def report_loops(jobs: int, loops: list[float], label: str) -> None:
     """Print a round's baseline: the loops either side of its launcher runs."""
     base = sum(loops) / 2
     spread = f"(before {jobs / loops[0]:.0f}/s, after {jobs / loops[1]:.0f}/s)"
-    print(f"    popen loop : {base:8.2f} s  {jobs / base:8.1f} jobs/s  {spread}")
+    print(f"    {label} : {base:8.2f} s  {jobs / base:8.1f} jobs/s  {spread}")
 
 
 def report_run(jobs: int, base: float, run: Round, sleep: bool, slots: int) -> None:
@@ -302,7 +326,7 @@ def report_run(jobs: int, base: float, run: Round, sleep: bool, slots: int) -> N
         f"    launcher   : {run.seconds:8.2f} s  {rate:8.1f} jobs/s  "
         f"exit={run.exit_code} finished={run.finished}  [{run.label}]"
     )
-    print(f"    ratio      : {base / run.seconds:8.1%} of the Popen loop's rate")
+    print(f"    ratio      : {base / run.seconds:8.1%} of the full loop's rate")
     if run.cpu is not None:
         for name, seconds in run.cpu.seconds.items():
             print(f"    cpu        : {seconds / jobs * 1e3:8.3f} ms/job  {name}")

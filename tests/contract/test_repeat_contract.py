@@ -218,13 +218,6 @@ def test_jobs_left_in_a_processing_state_are_claimed_for_their_step(
     assert [(j.job_id, j.state, j.session_id) for j in taken] == [(job.job_id, S.RUN_DONE, sess.id)]
 
 
-def test_registering_the_same_app_twice_is_one_app(backend: Backend, app: str) -> None:
-    again = backend.create_app(AppCreate(name="A", executable="true"))
-    assert again.name == "A" and len(backend.list_apps()) == 2
-    with pytest.raises(AlreadyExists):
-        backend.create_app(AppCreate(name="A", executable="false"))
-
-
 def test_a_release_repeated_after_the_job_was_claimed_again_leaves_it_held(
     backend: Backend, app: str
 ) -> None:

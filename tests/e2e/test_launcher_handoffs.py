@@ -141,7 +141,7 @@ def test_a_launcher_killed_during_a_stage_out_leaves_it_to_the_next(
     )
     first = start_launcher("--consume-all", "--job-mode", "serial", quiet=True)
     try:
-        wait_for("the stage-out to start", lambda: (outbox / "many").is_dir(), timeout=60)
+        wait_for("the stage-out to start", lambda: (outbox / "many").is_dir(), timeout=180)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:

@@ -9,7 +9,14 @@ import pytest
 
 from balsam.backends.base import Backend
 from balsam.backends.retry import RetryingBackend
-from balsam.errors import DatabaseUnavailable, NotFound, TransientError, is_transient
+from balsam.errors import (
+    AlreadyExists,
+    DatabaseUnavailable,
+    NotFound,
+    TransientError,
+    is_transient,
+)
+from balsam.schemas.apps import AppCreate, AppOut
 
 
 class Flaky:
@@ -68,3 +75,45 @@ def test_the_error_tree_says_which_errors_are_transient() -> None:
     assert is_transient(DatabaseUnavailable("x")) and is_transient(TransientError("x"))
     assert not is_transient(NotFound("x")) and not is_transient(ValueError("x"))
     assert issubclass(DatabaseUnavailable, TransientError)
+
+
+class AppsLosingAnswers:
+    """Registers apps; the first create's answer is lost after it took effect."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, AppOut] = {}
+        self.lose = True
+
+    def create_app(self, spec: AppCreate) -> AppOut:
+        if spec.name in self.apps:
+            raise AlreadyExists(f"an app named {spec.name!r} exists already")
+        self.apps[spec.name] = AppOut(id=len(self.apps) + 1, **spec.model_dump())
+        if self.lose:
+            self.lose = False
+            raise DatabaseUnavailable("connection lost")
+        return self.apps[spec.name]
+
+    def get_app(self, name: str) -> AppOut:
+        return self.apps[name]
+
+
+def test_a_repeated_app_registration_finds_its_own_app() -> None:
+    inner = AppsLosingAnswers()
+    backend = RetryingBackend(cast(Backend, inner), sleep=lambda _: None)
+    app = backend.create_app(AppCreate(name="Sim", executable="true"))
+    assert (app.name, app.executable, len(inner.apps)) == ("Sim", "true", 1)
+
+
+def test_a_taken_name_is_still_refused() -> None:
+    inner = AppsLosingAnswers()
+    inner.lose = False
+    backend = RetryingBackend(cast(Backend, inner), sleep=lambda _: None)
+    backend.create_app(AppCreate(name="Sim", executable="true"))
+    with pytest.raises(AlreadyExists):
+        backend.create_app(AppCreate(name="Sim", executable="true"))
+    inner.lose = True
+    with pytest.raises(AlreadyExists):
+        # Lost, then found taken by a different app: not this call's.
+        inner.apps.pop("Other", None)
+        inner.apps["Other"] = AppOut(id=9, name="Other", executable="false")
+        backend.create_app(AppCreate(name="Other", executable="true"))

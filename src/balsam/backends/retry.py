@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from balsam.backends.base import Backend
-from balsam.errors import TransientError
+from balsam.errors import AlreadyExists, TransientError
+from balsam.schemas.apps import AppCreate, AppOut
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,30 @@ class RetryingBackend:
             return self.call(name, target, *args, **kwargs)
 
         return call
+
+    def create_app(self, spec: AppCreate) -> AppOut:
+        """Register an app; a repeat that finds exactly this app registered returns it.
+
+        Apps are created by name, not by an id the client chose, so the repeat of a create
+        whose answer was lost finds the name taken: by this very app, if nothing else changed.
+        """
+        tried = False
+
+        def attempt(app: AppCreate) -> AppOut:
+            nonlocal tried
+            try:
+                return self.inner.create_app(app)
+            except AlreadyExists:
+                if not tried:
+                    raise
+                existing = self.inner.get_app(app.name)
+                if AppCreate.model_validate(existing.model_dump(exclude={"id"})) != app:
+                    raise
+                return existing
+            finally:
+                tried = True
+
+        return self.call("create_app", attempt, spec)  # type: ignore[no-any-return]
 
     def call(self, name: str, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``target``, repeating it while it fails transiently (``attempts`` at most).

@@ -13,17 +13,10 @@ from balsam.store.tables import AppRow, JobRow
 
 
 def create_app(engine: Engine, spec: AppCreate) -> AppOut:
-    """Register a new app; its name must be unused.
-
-    Registering exactly the same app again (a repeat whose first answer was lost) returns the
-    app; a different app under a taken name is AlreadyExists.
-    """
+    """Register a new app; its name must be unused (a repeat after a lost answer is told
+    apart by the caller: :class:`balsam.backends.retry.RetryingBackend`)."""
     with unit_of_work(engine) as session:
-        found = session.scalar(select(AppRow).where(AppRow.name == spec.name))
-        if found is not None:
-            existing = AppOut.model_validate(found)
-            if AppCreate.model_validate(existing.model_dump(exclude={"id"})) == spec:
-                return existing
+        if session.scalar(select(AppRow.id).where(AppRow.name == spec.name)) is not None:
             raise AlreadyExists(f"an app named {spec.name!r} exists already")
         row = AppRow(**spec.model_dump())
         session.add(row)

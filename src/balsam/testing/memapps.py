@@ -14,15 +14,8 @@ APP_COLUMNS = columns_of_model(AppOut)
 
 
 def create_app(store: Store, spec: AppCreate) -> AppOut:
-    """Register a new app; its name must be unused.
-
-    Registering exactly the same app again (a repeat whose first answer was lost) returns the
-    app; a different app under a taken name is AlreadyExists.
-    """
-    found = store.apps.get(spec.name)
-    if found is not None:
-        if AppCreate.model_validate(found.model_dump(exclude={"id"})) == spec:
-            return found.model_copy()
+    """Register a new app; its name must be unused."""
+    if spec.name in store.apps:
         raise AlreadyExists(f"an app named {spec.name!r} exists already")
     _check_storable(spec)
     store.last_app_id += 1
