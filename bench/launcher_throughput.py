@@ -38,10 +38,8 @@ from pathlib import Path
 from benchlib import fresh_pg_database
 
 from balsam.backends.factory import init_site, open_backend
-from balsam.config import Site, save_settings
-from balsam.domain.states import JobState
-from balsam.schemas import AppCreate, JobCreate, JobQuery
-from balsam.schemas.queries import clause_from_kwargs
+from balsam.config import Site, load_site, save_settings
+from balsam.schemas import AppCreate, JobCreate
 
 WORKLOADS = {"true": ["/bin/true"], "sleep": ["sleep", "1"]}
 CREATE_CHUNK = 5_000
@@ -194,14 +192,22 @@ def _stat_fields(path: str) -> list[int]:
     return [int(x) if x.lstrip("-").isdigit() else 0 for x in rest]
 
 
-def count_finished(site: Site) -> int:
-    """Jobs that reached JOB_FINISHED."""
-    backend = open_backend(site)
-    try:
-        clause = clause_from_kwargs({"state": JobState.JOB_FINISHED.value})
-        return backend.count_jobs(JobQuery(clauses=[clause]))
-    finally:
-        backend.close()
+def count_finished(site: Site, src: Path | None = None) -> int:
+    """Jobs that reached JOB_FINISHED (read by the tree that made the database)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    code = (
+        "import sys; from balsam.backends.factory import open_backend; "
+        "from balsam.config import load_site; from balsam.schemas import JobQuery; "
+        "from balsam.schemas.queries import clause_from_kwargs; "
+        "b = open_backend(load_site(sys.argv[1])); "
+        "print(b.count_jobs(JobQuery(clauses=[clause_from_kwargs({'state': 'JOB_FINISHED'})])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(site.path)], env=env, capture_output=True, text=True
+    )
+    return int(out.stdout.strip() or 0)
 
 
 @dataclass
@@ -226,16 +232,41 @@ class Variant:
 def launcher_round(
     root: Path, db_arg: str, argv: list[str], jobs: int, slots: int, variant: Variant, cpu: bool
 ) -> Round:
-    """One launcher run on a fresh database: its seconds, exit code and finished jobs."""
+    """One launcher run on a fresh database: its seconds, exit code and finished jobs.
+
+    The database is made and filled by the variant's own tree (its migrations, its API), in a
+    process of its own, so that each launcher meets the schema it was written for.
+    """
     db = db_arg if db_arg == "sqlite" else fresh_pg_database(db_arg)
-    site = make_site(root, db, slots)
-    add_jobs(site, argv, jobs, slots)
+    env = dict(os.environ)
+    if variant.src is not None:
+        env["PYTHONPATH"] = str(variant.src)
+    prepare = [sys.executable, __file__, "_prepare", " ".join(argv), "--jobs", str(jobs)]
+    prepare += ["--slots", str(slots), "--db", db, "--root", str(root)]
+    subprocess.run(prepare, env=env, check=True)
+    site = load_site(root / "wf")
     split = CpuSplit() if cpu else None
     took, code = run_launcher(site, variant.src, split)
-    return Round(variant.label, took, code, count_finished(site), split)
+    return Round(variant.label, took, code, count_finished(site, variant.src), split)
+
+
+def prepare_only(args: argparse.Namespace) -> int:
+    """The ``_prepare`` step: make the site and add the jobs (run by the variant's tree)."""
+    site = make_site(args.root, args.db, args.slots)
+    add_jobs(site, args.workload.split(), args.jobs, args.slots)
+    return 0
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["_prepare"]:
+        prep = argparse.ArgumentParser()
+        prep.add_argument("step")
+        prep.add_argument("workload")
+        for name in ("--jobs", "--slots"):
+            prep.add_argument(name, type=int, required=True)
+        prep.add_argument("--db", required=True)
+        prep.add_argument("--root", type=Path, required=True)
+        return prepare_only(prep.parse_args())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--jobs", type=int, default=None, help="10000 for true, 200 for sleep")
@@ -293,9 +324,9 @@ def main() -> int:
             for run in runs:
                 ratios[run.label].append(base / run.seconds)
                 bare_ratios[run.label].append(bare / run.seconds)
-                print(f"    ratio      : {bare / run.seconds:8.1%} of the bare loop's rate")
                 ok = ok and run.exit_code == 0 and run.finished == jobs
                 report_run(jobs, base, run, args.workload == "sleep", args.slots)
+                print(f"    ratio      : {bare / run.seconds:8.1%} of the bare loop's rate")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.cpu_split and LOOP_CPU["runs"]:

@@ -36,3 +36,29 @@ def test_inserted_and_updated_rows_read_back_through_the_orm(backend: LocalBacke
         assert event.timestamp == when and event.timestamp.tzinfo is not None
         assert event.timestamp.utcoffset() == timedelta(0)
         assert (row.state, row.state_timestamp) == ("B", when.astimezone(UTC))
+
+
+def test_a_bulk_insert_that_breaks_a_constraint_is_a_balsam_error(db_url: str) -> None:
+    """Through COPY on PostgreSQL as through executemany on SQLite: a row that breaks a
+    constraint (history of a job that does not exist) is one permanent DatabaseError, and
+    nothing of the transaction is left."""
+    from balsam.errors import DatabaseError
+    from balsam.store.bulk import COPY_FROM_ROWS
+    from balsam.store.engine import make_engine
+    from balsam.store.repository import EVENT_COLUMNS
+
+    engine = make_engine(db_url)
+    now = datetime.now(UTC)
+    rows = [("no-such-job", now, "", "CREATED", "x")] * (COPY_FROM_ROWS + 1)
+    try:
+        try:
+            with unit_of_work(engine) as session:
+                insert_rows(session, EVENTS, EVENT_COLUMNS, rows)
+        except DatabaseError as exc:
+            assert not exc.transient
+        else:
+            raise AssertionError("the foreign key let the rows in")
+        with unit_of_work(engine, write=False) as session:
+            assert session.scalars(select(EventRow)).first() is None
+    finally:
+        engine.dispose()

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from balsam.domain.states import JobFacts, JobState, fast_forward
@@ -77,6 +77,11 @@ class JobMaker:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.now = utcnow()
+        if session.get_bind().dialect.name == "postgresql":
+            # The look-ups of ids this call makes run against rows it inserted, uncommitted,
+            # which the planner's statistics do not count: it would scan the whole table for
+            # each chunk (quadratic in the call's size). The primary key is always right here.
+            session.execute(text("SET LOCAL enable_seqscan = off"))
         #: (has preprocess) of every app seen so far, by name.
         self._apps: dict[str, bool] = {}
         #: States of the jobs this call made (or found, when repeated), by id, in order.
