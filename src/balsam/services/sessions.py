@@ -194,9 +194,9 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
             if replayed:
                 return replayed
         sqlite = is_sqlite(engine)
-        jobs = _claim_runnable(session, req, sqlite) if req.limit else []
+        jobs = _claim_runnable(session, req, sqlite, session_id) if req.limit else []
         if req.processing_limit:
-            jobs += _claim_processing(session, req, sqlite)
+            jobs += _claim_processing(session, req, sqlite, session_id)
         if jobs:
             session.execute(
                 update(JobRow)
@@ -207,7 +207,7 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
                     update_seq=req.claim_seq or None,
                 )
             )
-        return [job.model_copy(update={"session_id": session_id}) for job in jobs]
+        return jobs
 
 
 def _replay_claim(session: Session, session_id: int, claim_seq: int) -> list[JobOut]:
@@ -220,7 +220,9 @@ def _replay_claim(session: Session, session_id: int, claim_seq: int) -> list[Job
     return job_outs(session, stmt.order_by(JobRow.created_at))
 
 
-def _claim_runnable(session: Session, req: ClaimRequest, sqlite: bool) -> list[JobOut]:
+def _claim_runnable(
+    session: Session, req: ClaimRequest, sqlite: bool, session_id: int
+) -> list[JobOut]:
     """Runnable jobs that fit the claimant, one GPU class at a time, most GPUs first.
 
     Each class is an equality on ``gpus_needed`` and a range on ``num_nodes``: the claim index
@@ -235,7 +237,9 @@ def _claim_runnable(session: Session, req: ClaimRequest, sqlite: bool) -> list[J
         left = req.limit - len(found)
         if left <= 0:
             break
-        found += job_outs(session, _runnable_query(req, gpus, left, sqlite))
+        stmt = _runnable_query(req, gpus, left, sqlite)
+        # Held by the claimant from this transaction on (the update below writes it).
+        found += job_outs(session, stmt, session_id=session_id)
     return found
 
 
@@ -264,7 +268,9 @@ def _runnable_query(req: ClaimRequest, gpus: int | None, limit: int, sqlite: boo
     return stmt if sqlite else stmt.with_for_update(skip_locked=True)
 
 
-def _claim_processing(session: Session, req: ClaimRequest, sqlite: bool) -> list[JobOut]:
+def _claim_processing(
+    session: Session, req: ClaimRequest, sqlite: bool, session_id: int
+) -> list[JobOut]:
     """Jobs nobody holds that wait in a processing state for a launcher's step."""
     stmt = select_outs().where(text(PROCESSING_PREDICATE))
     if req.job_ids:
@@ -276,7 +282,7 @@ def _claim_processing(session: Session, req: ClaimRequest, sqlite: bool) -> list
         stmt = stmt.with_hint(JOBS, "INDEXED BY ix_jobs_claim_processing", "sqlite")
     else:
         stmt = stmt.with_for_update(skip_locked=True)
-    return job_outs(session, stmt)
+    return job_outs(session, stmt, session_id=session_id)
 
 
 def _filter_workflows(stmt: Select[Any], workflows: list[str], sqlite: bool, index: str) -> Any:
