@@ -45,7 +45,9 @@ def make_site(root: Path, size: int) -> Site:
     site = init_site(root / f"wf{size}")
     site.settings.platform.cpus_per_node = 2
     save_settings(site.path, site.settings)
-    backend = open_backend(site)
+    opened = open_backend(site)
+    # The engine underneath (this tree wraps it in the retrying Backend).
+    backend = getattr(opened, "inner", opened)
     assert isinstance(backend, LocalBackend)
     backend.create_app(AppCreate(name="T", executable="/bin/true"))
     with backend.engine.begin() as conn:
