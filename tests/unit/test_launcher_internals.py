@@ -178,6 +178,20 @@ def test_the_worker_starts_commands_and_reports_their_exits(
     assert failed["key"] == 2 and "no-such-program-xyz" in failed["error"]
 
 
+def test_a_command_holds_no_file_of_its_worker(
+    worker: tuple[subprocess.Popen[bytes], socket.socket], tmp_path: Path
+) -> None:
+    """Only stdin, stdout and stderr: not the worker's socket, selector or process fds."""
+    _, sock = worker
+    reader = Inbox(sock)
+    listing = "ls /proc/self/fd"
+    wire.send(sock, run_message(7, ["sh", "-c", f"{listing} | sort -n"], tmp_path))
+    assert next_message(reader, "exited")["code"] == 0
+    # sh's own (0, 1, 2), and the pipe and the directory that ls reads while it lists.
+    fds = [int(line) for line in (tmp_path / "7.out").read_text().split()]
+    assert fds[:3] == [0, 1, 2] and len(fds) <= 5, fds
+
+
 def test_the_worker_signals_a_command_group_when_asked(
     worker: tuple[subprocess.Popen[bytes], socket.socket], tmp_path: Path
 ) -> None:

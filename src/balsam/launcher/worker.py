@@ -212,6 +212,9 @@ def main() -> int:
     address, token = env.pop("BALSAM_WORKER_ADDRESS", ""), env.pop("BALSAM_WORKER_TOKEN", "")
     if fd.isdigit():
         sock = socket.socket(fileno=int(fd))
+        # Passed to this process inheritable; the jobs it starts must not hold it (they could
+        # write into the launcher's channel, or keep it open after this worker is gone).
+        os.set_inheritable(sock.fileno(), False)
         sock.settimeout(SEND_TIMEOUT_SECONDS)
         address = "the launcher's socket"
     elif address and token:
