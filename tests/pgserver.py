@@ -142,14 +142,34 @@ def start_owned_server() -> PgServer:
         check=True,
         capture_output=True,
     )
-    port = free_port()
     conf = directory / "data" / "postgresql.conf"
     with conf.open("a") as fh:
         fh.write(
-            f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-            f"unix_socket_directories = '{directory}'\n"
+            f"listen_addresses = '127.0.0.1'\nunix_socket_directories = '{directory}'\n"
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
         )
-    server = PgServer(host="127.0.0.1", port=port, user="postgres", directory=directory)
-    server.start()
-    return server
+    return _start_on_a_free_port(directory, conf)
+
+
+#: Tries before giving up when every port chosen was taken before the server could bind it.
+PORT_TRIES = 5
+
+
+def _start_on_a_free_port(directory: Path, conf: Path) -> PgServer:
+    """Start the server; if another process took the chosen port first, choose again."""
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port()
+        with conf.open("a") as fh:
+            fh.write(f"port = {port}\n")  # the last setting in the file wins
+        server = PgServer(host="127.0.0.1", port=port, user="postgres", directory=directory)
+        try:
+            server.start()
+            return server
+        except subprocess.CalledProcessError as exc:
+            log = (directory / "server.log").read_text(errors="replace")
+            if "Address already in use" not in log or attempt == PORT_TRIES:
+                raise RuntimeError(
+                    f"the test PostgreSQL server did not start:\n{log[-2000:]}"
+                ) from exc
+            (directory / "server.log").rename(directory / f"server-try{attempt}.log")
+    raise AssertionError("unreachable")
