@@ -233,6 +233,37 @@ def test_a_release_whose_answer_was_lost_keeps_its_number_and_spares_a_job_claim
     assert memory.get_job(job).session_id == lease.session_id
 
 
+def test_a_release_decided_before_a_claim_took_the_job_again_spares_the_new_hold(
+    make_buffer: BufferMaker, memory: MemoryBackend, lease: Lease
+) -> None:
+    """The hold a claim gives is never undone by a release queued (or being repeated) from
+    before it: the release's number is taken when it is first sent, so without ``keep`` it
+    would be later than the claim, and the job, running here, would be let go of."""
+    queued, in_flight = claimed(memory, lease, count=2)
+    lossy = LossyBackend(memory, loss=1.0, methods=frozenset({"release_jobs"}))
+    buffer = make_buffer(lossy)
+    # One release is sent and fails before it takes effect; the other waits behind it.
+    down = Unreachable(memory)
+    buffer.backend = cast(Backend, down)
+    buffer.release([in_flight], NOW)
+    down.down = True
+    buffer.flush(NOW)
+    assert buffer.sending is not None
+    buffer.release([queued], NOW)
+    # Both jobs were let go of by an earlier call and claimed again (as a release that
+    # crossed a claim leaves them): the launcher holds them anew.
+    memory.release_jobs(lease.session_id, [queued, in_flight], lease.next_seq())
+    request = ClaimRequest(job_ids=[queued, in_flight], limit=2, claim_seq=lease.next_seq())
+    assert len(memory.claim_jobs(lease.session_id, request)) == 2
+    buffer.keep([queued, in_flight])
+    down.down = False
+    buffer.backend = cast(Backend, memory)
+    buffer.flush(NOW + 10)
+    assert len(buffer) == 0
+    assert memory.get_job(queued).session_id == lease.session_id
+    assert memory.get_job(in_flight).session_id == lease.session_id
+
+
 def test_a_release_that_failed_before_it_took_effect_is_sent_again(
     make_buffer: BufferMaker, memory: MemoryBackend, lease: Lease
 ) -> None:

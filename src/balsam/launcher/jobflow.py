@@ -150,14 +150,19 @@ class JobFlow:
             log.warning("cannot look up the apps of %d claimed job(s): %s", len(jobs), exc)
             self.unadmitted = jobs
             return
+        self.updates.keep([job.job_id for job in jobs])
         for job in jobs:
+            if job.job_id in self.tasks:
+                # Let go of by a release that crossed a claim, and claimed again: the task
+                # that holds it here goes on (a second one would lose the first one's room).
+                continue
             app = apps.get(job.application)
             if app is None:
                 task = Task(job, AppOut.model_construct(name=job.application, executable=""))
                 self.tasks[job.job_id] = task
                 self.fail(task, f"app {job.application!r} is not registered", now)
                 continue
-            task = Task(job, app, state=T.SETTLING)
+            task = Task(job, app, state=T.SETTLING, born_seq=self.claimer.lease.last_seq)
             self.tasks[job.job_id] = task
             self.dispatch.prepare(task)
             self.proceed(task, job.state, now)
@@ -293,6 +298,10 @@ class JobFlow:
         without waiting for the launcher. It takes over the predecessor's placement then.
         """
         placement = self._placement_of_chain(predecessor)
+        if placement is None:
+            # The chain's head has let go of its room: nothing to queue behind.
+            self.queue.enqueue(task)
+            return False
         try:
             child = self.dispatch.send_run(task, placement, predecessor)
         except SEND_ERRORS as exc:
@@ -305,14 +314,14 @@ class JobFlow:
         task.move(T.QUEUED)
         return True
 
-    def _placement_of_chain(self, child: Child) -> Placement:
-        """The placement a queued run will inherit: that of the running run it waits behind."""
+    def _placement_of_chain(self, child: Child) -> Placement | None:
+        """The placement a queued run will inherit: that of the running run it waits behind
+        (None if that run's task no longer holds it)."""
         head = child
         while head.follows is not None:
             head = head.follows
-        placement = self.tasks[head.job_id].placement
-        assert placement is not None, "the head of a chain of runs holds the placement"
-        return placement
+        task = self.tasks.get(head.job_id)
+        return task.placement if task is not None and task.child is head else None
 
     def _cannot_start(self, task: Task, where: str, now: float, why: str) -> None:
         self.record(task, S.RUNNING, now, where)
@@ -530,6 +539,9 @@ class JobFlow:
         last = {r.job_id: r for r in results}
         for result in last.values():
             task = self.tasks.get(result.job_id)
+            if task is not None and result.seq and result.seq <= task.born_seq:
+                # An earlier task's update, answered late: this task holds the job now.
+                continue
             if task is None:
                 if result.held and result.state is not None:
                     self.updates.release([result.job_id], now)

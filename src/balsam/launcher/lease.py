@@ -64,12 +64,15 @@ class Lease:
         self.next_heartbeat = 0.0
         self.next_kill_poll = 0.0
         self._seq = itertools.count(1)
+        #: The number most recently handed out.
+        self.last_seq = 0
         #: The key of the open being tried, kept until it succeeds (a retry reuses it).
         self._open_key: str | None = None
 
     def next_seq(self) -> int:
         """The next number of this launcher's call counter (increasing across sessions)."""
-        return next(self._seq)
+        self.last_seq = next(self._seq)
+        return self.last_seq
 
     @property
     def mark(self) -> str:

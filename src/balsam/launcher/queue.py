@@ -199,9 +199,11 @@ class RunQueue:
         if child.step is Step.RUN and timed:
             self.run_times.add(now - child.started)
         queued = child.successor
+        if queued is not None:
+            # The worker starts it now: it waits for nothing any more, whoever holds it.
+            queued.follows = None
         if queued is not None and successor is not None and successor.child is queued:
             # The worker starts it now, in this one's place: the placement moves over.
-            queued.follows = None
             queued.started = now
             successor.placement, task.placement = task.placement, None
             # Its queue is one shorter: its tail may take another run.

@@ -119,6 +119,10 @@ class Task:
     workdir_made: bool = False
     #: Runs this task queued (a rerun after its handler asked for one is the second).
     runs: int = 0
+    #: The call number issued last before the task was made: answers to updates numbered up
+    #: to it belong to an earlier task of the same job (one the launcher let go of, whose
+    #: answer came late), not to this one.
+    born_seq: int = 0
 
     def __post_init__(self) -> None:
         if self.db_state is None:

@@ -106,6 +106,17 @@ class UpdateBuffer:
             if self._due is None:
                 self._due = now + self.interval
 
+    def keep(self, job_ids: list[str]) -> None:
+        """The launcher holds ``job_ids`` again (claimed anew): a release of them decided
+        before, not sent yet or sent and to be repeated, must not let go of the new hold."""
+        if not self.releases and self.sending is None:
+            return
+        kept = set(job_ids)
+        self.releases = [j for j in self.releases if j not in kept]
+        if self.sending is not None:
+            seq, sending = self.sending
+            self.sending = (seq, [j for j in sending if j not in kept]) if sending else None
+
     def hurry(self, now: float) -> None:
         """Flush at the next turn: a task waits for the answer."""
         if self._due is None or self._due > now:
