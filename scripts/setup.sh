@@ -20,8 +20,9 @@ apt_install() {
 
 if [[ "${1:-}" == "--tests" ]]; then
     # PostgreSQL server binaries (the tests start their own private cluster), util-linux for
-    # setpriv and flock, Slurm and munge (the tests start their own cluster of four nodes).
-    apt_install postgresql-15 util-linux slurm-wlm munge
+    # setpriv and flock, Slurm and munge (the tests start their own cluster of four nodes),
+    # zsh (balsamactivate is tested in bash and zsh, the shells of HPC login nodes).
+    apt_install postgresql-15 util-linux slurm-wlm munge zsh
 fi
 
 PYTHON=${PYTHON:-python3}

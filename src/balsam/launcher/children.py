@@ -141,11 +141,13 @@ class ChildProcesses:
     def reap(self, child: Child) -> int:
         """Collect an exited local child's status (negative: killed by that signal)."""
         assert child.local_pid, "a child this process started"
+        # Whatever the job left running in its process group (a background process, the
+        # children of a main process killed with SIGKILL) goes with it, so that a retry
+        # never starts beside leftovers. Done before the wait: until the leader is reaped
+        # its pid, and so the group's id, cannot be given to another process.
+        self.signal(child, signal.SIGKILL)
         _, status = os.waitpid(child.local_pid, 0)
         code = os.waitstatus_to_exitcode(status)
-        if child.kill_at is not None:
-            # A stopped job's leftover processes (its group outlives the leader) go too.
-            self.signal(child, signal.SIGKILL)
         self.selector.unregister(child.key)
         os.close(child.key)
         del self._children[child.key]

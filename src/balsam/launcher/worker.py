@@ -153,8 +153,12 @@ class Worker:
                 Path(message["out"]),
                 cpus,
             )
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:
+            # One job's bad command (a missing program, a NUL byte in an argument or in its
+            # environment, a directory it cannot have) fails that job, never this worker.
             self._reply({"op": "failed", "key": message["key"], "error": str(exc)})
+            # What was queued behind it starts now, in its place, as after an exit.
+            self._start_next(int(message["key"]))
             return
         self.running[int(message["key"])] = child
         self._reply({"op": "started", "key": message["key"], "pid": child.pid})
@@ -164,6 +168,10 @@ class Worker:
         key = int(child.job_id)
         del self.running[key]
         self._reply({"op": "exited", "key": key, "code": code})
+        self._start_next(key)
+
+    def _start_next(self, key: int) -> None:
+        """Start the command queued behind the one of ``key``, which has ended."""
         successor = self.queued.pop(key, None)
         if successor is not None:
             del self.following[int(successor["key"])]

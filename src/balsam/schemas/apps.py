@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from balsam.domain.commands import CommandError, split_words
+from balsam.domain.text import field_problem
+
+#: An app's text fields, checked for what cannot be stored or run (balsam.domain.text).
+APP_TEXT_FIELDS = ("executable", "description", "preprocess", "postprocess", "envscript")
+
+
+def app_text_problems(values: dict[str, object]) -> list[str]:
+    """What in an app's text fields cannot be stored or run (NUL, not UTF-8, too long)."""
+    problems = []
+    for field in APP_TEXT_FIELDS:
+        value = values.get(field)
+        if isinstance(value, str) and value and (problem := field_problem(field, value)):
+            problems.append(f"{field} {problem}")
+    return problems
+
 
 NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
 
@@ -20,6 +35,14 @@ class AppCreate(BaseModel):
     preprocess: str = ""
     postprocess: str = ""
     envscript: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, values: object) -> object:
+        # Before the other checks: the executable must be text to be parsed.
+        if isinstance(values, dict) and (problems := app_text_problems(values)):
+            raise ValueError("; ".join(problems))
+        return values
 
     @field_validator("executable")
     @classmethod
@@ -42,6 +65,13 @@ class AppUpdate(BaseModel):
     preprocess: str | None = None
     postprocess: str | None = None
     envscript: str | None = None
+
+    @model_validator(mode="after")
+    def _storable(self) -> AppUpdate:
+        problems = app_text_problems(self.__dict__)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class AppOut(AppCreate):

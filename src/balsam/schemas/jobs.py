@@ -18,6 +18,14 @@ from pydantic import (
 from balsam.domain.commands import CommandError, split_words
 from balsam.domain.resources import ResourceRequest, resource_problems
 from balsam.domain.states import JobState
+from balsam.domain.text import (
+    ENVIRONMENT_LIMIT,
+    TAGS_LIMIT,
+    data_problem,
+    field_problem,
+    mapping_problem,
+    name_problem,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9_.+=@-]+$"
 
@@ -30,6 +38,41 @@ STORED: dict[str, bool] = {"stored": True}
 def is_stored(info: ValidationInfo) -> bool:
     """Whether the values being validated were read back from the database."""
     return bool(info.context and info.context.get("stored"))
+
+
+#: Free-text fields of a job, checked for what cannot be stored or passed on (see
+#: :mod:`balsam.domain.text`); names are held to :data:`NAME_PATTERN` instead.
+TEXT_FIELDS = (
+    "description",
+    "application",
+    "args",
+    "mpi_flags",
+    "input_files",
+    "stage_in_url",
+    "stage_out_files",
+    "stage_out_url",
+)
+
+
+def text_problems(values: dict[str, Any]) -> list[str]:
+    """What in a job's text, names, environment, tags and data cannot be stored or run."""
+    problems = []
+    for field in ("name", "workflow"):
+        value = values.get(field)
+        if isinstance(value, str) and (problem := name_problem(value)):
+            problems.append(f"{field} {problem}")
+    for field in TEXT_FIELDS:
+        value = values.get(field)
+        if isinstance(value, str) and value and (problem := field_problem(field, value)):
+            problems.append(f"{field} {problem}")
+    env, tags, data = values.get("environ_vars"), values.get("tags"), values.get("data")
+    if env and (problem := mapping_problem(env, ENVIRONMENT_LIMIT, env=True)):
+        problems.append(f"environ_vars {problem}")
+    if tags and (problem := mapping_problem(tags, TAGS_LIMIT)):
+        problems.append(f"tags {problem}")
+    if data and (problem := data_problem(data)):
+        problems.append(f"data {problem}")
+    return problems
 
 
 #: The largest value of an integer job field: PostgreSQL's integer columns are 32-bit signed
@@ -118,9 +161,13 @@ class JobFields(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _resources_possible(self, info: ValidationInfo) -> JobFields:
+    def _storable_and_possible(self, info: ValidationInfo) -> JobFields:
         if is_stored(info):
             return self
+        # One validator for the whole job (not one per field): bulk creation checks 100,000.
+        text = text_problems(self.__dict__)
+        if text:
+            raise ValueError("; ".join(text))
         # Bounds first: the resource arithmetic is only meaningful on values that can be stored.
         values = self.__dict__
         if all(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Engine, func, select
 
-from balsam.errors import AlreadyExists, InvalidTransition, NotFound
+from balsam.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
 from balsam.schemas.queries import Clause
+from balsam.services.jobs import first_error
 from balsam.store.engine import unit_of_work
 from balsam.store.queries import where_sql
 from balsam.store.tables import AppRow, JobRow
@@ -46,12 +48,11 @@ def update_app(engine: Engine, name: str, changes: AppUpdate) -> AppOut:
         row = session.scalar(select(AppRow).where(AppRow.name == name))
         if row is None:
             raise NotFound(f"no application named {name!r}")
-        merged = AppCreate.model_validate(
-            {
-                **AppOut.model_validate(row).model_dump(exclude={"id"}),
-                **changes.model_dump(exclude_none=True),
-            }
-        )
+        current = AppOut.model_validate(row).model_dump(exclude={"id"})
+        try:
+            merged = AppCreate.model_validate({**current, **changes.model_dump(exclude_none=True)})
+        except PydanticValidationError as exc:
+            raise ValidationError(first_error(exc)) from None
         for key, value in merged.model_dump().items():
             setattr(row, key, value)
         return AppOut.model_validate(row)
