@@ -27,6 +27,7 @@ from balsam.backends.base import Backend
 from balsam.config import Site, SiteSettings
 from balsam.domain.resources import NodeSpec
 from balsam.domain.states import JobState
+from balsam.launcher import queue
 from balsam.launcher.children import ChildProcesses, Step
 from balsam.launcher.claims import Claimer
 from balsam.launcher.dispatch import Dispatcher
@@ -238,8 +239,8 @@ class Rig:
         assert child is not None
         self.flow.exited(child, code, self.now)
 
-    def failed(self, job_id: str, error: str) -> None:
-        self.flow.run_failed(self.key(job_id), error, self.now)
+    def failed(self, job_id: str, error: str, later: bool = False) -> None:
+        self.flow.run_failed(self.key(job_id), error, self.now, later)
 
     def cancelled(self, job_id: str) -> None:
         self.flow.run_cancelled(self.key(job_id), self.now)
@@ -483,6 +484,24 @@ def test_a_head_run_that_cannot_start_leaves_its_room_to_the_run_queued_behind(
     assert rig.state(c) in (T.WAITING, T.QUEUED), "c was started on the only CPU, where b runs"
     assert rig.task(b).placement is not None
     assert not rig.pool.has_room()
+
+
+def test_a_run_that_cannot_start_for_a_full_disk_waits_and_costs_no_retry(rig: Rig) -> None:
+    (a,) = add(rig.backend)
+    rig.fill()
+    assert rig.state(a) is T.STARTING
+    rig.failed(a, "[Errno 28] No space left on device: 'a.out'", later=True)
+    assert rig.state(a) is T.WAITING and rig.pool.has_room()
+    rig.start()
+    assert rig.state(a) is T.WAITING, "started again while the disk is full"
+    rig.tick(queue.FULL_DISK_PAUSE_SECONDS)
+    rig.start()
+    assert rig.state(a) is T.STARTING
+    rig.run(a)
+    rig.flush_all()
+    assert db(rig.backend, a)[0] is JobState.JOB_FINISHED
+    assert entered(rig.backend, a, JobState.RUN_ERROR) == []
+    assert rig.backend.get_job(a).error_count == 0
 
 
 # ---- 2. placement ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterator
@@ -63,3 +64,34 @@ def test_without_a_launcher_log_job_lines_go_through_logging(
     assert [(r.name, r.getMessage(), getattr(r, "job", "")) for r in caplog.records] == [
         ("balsam.launcher.jobflow", "-> RUN_DONE", "0123abcd")
     ]
+
+
+def test_a_log_that_cannot_be_written_is_counted_and_the_launcher_carries_on(
+    log_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Writes to /dev/full fail with ENOSPC, as on a full disk: nothing is raised, one
+    warning reaches stderr, and once the file can be written again it says how many lines
+    were lost."""
+    handler = next(
+        h for h in logging.getLogger("balsam").handlers if isinstance(h, logs.BufferedFileHandler)
+    )
+    good = handler.setStream(open("/dev/full", "a", encoding="utf-8"))  # noqa: SIM115
+    assert good is not None
+    lines = logs.JobLines("balsam.launcher.jobflow")
+    for i in range(2000):  # more than a buffer: the job lines' own writes fail too
+        lines.info(JOB_ID, f"-> RUNNING attempt {i}")
+    logging.getLogger("balsam.launcher.jobflow").warning("a warning is written at once")
+    logs.flush(0.0, force=True)
+    assert handler.failing_since is not None and handler.lost_lines > 0
+    err = capsys.readouterr().err
+    assert err.count("cannot write the launcher log") == 1
+    full = handler.setStream(good)
+    assert full is not None
+    with contextlib.suppress(OSError):
+        full.close()  # what it still buffered for /dev/full is gone with it
+    logs.flush(0.0, force=True)
+    texts = [m["text"] for m in lines_of(log_file)]
+    assert any(
+        re.fullmatch(r"the log could not be written from .*: \d+ line\(s\) lost", t) for t in texts
+    ), texts
+    assert handler.failing_since is None

@@ -373,14 +373,21 @@ class JobFlow:
             text = "" if code == 0 else self._exit_text("run", code, task, f"{task.job.name}.out")
             self._run_ended(task, now, state, text, code)
 
-    def run_failed(self, key: int, error: str, now: float) -> None:
-        """A worker could not start a command (a missing program, a bad directory, ...)."""
+    def run_failed(self, key: int, error: str, now: float, later: bool = False) -> None:
+        """A worker could not start a command (a missing program, a bad directory, ...;
+        ``later``: the node's disk is full, which is not the job's fault)."""
         detached = self.detach(key)
         if detached is None:
             return
         child, task = detached
         if task.state is T.STOPPING:
             self._stopped(task, child, None, now)
+        elif later and child.step is Step.RUN:
+            # Costs the job no retry: it waits, and starts once the node can write again.
+            log.warning("cannot start for now: %s", error, extra=job_extra(task.job_id))
+            self.queue.hold(now)
+            task.move(T.WAITING)
+            self.queue.enqueue(task)
         elif child.step is Step.RUN:
             self._cannot_start(task, f"attempt {task.attempt}", now, error)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,10 @@ class BufferedFileHandler(logging.FileHandler):
     launcher's loop does, before it sleeps and at least every ``FLUSH_SECONDS``), and at close.
     """
 
+    #: Lines lost while the file could not be written (a full disk, a quota), since when.
+    lost_lines = 0
+    failing_since: float | None = None
+
     def flush(self) -> None:
         """Do nothing: StreamHandler calls this after every record."""
 
@@ -58,14 +63,38 @@ class BufferedFileHandler(logging.FileHandler):
         if record.levelno >= logging.WARNING:
             self.write_out()
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A line that cannot be written is counted, never raised: a full disk must not stop
+        the launcher, whose jobs may be what frees the space."""
+        self.write_failed(1)
+
+    def write_failed(self, lines: int) -> None:
+        """Count ``lines`` lost to a failed write; warn once per failing spell."""
+        self.lost_lines += lines
+        if self.failing_since is None:
+            self.failing_since = time.time()
+            _warn_stderr(f"cannot write the launcher log {self.baseFilename}: carrying on")
+
     def write_out(self) -> None:
-        """Write what is buffered."""
+        """Write what is buffered (kept, and tried again later, if it cannot be)."""
         self.acquire()
         try:
             if self.stream is not None:
                 self.stream.flush()
+        except OSError:
+            self.write_failed(0)
+            return
         finally:
             self.release()
+        if self.failing_since is not None:
+            self._say_what_was_lost()
+
+    def _say_what_was_lost(self) -> None:
+        since = time.strftime("%H:%M:%S", time.localtime(self.failing_since))
+        lost, self.lost_lines, self.failing_since = self.lost_lines, 0, None
+        logging.getLogger(__name__).warning(
+            "the log could not be written from %s until now: %d line(s) lost", since, lost
+        )
 
 
 class JobLines:
@@ -115,7 +144,11 @@ class _JobLineTarget:
         stream = self.handler.stream
         if stream is not None:
             with self.handler.lock or contextlib.nullcontext():
-                stream.write(line)
+                try:
+                    stream.write(line)
+                except OSError:
+                    # A full buffer that cannot be written out: this line is lost, counted.
+                    self.handler.write_failed(1)
 
 
 _job_target: list[_JobLineTarget | None] = [None]
@@ -123,6 +156,12 @@ _job_target: list[_JobLineTarget | None] = [None]
 #: Longest a buffered line waits while the launcher is busy.
 FLUSH_SECONDS = 0.5
 _last_flush = [0.0]
+
+
+def _warn_stderr(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"balsam: warning: {text}\n")
+        sys.stderr.flush()
 
 
 def flush(now: float, force: bool = False) -> None:

@@ -34,6 +34,8 @@ CHAIN_ABOVE_RATE = 100.0
 #: How much work (seconds) is queued at a worker behind each run, at most this many runs.
 CHAIN_AHEAD_SECONDS = 0.05
 CHAIN_MAX_DEPTH = 8
+#: How long nothing starts after a run could not start for want of disk space.
+FULL_DISK_PAUSE_SECONDS = 2.0
 
 #: What a job takes of a node (see :attr:`Task.shape`).
 Shape = tuple[int, int, int, int]
@@ -79,6 +81,12 @@ class RunQueue:
         #: Shapes of runs that no waiting task has (so chaining need not look again).
         self.absent_shapes: set[Shape] = set()
         self.run_times = RecentMean()
+        #: Nothing starts before this time (a node's disk was full).
+        self.held_until = 0.0
+
+    def hold(self, now: float) -> None:
+        """Start nothing for a while: a run could not start for want of disk space."""
+        self.held_until = now + FULL_DISK_PAUSE_SECONDS
 
     def __len__(self) -> int:
         return len(self.waiting)
@@ -96,7 +104,7 @@ class RunQueue:
 
     def start_waiting(self, now: float, starter: Starter) -> None:
         """Start waiting tasks on free room, biggest first, then fill run chains."""
-        if not self.waiting:
+        if not self.waiting or now < self.held_until:
             return
         remaining = self.minutes_left(now)
         blocked: set[Shape] = set()

@@ -251,6 +251,8 @@ class Launcher:
             times.append(self.claimer.next_claim)
         if self.flow.unadmitted:
             times.append(now + IDLE_POLL_SECONDS)
+        if self.queue.waiting and self.queue.held_until > now:
+            times.append(self.queue.held_until)
         return max(0.0, min(times) - now)
 
     def _wait(self, timeout: float) -> None:
@@ -438,9 +440,9 @@ class Launcher:
         if child is not None:
             self.flow.exited(child, code, time.monotonic())
 
-    def run_failed(self, key: int, error: str) -> None:
+    def run_failed(self, key: int, error: str, later: bool = False) -> None:
         """A worker could not start a command."""
-        self.flow.run_failed(key, error, time.monotonic())
+        self.flow.run_failed(key, error, time.monotonic(), later)
 
     def run_cancelled(self, key: int) -> None:
         """A queued command was taken off its worker's queue."""

@@ -22,6 +22,7 @@ balsam.launcher.worker`` with ``BALSAM_WORKER_FD`` (an inherited socket) or
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -156,7 +157,11 @@ class Worker:
         except (OSError, ValueError, TypeError) as exc:
             # One job's bad command (a missing program, a NUL byte in an argument or in its
             # environment, a directory it cannot have) fails that job, never this worker.
-            self._reply({"op": "failed", "key": message["key"], "error": str(exc)})
+            reply = {"op": "failed", "key": message["key"], "error": str(exc)}
+            if getattr(exc, "errno", None) in NODE_FULL:
+                # Not the job's fault: the node's disk (or quota) is full for now.
+                reply["later"] = True
+            self._reply(reply)
             # What was queued behind it starts now, in its place, as after an exit.
             self._start_next(int(message["key"]))
             return
@@ -193,6 +198,10 @@ class Worker:
         for child in self.children:
             self.children.signal(child, signal.SIGKILL)
             self.children.reap(child)
+
+
+#: Start failures that say the node cannot write now, not that the job is wrong.
+NODE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _note_signal(signum: int, _frame: object) -> None:

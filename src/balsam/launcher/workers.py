@@ -52,8 +52,9 @@ class FleetEvents(Protocol):
         """The command under ``key`` exited with ``code``."""
         ...
 
-    def run_failed(self, key: int, error: str) -> None:
-        """The command under ``key`` could not be started."""
+    def run_failed(self, key: int, error: str, later: bool = False) -> None:
+        """The command under ``key`` could not be started (``later``: for want of space on
+        the node, not for anything the job did: it may start once space returns)."""
         ...
 
     def run_cancelled(self, key: int) -> None:
@@ -297,7 +298,8 @@ class WorkerFleet:
             elif op == "exited":
                 self.events.run_exited(int(message["key"]), int(message["code"]))
             elif op == "failed":
-                self.events.run_failed(int(message["key"]), str(message.get("error")))
+                later = bool(message.get("later"))
+                self.events.run_failed(int(message["key"]), str(message.get("error")), later)
             elif op == "cancelled":
                 self.events.run_cancelled(int(message["key"]))
 
