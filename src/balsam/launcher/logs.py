@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from balsam.errors import ConfigError
+
 FORMAT = "%(asctime)s %(host)s:%(process)d %(levelname)s [%(job)s] %(name)s: %(message)s"
 
 
@@ -176,9 +178,13 @@ def flush(now: float, force: bool = False) -> None:
 
 def configure(log_dir: Path, host: str, level: int = logging.INFO) -> Path:
     """Send ``balsam`` log records to this launcher's file; returns its path."""
-    log_dir.mkdir(parents=True, exist_ok=True)
     path = log_path(log_dir, host)
-    handler = BufferedFileHandler(path, encoding="utf-8")
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handler = BufferedFileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        # A read-only or missing log directory is the user's to fix: one line, no traceback.
+        raise ConfigError(f"cannot write the launcher log {path}: {exc.strerror or exc}") from None
     errors = logging.StreamHandler()
     errors.setLevel(logging.WARNING)
     for each in (handler, errors):
