@@ -29,6 +29,10 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a BalsamError becomes one line on stderr and its exit code."""
     _register()
+    undecodable = _first_undecodable(sys.argv[1:] if argv is None else argv)
+    if undecodable is not None:
+        click.echo(f"balsam: error: argument {undecodable!r} is not valid UTF-8 text", err=True)
+        return 2
     logging.basicConfig(level=os.environ.get("BALSAM_LOG_LEVEL", "WARNING"), format="%(message)s")
     try:
         result = cli.main(args=argv, prog_name="balsam", standalone_mode=False)
@@ -51,6 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     # Without standalone mode Click returns ctx.exit(code) codes instead of exiting.
     return result if isinstance(result, int) else 0
+
+
+def _first_undecodable(argv: list[str]) -> str | None:
+    """The first argument holding bytes that are not UTF-8 (decoded by Python as lone
+    surrogates): nothing Balsam stores or runs can hold it, and printing it would fail."""
+    for arg in argv:
+        if not arg.isascii():
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                return arg
+    return None
 
 
 if __name__ == "__main__":

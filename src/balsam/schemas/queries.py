@@ -9,7 +9,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from balsam.domain.text import text_problem
+from balsam.errors import ValidationError
 
 
 class Lookup(StrEnum):
@@ -38,6 +42,16 @@ class Condition(BaseModel):
     field: str
     lookup: Lookup = Lookup.EXACT
     value: Any = None
+
+    @model_validator(mode="after")
+    def _text_can_be_sent(self) -> Condition:
+        # A NUL byte or undecodable text cannot reach the database's driver (nor match
+        # anything stored: such text is refused when jobs are written).
+        values = self.value if isinstance(self.value, list | tuple | set) else [self.value]
+        for text in (self.field, *values):
+            if isinstance(text, str) and (problem := text_problem(text)):
+                raise ValueError(f"{self.field}__{self.lookup.value}: {text!r} {problem}")
+        return self
 
 
 class Clause(BaseModel):
@@ -76,5 +90,9 @@ def clause_from_kwargs(kwargs: dict[str, Any], negate: bool = False) -> Clause:
     conditions = []
     for key, value in kwargs.items():
         field, lookup = parse_lookup(key)
-        conditions.append(Condition(field=field, lookup=lookup, value=value))
+        try:
+            conditions.append(Condition(field=field, lookup=lookup, value=value))
+        except PydanticValidationError as exc:
+            message = str(exc.errors()[0].get("msg", "invalid condition"))
+            raise ValidationError(message.removeprefix("Value error, ")) from None
     return Clause(conditions=conditions, negate=negate)

@@ -129,8 +129,8 @@ def resolve_job_id(engine: Engine, prefix: str) -> str:
     prefix = prefix.strip()
     if not prefix:
         raise ValidationError("empty job id")
-    with unit_of_work(engine, write=False) as session:
-        found = repo.ids_with_prefix(session, prefix)
+    # Ids are lower-case hex and dashes: nothing else can match (nor reach the driver safely).
+    found = [] if not ID_CHARACTERS.issuperset(prefix) else _ids_with_prefix(engine, prefix)
     if not found:
         raise NotFound(f"no job with id {prefix!r}")
     if len(found) > 1:
@@ -201,8 +201,17 @@ def set_state(engine: Engine, job_id: str, state: JobState, message: str = "") -
         return rows_to_out(session, [row])[0]
 
 
+def _ids_with_prefix(engine: Engine, prefix: str) -> list[str]:
+    with unit_of_work(engine, write=False) as session:
+        return repo.ids_with_prefix(session, prefix)
+
+
+#: What a job id is made of (a UUID's canonical text).
+ID_CHARACTERS = frozenset("0123456789abcdef-")
+
+
 def _get_row(session: Any, job_id: str) -> JobRow:
-    row = session.get(JobRow, job_id)
+    row = session.get(JobRow, job_id) if ID_CHARACTERS.issuperset(job_id) else None
     if row is None:
         raise NotFound(f"no job with id {job_id!r}")
     return row  # type: ignore[no-any-return]
