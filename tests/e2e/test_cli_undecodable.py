@@ -36,7 +36,11 @@ COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: b" ".join(a[:2]).decode("utf-8", "replace"))
+def _id(argv: list[bytes]) -> str:
+    return b" ".join(argv[:2]).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=_id)
 def test_undecodable_arguments_are_one_line_and_change_nothing(
     tmp_path: Path, argv: list[bytes]
 ) -> None:
