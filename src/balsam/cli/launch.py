@@ -1,16 +1,63 @@
-"""``balsam launcher`` and ``balsam submit-launch``."""
+"""``balsam launcher`` and ``balsam submit-launch``.
+
+Numbers are refused unless finite and in range: Python reads ``nan`` and ``inf`` as floats, and
+no bound catches ``nan`` (every comparison with it is false), so a launcher given
+``--time-limit-minutes nan`` would stop at once having run nothing. Text that reaches a batch
+script (``-A``, ``-q``, ``--sched-flags``, ``--wf-filter``) is refused when it holds a control
+character, before anything is written or submitted.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import shlex
 import sys
+from typing import Any
 
 import click
 
 from balsam.errors import ValidationError
+from balsam.platform.schedulers.base import MAX_NODES, MAX_WALL_TIME_MINUTES, script_value_problem
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses ``nan`` and ``inf``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number ``value`` reads as; a usage error when it is not finite or in range."""
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{str(value)!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
 
 JOB_MODES = click.Choice(["serial", "mpi"])
-POSITIVE_MINUTES = click.FloatRange(min=0, min_open=True)
+POSITIVE_MINUTES = FiniteFloatRange(min=0, min_open=True, max=MAX_WALL_TIME_MINUTES)
+NODE_COUNT = click.IntRange(min=1, max=MAX_NODES)
+
+
+def _script_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A value that goes into a batch script: one line of printable text, not empty."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("is empty", ctx, param)
+    problem = script_value_problem(value)
+    if problem:
+        raise click.BadParameter(f"{value!r} {problem}", ctx, param)
+    return value
+
+
+def _sched_flags(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """``--sched-flags`` split as a shell would split them."""
+    problem = script_value_problem(value)
+    if problem:
+        raise click.BadParameter(f"{value!r} {problem}", ctx, param)
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        raise click.BadParameter(f"cannot split {value!r}: {exc}", ctx, param) from None
 
 
 @click.command("launcher")
@@ -34,13 +81,13 @@ POSITIVE_MINUTES = click.FloatRange(min=0, min_open=True)
 )
 @click.option(
     "--limit-nodes",
-    type=click.IntRange(min=1),
+    type=NODE_COUNT,
     default=None,
     help="Use at most this many of the allocation's nodes.",
 )
 @click.option(
     "--offset-nodes",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_NODES),
     default=0,
     help="Skip this many of the allocation's nodes first (to split it between launchers).",
 )
@@ -90,16 +137,33 @@ def launcher(
 
 
 @click.command("submit-launch")
-@click.option("-A", "--project", required=True, help="Allocation (project) to charge.")
-@click.option("-q", "--queue", required=True, help="Batch queue.")
+@click.option(
+    "-A", "--project", required=True, callback=_script_text, help="Allocation (project) to charge."
+)
+@click.option("-q", "--queue", required=True, callback=_script_text, help="Batch queue.")
 @click.option(
     "-t", "--time-minutes", type=POSITIVE_MINUTES, required=True, help="Wall time in minutes."
 )
-@click.option("-n", "--nodes", type=click.IntRange(min=1), required=True, help="Node count.")
+@click.option("-n", "--nodes", type=NODE_COUNT, required=True, help="Node count.")
 @click.option("--job-mode", type=JOB_MODES, default="mpi", show_default=True)
-@click.option("--wf-filter", metavar="WF", help="Run only jobs of workflow WF.")
+@click.option(
+    "--wf-filter", metavar="WF", callback=_script_text, help="Run only jobs of workflow WF."
+)
+@click.option(
+    "--sched-flags",
+    metavar="FLAGS",
+    default="",
+    callback=_sched_flags,
+    help="Extra arguments for the scheduler's submit command, split as a shell would.",
+)
 def submit_launch(
-    project: str, queue: str, time_minutes: float, nodes: int, job_mode: str, wf_filter: str | None
+    project: str,
+    queue: str,
+    time_minutes: float,
+    nodes: int,
+    job_mode: str,
+    wf_filter: str | None,
+    sched_flags: tuple[str, ...],
 ) -> None:
     """Submit a launcher job to the site's batch scheduler (platform.scheduler)."""
     from balsam.config import load_site
@@ -116,6 +180,7 @@ def submit_launch(
         site_path=site.path,
         scripts_dir=site.scripts_dir,
         wf_filter=wf_filter,
+        sched_flags=sched_flags,
     )
     submission = scheduler.submit(request)
     for warning in submission.warnings:

@@ -1,9 +1,20 @@
-"""What a user asked a launcher to do (``balsam launcher`` options)."""
+"""What a user asked a launcher to do (``balsam launcher`` options).
+
+:class:`LauncherOptions` refuses what the launcher cannot act on, whoever builds it (the CLI,
+a script, a test): a time limit that is not a finite number of minutes above 0 (``nan``
+compares false with every bound, so a launcher given it stopped at once having run nothing),
+and node counts out of range.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from balsam.errors import ValidationError
+from balsam.platform.schedulers.base import MAX_NODES
+from balsam.platform.schedulers.base import MAX_WALL_TIME_MINUTES as MAX_TIME_LIMIT_MINUTES
 
 
 class JobMode(StrEnum):
@@ -17,7 +28,7 @@ class JobMode(StrEnum):
 
 @dataclass(frozen=True)
 class LauncherOptions:
-    """The launcher's run options."""
+    """The launcher's run options (ValidationError when out of range)."""
 
     job_mode: JobMode = JobMode.SERIAL
     workflows: list[str] = field(default_factory=list)
@@ -28,3 +39,19 @@ class LauncherOptions:
     limit_nodes: int | None = None
     #: ... starting with this one (0-based), so that launchers can split one allocation.
     offset_nodes: int = 0
+
+    def __post_init__(self) -> None:
+        minutes = self.time_limit_minutes
+        if minutes is not None and not (
+            math.isfinite(minutes) and 0 < minutes <= MAX_TIME_LIMIT_MINUTES
+        ):
+            raise ValidationError(
+                f"time_limit_minutes must be above 0 and at most {MAX_TIME_LIMIT_MINUTES:g} "
+                f"(got {minutes!r})"
+            )
+        if self.limit_nodes is not None and not 1 <= self.limit_nodes <= MAX_NODES:
+            raise ValidationError(f"limit_nodes must be 1 to {MAX_NODES} (got {self.limit_nodes})")
+        if not 0 <= self.offset_nodes <= MAX_NODES:
+            raise ValidationError(
+                f"offset_nodes must be 0 to {MAX_NODES} (got {self.offset_nodes})"
+            )

@@ -3,20 +3,60 @@
 An adapter turns a :class:`LaunchRequest` (the ``balsam submit-launch`` options plus where the
 workflow database lives) into a batch job whose script runs ``balsam launcher``, and returns a
 :class:`Submission` with the scheduler's id for it.
+
+A batch script runs as its owner, so nothing a user types may change what it runs: a
+:class:`LaunchRequest` refuses text holding a newline, a carriage return, a NUL or any other
+control character (each would end a directive or a command and start another one), and every
+value interpolated into the script's shell text is quoted (``shlex.quote``). Scripts are
+written by :func:`write_script`: created new (never through an existing file or link) with mode
+:data:`SCRIPT_MODE` less the umask.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import secrets
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from balsam.errors import ValidationError
+
+#: Mode a batch script is created with, before the umask: read, write and run for its owner;
+#: read for the rest (0744 under umask 022, 0700 under 077). Nobody else may ever write what
+#: runs as the owner, whatever the umask (under 002 or 000 the script stays 0744).
+SCRIPT_MODE = 0o744
+#: The longest wall time a launch may ask for: a year, beyond any queue's limit.
+MAX_WALL_TIME_MINUTES = 366 * 24 * 60.0
+#: The most nodes a launch may ask for: beyond any machine.
+MAX_NODES = 1_000_000
+
+# C0 and C1 controls and DEL end or rewrite a line of shell; lone surrogates are bytes of an
+# argument that was not UTF-8, which no script can be written with.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def script_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be put into a batch script, or None."""
+    found = _CONTROL.search(value)
+    if found:
+        return f"holds the control character {found.group()!r}"
+    if _SURROGATE.search(value):
+        return "is not valid UTF-8 text"
+    return None
+
 
 @dataclass(frozen=True)
 class LaunchRequest:
-    """A launcher batch job to submit."""
+    """A launcher batch job to submit; refused (ValidationError) when it cannot be scripted.
+
+    ``sched_flags`` are extra arguments for the scheduler's submit command (``--sched-flags``).
+    """
 
     project: str
     queue: str
@@ -26,7 +66,25 @@ class LaunchRequest:
     site_path: Path
     scripts_dir: Path
     wf_filter: str | None = None
+    sched_flags: tuple[str, ...] = ()
     balsam_argv: list[str] = field(default_factory=lambda: balsam_entry_point())
+
+    def __post_init__(self) -> None:
+        texts = {"project": self.project, "queue": self.queue, "job_mode": self.job_mode}
+        texts |= {"wf_filter": self.wf_filter or "", "site path": str(self.site_path)}
+        texts |= {f"scheduler flag {flag!r}": flag for flag in self.sched_flags}
+        for name, value in texts.items():
+            problem = script_value_problem(value)
+            if problem:
+                raise ValidationError(f"{name} {value!r} {problem}")
+        minutes = self.wall_time_minutes
+        if not (math.isfinite(minutes) and 0 < minutes <= MAX_WALL_TIME_MINUTES):
+            raise ValidationError(
+                f"wall time must be above 0 and at most {MAX_WALL_TIME_MINUTES:g} minutes "
+                f"(got {minutes!r})"
+            )
+        if not 1 <= self.num_nodes <= MAX_NODES:
+            raise ValidationError(f"node count must be 1 to {MAX_NODES} (got {self.num_nodes})")
 
     def launcher_argv(self) -> list[str]:
         """The ``balsam launcher`` command the batch script runs."""
@@ -70,14 +128,40 @@ def format_minutes(minutes: float) -> str:
 
 
 def script_text(request: LaunchRequest, header: list[str]) -> str:
-    """A bash batch script: scheduler directives, the site's environment, the launcher."""
+    """A bash batch script: scheduler directives, the site's environment, the launcher.
+
+    ``header`` holds the adapter's directives, already quoted for its scheduler.
+    """
     lines = ["#!/bin/bash", *header]
     lines += [
-        f"# Balsam launcher: project {request.project}, queue {request.queue}, "
-        f"{request.num_nodes} node(s), {format_minutes(request.wall_time_minutes)} minute(s), "
-        f"{request.job_mode} mode",
+        f"# Balsam launcher: project {shlex.quote(request.project)}, queue "
+        f"{shlex.quote(request.queue)}, {request.num_nodes} node(s), "
+        f"{format_minutes(request.wall_time_minutes)} minute(s), {request.job_mode} mode",
         f"export BALSAM_DB_PATH={shlex.quote(str(request.site_path))}",
         f"cd {shlex.quote(str(request.site_path))}",
         f"exec {shlex.join(request.launcher_argv())}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def write_script(directory: Path, prefix: str, text: str) -> Path:
+    """Write ``text`` to a new file ``<directory>/<prefix><random>.sh`` (mode
+    :data:`SCRIPT_MODE` less the umask) and return its path; OSError when it cannot."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # O_EXCL: a name taken meanwhile, or a planted symlink, is never written through.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        path = directory / f"{prefix}{secrets.token_hex(4)}.sh"
+        try:
+            fd = os.open(path, flags, SCRIPT_MODE)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except BaseException:
+            # A full disk must not leave half a script that a user might rerun.
+            path.unlink(missing_ok=True)
+            raise
+        return path
+    raise FileExistsError(f"no free script name in {directory}")

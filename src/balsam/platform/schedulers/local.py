@@ -1,7 +1,8 @@
 """The ``local`` scheduler: no batch system, the launcher starts on this host at once.
 
 It writes the batch script it runs into the site's ``qsubmit/`` directory (so a user can read
-or rerun it) and starts it detached from the caller: a new session, stdin from /dev/null, and
+or rerun it; mode 0744 less the umask, see :func:`~balsam.platform.schedulers.base.write_script`)
+and starts it detached from the caller: a new session, stdin from /dev/null, and
 stdout/stderr to a log file beside the script, never a pipe that would tie the launcher to the
 terminal that submitted it. The launch id is the launcher's process id.
 """
@@ -9,12 +10,12 @@ terminal that submitted it. The launch id is the launcher's process id.
 from __future__ import annotations
 
 import os
-import tempfile
+import shlex
 import time
 from pathlib import Path
 
 from balsam.errors import SchedulerError
-from balsam.platform.schedulers.base import LaunchRequest, Submission, script_text
+from balsam.platform.schedulers.base import LaunchRequest, Submission, script_text, write_script
 
 
 class LocalScheduler:
@@ -25,6 +26,8 @@ class LocalScheduler:
     def submit(self, request: LaunchRequest) -> Submission:
         """Write the script and start it detached; returns its process id as the launch id."""
         warnings = []
+        if request.sched_flags:
+            warnings.append("the local scheduler has no batch system: --sched-flags are not used")
         if request.num_nodes > 1:
             warnings.append(
                 f"the local scheduler runs on this host only: asked for {request.num_nodes} "
@@ -38,13 +41,11 @@ class LocalScheduler:
         return Submission(launch_id=str(pid), script=script, warnings=warnings)
 
     def _write_script(self, request: LaunchRequest) -> Path:
-        request.scripts_dir.mkdir(parents=True, exist_ok=True)
+        header = ["# scheduler: local"]
+        if request.sched_flags:
+            header.append(f"# scheduler flags (unused here): {shlex.join(request.sched_flags)}")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        fd, name = tempfile.mkstemp(prefix=f"local_{stamp}_", suffix=".sh", dir=request.scripts_dir)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(script_text(request, ["# scheduler: local"]))
-        os.chmod(name, 0o755)
-        return Path(name)
+        return write_script(request.scripts_dir, f"local_{stamp}_", script_text(request, header))
 
     def _start(self, script: Path, log: Path) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
