@@ -8,6 +8,7 @@ the tests that need it fail: they never skip.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
@@ -60,10 +61,20 @@ def _as_user(cmd: list[str], home: Path) -> list[str]:
 def _ensure_user() -> None:
     if os.geteuid() != 0:
         return
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", TEST_USER], check=True)
+    ensure_system_user(TEST_USER)
+
+
+def ensure_system_user(name: str, shell: str | None = None) -> pwd.struct_passwd:
+    """The system account ``name``, made if missing. Test processes run in parallel (xdist):
+    the check and the ``useradd`` are done under one lock, or two of them would both add it."""
+    with open("/tmp/balsam-tests-useradd.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            argv = ["useradd", "--system", "--no-create-home", name]
+            subprocess.run(argv + (["--shell", shell] if shell else []), check=True)
+            return pwd.getpwnam(name)
 
 
 @dataclass

@@ -4,7 +4,8 @@ PostgreSQL refuses to run as root, and so does Balsam, with one clear line. The 
 an ordinary user (``balsamtest``) the way such a user would: Balsam installed with pip into a venv
 of the system Python (the test venv's Python may live under /root, which others cannot read),
 then ``balsam init --db postgres``, ``source balsamactivate``, ``balsam db stop|status`` in fresh
-shells, as that user, through ``setpriv``.
+shells, as that user, through ``setpriv``. The fixtures here are shared with
+test_pg_security.py (what a second account can and cannot do to such a cluster).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from sqlalchemy import create_engine, text
 from balsam.config import DatabaseSettings, Site, SiteSettings
 from balsam.errors import ConfigError
 from balsam.store import pgcluster
+from pgserver import ensure_system_user
 
 USER = "balsamtest"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -48,13 +51,12 @@ def require_root() -> None:
 def ordinary_user() -> pwd.struct_passwd:
     """An unprivileged system account to own the cluster."""
     require_root()
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/bin/bash", USER], check=True
-        )
-        return pwd.getpwnam(USER)
+    return ensure_system_user(USER, shell="/bin/bash")
+
+
+#: The venv made by the first module that asks (a fixture shared by importing it is another
+#: fixture to pytest, so the venv is kept here to be made once per session).
+_VENVS: list[Path] = []
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +66,9 @@ def user_venv(ordinary_user: pwd.struct_passwd) -> Iterator[Path]:
     The copy keeps pip's in-tree build files out of the checkout. Takes about 10 s (pip finds
     the dependencies in its cache); made once per test session and readable by everyone.
     """
+    if _VENVS:
+        yield _VENVS[0]
+        return
     top = Path(tempfile.mkdtemp(prefix="balsam-e2e-venv-", dir="/tmp"))
     top.chmod(0o755)
     source = top / "source"
@@ -84,21 +89,26 @@ def user_venv(ordinary_user: pwd.struct_passwd) -> Iterator[Path]:
             done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
             if done.returncode != 0:
                 pytest.fail(f"{' '.join(argv)} failed:\n{log.read_text()[-3000:]}")
+    _VENVS.append(venv)
     yield venv
+    _VENVS.clear()
     shutil.rmtree(top, ignore_errors=True)
 
 
 @dataclass
 class UserShell:
-    """Runs bash scripts as the ordinary user, each in a fresh login-like shell."""
+    """Runs bash scripts as an ordinary user (``balsamtest`` unless told), each in a fresh
+    login-like shell."""
 
     venv: Path
     home: Path
+    user: str = USER
 
     def run(self, script: str) -> subprocess.CompletedProcess[str]:
         """``bash -c script`` as the user, with the venv on PATH and HOME in the workspace."""
         env = [f"HOME={self.home}", f"PATH={self.venv / 'bin'}:/usr/bin:/bin", "LANG=C.UTF-8"]
-        argv = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups", "env", "-i"]
+        who = [f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"]
+        argv = ["setpriv", *who, "env", "-i"]
         return subprocess.run(
             [*argv, *env, "bash", "-c", f"PS1='$ '\n{script}"],
             cwd=self.home,
@@ -109,19 +119,28 @@ class UserShell:
         )
 
 
+@contextmanager
+def workspace(venv: Path, owner: pwd.struct_passwd) -> Iterator[UserShell]:
+    """A workspace in /tmp owned by ``owner``; any server left running is stopped after."""
+    home = Path(tempfile.mkdtemp(prefix="balsam-e2e-user-", dir="/tmp"))
+    home.chmod(0o755)
+    os.chown(home, owner.pw_uid, owner.pw_gid)
+    shell = UserShell(venv=venv, home=home, user=owner.pw_name)
+    try:
+        yield shell
+    finally:
+        for pid_file in home.glob("*/balsamdb/data/postmaster.pid"):
+            shell.run(f"cd {pid_file.parents[2]} && BALSAM_DB_PATH=$PWD balsam db stop")
+            if pid_file.exists():  # did not stop: end the server this test started, by its pid
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture
 def user_shell(user_venv: Path, ordinary_user: pwd.struct_passwd) -> Iterator[UserShell]:
     """A workspace in /tmp owned by the user; any server left running is stopped after."""
-    home = Path(tempfile.mkdtemp(prefix="balsam-e2e-user-", dir="/tmp"))
-    home.chmod(0o755)
-    os.chown(home, ordinary_user.pw_uid, ordinary_user.pw_gid)
-    shell = UserShell(venv=user_venv, home=home)
-    yield shell
-    for pid_file in home.glob("*/balsamdb/data/postmaster.pid"):
-        shell.run(f"cd {pid_file.parents[2]} && BALSAM_DB_PATH=$PWD balsam db stop")
-        if pid_file.exists():  # did not stop: end the server this test started, by its pid
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-    shutil.rmtree(home, ignore_errors=True)
+    with workspace(user_venv, ordinary_user) as shell:
+        yield shell
 
 
 def settings_of(site: Path) -> dict[str, object]:
@@ -133,9 +152,13 @@ def settings_of(site: Path) -> dict[str, object]:
     return database
 
 
-def server_setting(port: object, name: str) -> str:
-    """``SHOW name`` on the owned server, reached over TCP as a launcher would."""
-    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/balsam")
+def server_setting(site: Path, name: str) -> str:
+    """``SHOW name`` on the owned server, reached over TCP as a launcher would (with the
+    site's password file, which root may read)."""
+    port = settings_of(site)["port"]
+    passfile = site / "balsamdb" / "postgres.pgpass"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/balsam?passfile={passfile}"
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
             return str(conn.execute(text(f"SHOW {name}")).scalar_one())
@@ -173,7 +196,7 @@ def test_owned_cluster_lives_with_the_workflow_database(user_shell: UserShell) -
     data = site / "balsamdb" / "data"
     assert data.stat().st_uid == pwd.getpwnam(USER).pw_uid
     assert data.stat().st_mode & 0o777 == 0o700
-    assert server_setting(db["port"], "listen_addresses") == "127.0.0.1"
+    assert server_setting(site, "listen_addresses") == "127.0.0.1"
 
     used = user_shell.run(
         'source balsamactivate wf && echo "PS1=$PS1" && balsam db status && '
@@ -218,7 +241,7 @@ def test_a_taken_port_moves_the_server_on_start(user_shell: UserShell) -> None:
     )
     assert "already running" in started.stdout
     assert f"@127.0.0.1:{new_port}/balsam" in started.stdout
-    assert server_setting(new_port, "port") == str(new_port)
+    assert server_setting(site, "port") == str(new_port)
     twice = user_shell.run(
         f"BALSAM_DB_PATH={site} balsam db stop; BALSAM_DB_PATH={site} balsam db stop"
     )

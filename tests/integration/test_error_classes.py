@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 
 from balsam.errors import DatabaseError, DatabaseUnavailable
 from balsam.store.engine import database_errors
+from pgserver import PgServer
 
 
 def test_a_sqlite_lock_held_too_long_is_transient(tmp_path: Path) -> None:
@@ -52,5 +53,19 @@ def test_a_postgresql_server_that_is_not_there_is_transient() -> None:
     try:
         with pytest.raises(DatabaseUnavailable), database_errors(), engine.connect():
             pass
+    finally:
+        engine.dispose()
+
+
+def test_a_refused_postgresql_login_is_permanent(pg_server: PgServer) -> None:
+    """A login the server refuses (here: a role that does not exist) is not retried: no
+    repeat of the same connection can succeed."""
+    url = f"postgresql+psycopg://no_such_role@{pg_server.host}:{pg_server.port}/postgres"
+    engine = create_engine(url)
+    try:
+        with pytest.raises(DatabaseError) as caught, database_errors(), engine.connect():
+            pass
+        assert not caught.value.transient, caught.value
+        assert "no_such_role" in str(caught.value)
     finally:
         engine.dispose()

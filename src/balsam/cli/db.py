@@ -2,7 +2,8 @@
 
 ``balsam db upgrade`` migrates the active database's schema to this Balsam's revision (every
 other command refuses a database at another revision); ``balsam db start|stop|status`` manage
-a server the workflow directory owns.
+a server the workflow directory owns, and ``balsam db add-user|drop-user|users`` its roles
+(one per person, each with a password and a Balsam role: see :mod:`balsam.backends.roles`).
 
 ``balsam init PATH`` makes a workflow directory: embedded SQLite by default, a private PostgreSQL
 cluster with ``--db postgres``, or an existing server with ``--db-url``. A failed init leaves
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from balsam.cli.common import BalsamCommand, BalsamGroup
+from balsam.cli.common import BalsamCommand, BalsamGroup, print_rows
 from balsam.config import (
     DatabaseSettings,
     Site,
@@ -32,7 +33,7 @@ from balsam.config import (
     remember_site,
     resolve_site_path,
 )
-from balsam.errors import BalsamError, ConfigError
+from balsam.errors import BalsamError, ConfigError, ValidationError
 
 # balsam.backends.factory is imported inside the commands that need it: it pulls in SQLAlchemy
 # and Alembic, which 'balsam which' (run by every balsamactivate) has no use for.
@@ -41,7 +42,7 @@ URL_SCHEMES = ("postgresql", "postgresql+psycopg", "sqlite")
 
 
 @click.command("init", cls=BalsamCommand)
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=str)
 @click.option(
     "--db",
     "kind",
@@ -52,22 +53,26 @@ URL_SCHEMES = ("postgresql", "postgresql+psycopg", "sqlite")
 @click.option(
     "--db-url", default="", help="Use an existing database: postgresql://USER@HOST:PORT/DB"
 )
-def init(path: Path, kind: str | None, db_url: str) -> None:
+def init(path: str, kind: str | None, db_url: str) -> None:
     """Create a workflow database at PATH."""
+    if not path:
+        # Path("") is the current directory: an empty argument (an unset variable) must not
+        # turn the directory the user stands in into a workflow database.
+        raise ValidationError("PATH is empty: give the directory to create, e.g. ~/myWorkflow")
     if db_url and kind is not None:
         raise ConfigError("give either --db or --db-url, not both")
     if db_url:
         _check_url(db_url)
     chosen = "url" if db_url else (kind or "sqlite")
-    path = path.expanduser().absolute()
-    made_root, was_empty = _check_target(path)
+    target = Path(path).expanduser().absolute()
+    made_root, was_empty = _check_target(target)
     from balsam.backends.factory import init_site
 
     try:
-        site = init_site(path, kind=chosen, url=db_url)
+        site = init_site(target, kind=chosen, url=db_url)
     except BaseException as exc:
         if made_root is not None or was_empty:
-            _undo_init(path, made_root)
+            _undo_init(target, made_root)
         if isinstance(exc, BalsamError) and db_url and db_url in str(exc):
             raise type(exc)(str(exc).replace(db_url, _mask(db_url))) from None
         raise
@@ -183,6 +188,11 @@ def db_upgrade() -> None:
     from balsam.backends.factory import upgrade_site
 
     before, after = upgrade_site(site)
+    if _owns_server(site):
+        from balsam.backends.roles import refresh_grants
+
+        # Tables a migration made need the grants of the roles given before it.
+        refresh_grants(site)
     if before == after:
         click.echo(f"Workflow database {site.name} is at schema revision {after}: nothing to do")
         return
@@ -212,11 +222,12 @@ def db_start(quiet: bool) -> None:
     from balsam.backends.factory import server_status, start_server
 
     state = server_status(site)
+    # Also when it runs: a password file others can read is refused either way.
+    started = start_server(site)
     if state.startswith("running"):
         if not quiet:
             click.echo(f"Database server of {site.name} already {state}")
         return
-    started = start_server(site)
     click.echo(f"Database server of {site.name} {server_status(started)}")
 
 
@@ -244,6 +255,69 @@ def db_status() -> None:
     from balsam.backends.factory import server_status
 
     click.echo(f"Database server of {site.name}: {server_status(site)}")
+
+
+def _owned_site(what: str) -> Site:
+    """The active site when it owns its server; ConfigError otherwise."""
+    site = load_site()
+    kind = site.settings.database.kind
+    if kind != "postgres":
+        uses = "embedded SQLite" if kind == "sqlite" else "a server it does not own"
+        raise ConfigError(
+            f"{site.name} uses {uses}: {what} only on a server the workflow database owns "
+            "('balsam init --db postgres'); for --db-url ask that server's administrator"
+        )
+    return site
+
+
+@db.command("add-user")
+@click.argument("user")
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "submitter", "viewer"]),
+    default=None,
+    help="viewer: read; submitter: read, add and kill jobs; owner: everything but the schema.",
+)
+def db_add_user(user: str, role: str | None) -> None:
+    """Give USER a PostgreSQL role of their own on the workflow database's server."""
+    if role is None:
+        # Checked here: Click's own message for a missing choice spans several lines.
+        raise ValidationError("give the user's role: --role owner|submitter|viewer")
+    site = _owned_site("roles are managed")
+    from balsam.backends.roles import add_user
+
+    file = add_user(site, user, role)
+    db = site.settings.database
+    click.echo(f"Added role {user} ({role}) to the database server of {site.name}")
+    click.echo(
+        f"Its password is in {file} (mode 0600, libpq passfile format): give {user} a copy "
+        "privately, to keep with mode 0600"
+    )
+    click.echo(f"{user} connects with (COPY: the path of that copy, DIR: a new directory):")
+    click.echo(
+        f"  balsam init --db-url 'postgresql://{user}@{db.host}:{db.port}/{db.name}"
+        "?passfile=COPY' DIR"
+    )
+
+
+@db.command("drop-user")
+@click.argument("user")
+def db_drop_user(user: str) -> None:
+    """Remove USER's role (their open sessions end) and its password file."""
+    site = _owned_site("roles are managed")
+    from balsam.backends.roles import drop_user
+
+    drop_user(site, user)
+    click.echo(f"Dropped role {user} from the database server of {site.name}")
+
+
+@db.command("users")
+def db_users() -> None:
+    """List the roles of the workflow database's server and their Balsam roles."""
+    site = _owned_site("roles are listed")
+    from balsam.backends.roles import list_users
+
+    print_rows(("ROLE", "BALSAM ROLE"), ((r.name, r.balsam_role) for r in list_users(site)))
 
 
 COMMANDS: list[click.Command] = [init, which, db]

@@ -7,6 +7,7 @@ write lock up front (``BEGIN IMMEDIATE``) so a read-then-write never fails half 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from balsam.errors import DatabaseError, DatabaseUnavailable
+from balsam.store.pgsecrets import check_private
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -37,6 +39,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
+    passfile = make_url(url).query.get("passfile")
+    if isinstance(passfile, str):
+        # An owned cluster's password (or a user's copy of theirs): libpq would skip a file
+        # others can read, with a warning, and then fail with "no password supplied".
+        check_private(Path(passfile))
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -85,9 +92,10 @@ def unit_of_work(engine: Engine, write: bool = True) -> Iterator[Session]:
         yield session
 
 
-#: SQLite's operational errors that go away by themselves (another writer held the lock);
-#: its others ("no such table", "disk is full", ...) are permanent.
-SQLITE_TRANSIENT = ("database is locked", "database table is locked")
+#: SQLite's operational errors that go away by themselves (another writer held the lock, the
+#: disk was full for a while: a failed write rolls back whole); others ("no such table", ...)
+#: are permanent.
+SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database or disk is full")
 
 
 @contextmanager
@@ -118,8 +126,25 @@ def is_transient_error(exc: SQLAlchemyError) -> bool:
     if type(orig).__module__.startswith("sqlite3"):
         return any(text in str(orig) for text in SQLITE_TRANSIENT)
     # psycopg's OperationalError: connection problems, admin shutdown, lock and statement
-    # timeouts, serialization failures and deadlocks (TransactionRollback).
-    return True
+    # timeouts, serialization failures and deadlocks (TransactionRollback) -- but not a
+    # refused login, which no retry mends.
+    return not _is_refused_login(orig)
+
+
+#: What libpq says when the server refuses a login (no retry helps: the password is wrong or
+#: missing, pg_hba.conf has no line for this connection, the role or database does not exist).
+#: A connection error carries no SQLSTATE, so its text is all there is to go by.
+REFUSED_LOGIN = re.compile(
+    r"password authentication failed|no password supplied|no pg_hba\.conf entry"
+    r'|FATAL:\s+(?:role|database) ".*" does not exist'
+)
+
+
+def _is_refused_login(orig: BaseException | None) -> bool:
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in ("28", "3D"):  # authorization, database
+        return True
+    return REFUSED_LOGIN.search(str(orig)) is not None
 
 
 def _first_line(exc: BaseException) -> str:
