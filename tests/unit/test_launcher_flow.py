@@ -27,7 +27,7 @@ from balsam.backends.base import Backend
 from balsam.config import Site, SiteSettings
 from balsam.domain.resources import NodeSpec
 from balsam.domain.states import JobState
-from balsam.launcher import queue
+from balsam.launcher import commands, queue
 from balsam.launcher.children import ChildProcesses, Step
 from balsam.launcher.claims import Claimer
 from balsam.launcher.dispatch import Dispatcher
@@ -484,6 +484,31 @@ def test_a_head_run_that_cannot_start_leaves_its_room_to_the_run_queued_behind(
     assert rig.state(c) in (T.WAITING, T.QUEUED), "c was started on the only CPU, where b runs"
     assert rig.task(b).placement is not None
     assert not rig.pool.has_room()
+
+
+def test_any_error_building_one_job_s_command_fails_that_job_and_the_rest_run(
+    make_rig: RigMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only the errors foreseen: a bug, or stored values no check foresaw, fails the one
+    job with the reason in its history; the launcher goes on with the others."""
+    rig = make_rig(nodes=[NodeSpec("n0", cpus=2)])
+    bad, good = add(rig.backend, 2)
+    real = commands.run_command
+
+    def run_command(job: JobOut, *args: Any, **kwargs: Any) -> Any:
+        if job.job_id == bad:
+            raise KeyError("unforeseen")
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(commands, "run_command", run_command)
+    rig.fill()
+    assert rig.state(good) is T.STARTING
+    assert rig.state(bad) is None
+    rig.run(good)
+    rig.flush_all()
+    assert db(rig.backend, good)[0] is JobState.JOB_FINISHED
+    (reason,) = entered(rig.backend, bad, JobState.RUN_ERROR)
+    assert "KeyError: 'unforeseen'" in reason
 
 
 def test_a_run_that_cannot_start_for_a_full_disk_waits_and_costs_no_retry(rig: Rig) -> None:

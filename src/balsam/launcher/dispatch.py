@@ -27,8 +27,20 @@ from balsam.schemas.jobs import JobOut
 
 log = logging.getLogger(__name__)
 
-#: What a command could not be built or sent for: reported on the job, never raised further.
-SEND_ERRORS = (OSError, CommandError, commands.CannotRun)
+#: Why a command can be refused (the job's own values, the node): reported on the job.
+EXPECTED_SEND_ERRORS = (OSError, CommandError, commands.CannotRun)
+#: What building or sending one job's command may raise: anything. It fails that job, never
+#: the launcher (one bad job must not stop every other); see :func:`why_not_sent`.
+SEND_ERRORS = (Exception,)
+
+
+def why_not_sent(exc: Exception, job_id: str) -> str:
+    """The reason recorded on a job whose command could not be built or sent; an unexpected
+    error (a bug, or stored values no check foresaw) also goes to the log with its traceback."""
+    if not isinstance(exc, EXPECTED_SEND_ERRORS):
+        log.error("cannot build or send the command", exc_info=exc, extra={"job": job_id[:8]})
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc)
 
 
 class Dispatcher:

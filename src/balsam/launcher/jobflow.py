@@ -34,7 +34,7 @@ from balsam.errors import BalsamError
 from balsam.launcher import commands, staging
 from balsam.launcher.children import Child, ChildProcesses, Step
 from balsam.launcher.claims import Claimer
-from balsam.launcher.dispatch import SEND_ERRORS, Dispatcher
+from balsam.launcher.dispatch import SEND_ERRORS, Dispatcher, why_not_sent
 from balsam.launcher.logs import JobLines, job_extra
 from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.queue import RunQueue
@@ -270,7 +270,8 @@ class JobFlow:
         try:
             task.child = self.dispatch.send_step(task, kind, command)
         except SEND_ERRORS as exc:
-            self.fail(task, f"cannot start {kind} command {command!r}: {exc}", now)
+            why = why_not_sent(exc, task.job_id)
+            self.fail(task, f"cannot start {kind} command {command!r}: {why}", now)
             return
         task.move(T.PREPROCESSING if kind is Step.PREPROCESS else T.POSTPROCESSING)
 
@@ -285,7 +286,7 @@ class JobFlow:
             self.claimer.soon()
             task.move(T.STARTING)
             where = f"attempt {task.attempt} on {','.join(placement.hosts)}"
-            self._cannot_start(task, where, now, str(exc))
+            self._cannot_start(task, where, now, why_not_sent(exc, task.job_id))
             return False
         task.placement = placement
         task.move(T.STARTING)
@@ -307,7 +308,7 @@ class JobFlow:
         except SEND_ERRORS as exc:
             task.move(T.STARTING)
             where = f"attempt {task.attempt} on {','.join(placement.hosts)}"
-            self._cannot_start(task, where, now, str(exc))
+            self._cannot_start(task, where, now, why_not_sent(exc, task.job_id))
             return False
         predecessor.successor, child.follows = child, predecessor
         task.child = child
