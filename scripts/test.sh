@@ -8,4 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check src tests bench
 echo "== mypy"; mypy
 echo "== import layers"; lint-imports
-echo "== pytest"; exec python -m pytest "$@"
+# Two test processes (the machine has two cores; most tests wait on real processes and
+# servers). A file's tests stay in one process: its module fixtures (a Slurm cluster, a second
+# Unix account) are made once. Each process starts its own PostgreSQL server.
+echo "== pytest"; exec python -m pytest -n 2 --dist loadfile "$@"
