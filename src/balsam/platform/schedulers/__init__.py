@@ -1,7 +1,7 @@
 """Batch schedulers, chosen by the short name in ``platform.scheduler``.
 
-Only ``local`` exists yet (the launcher runs on this host); Slurm, PBS, Cobalt, LSF and Flux
-adapters are added to :data:`SCHEDULERS` by the batch-scheduler work.
+``local`` (the launcher runs on this host) and ``slurm`` (sbatch); PBS, Cobalt, LSF and Flux
+adapters are to come.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from collections.abc import Callable
 from balsam.errors import ConfigError
 from balsam.platform.schedulers.base import LaunchRequest, Scheduler, Submission
 from balsam.platform.schedulers.local import LocalScheduler
+from balsam.platform.schedulers.slurm import SlurmScheduler
 
 #: Scheduler adapters by short name.
-SCHEDULERS: dict[str, Callable[[], Scheduler]] = {"local": LocalScheduler}
+SCHEDULERS: dict[str, Callable[[], Scheduler]] = {"local": LocalScheduler, "slurm": SlurmScheduler}
 
 
 def get_scheduler(name: str) -> Scheduler:

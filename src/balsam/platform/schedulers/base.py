@@ -86,10 +86,12 @@ class LaunchRequest:
         if not 1 <= self.num_nodes <= MAX_NODES:
             raise ValidationError(f"node count must be 1 to {MAX_NODES} (got {self.num_nodes})")
 
-    def launcher_argv(self) -> list[str]:
-        """The ``balsam launcher`` command the batch script runs."""
+    def launcher_argv(self, minutes: float | None = None) -> list[str]:
+        """The ``balsam launcher`` command the batch script runs, for ``minutes`` (default:
+        the whole wall time; a batch system's adapter leaves a margin before its kill)."""
         argv = [*self.balsam_argv, "launcher", "--consume-all", "--job-mode", self.job_mode]
-        argv += ["--time-limit-minutes", format_minutes(self.wall_time_minutes)]
+        limit = self.wall_time_minutes if minutes is None else minutes
+        argv += ["--time-limit-minutes", format_minutes(round(limit, 4))]
         if self.wf_filter:
             argv += ["--wf-filter", self.wf_filter]
         return argv
@@ -127,10 +129,13 @@ def format_minutes(minutes: float) -> str:
     return str(int(minutes)) if float(minutes).is_integer() else repr(float(minutes))
 
 
-def script_text(request: LaunchRequest, header: list[str]) -> str:
+def script_text(
+    request: LaunchRequest, header: list[str], launcher_minutes: float | None = None
+) -> str:
     """A bash batch script: scheduler directives, the site's environment, the launcher.
 
-    ``header`` holds the adapter's directives, already quoted for its scheduler.
+    ``header`` holds the adapter's directives, already quoted for its scheduler;
+    ``launcher_minutes`` how long the launcher runs (default: the wall time).
     """
     lines = ["#!/bin/bash", *header]
     lines += [
@@ -139,7 +144,7 @@ def script_text(request: LaunchRequest, header: list[str]) -> str:
         f"{format_minutes(request.wall_time_minutes)} minute(s), {request.job_mode} mode",
         f"export BALSAM_DB_PATH={shlex.quote(str(request.site_path))}",
         f"cd {shlex.quote(str(request.site_path))}",
-        f"exec {shlex.join(request.launcher_argv())}",
+        f"exec {shlex.join(request.launcher_argv(launcher_minutes))}",
     ]
     return "\n".join(lines) + "\n"
 

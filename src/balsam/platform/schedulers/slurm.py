@@ -1,0 +1,205 @@
+"""The ``slurm`` scheduler: launcher batch jobs through ``sbatch``, ``squeue`` and ``scancel``.
+
+Built the way every adapter here is (Parsl's shape): a script template (``#SBATCH``
+directives, then the launcher), an argv builder for each command, a parser of each command's
+output, a table that translates Slurm's job states into Balsam's, and a command runner injected
+by the constructor (the real one runs the programs; unit tests give recorded outputs).
+
+The script asks for the project (``-A``), the partition (``-p``), the nodes (``-N``, whole
+nodes: ``--exclusive``) and the wall time (``-t``), and runs ``balsam launcher`` for the wall
+time less :func:`safety_margin_minutes`, so the launcher stops its jobs (RUN_TIMEOUT, rerun by
+the next launcher) before Slurm kills the allocation. ``--sched-flags`` go on the ``sbatch``
+command line, never into the script's text.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from balsam.errors import SchedulerError
+from balsam.platform.schedulers.base import LaunchRequest, Submission, script_text, write_script
+
+#: Longest a Slurm command may take before it is given up on.
+COMMAND_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a scheduler command printed and how it ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+#: Runs a scheduler command (argv) and returns what it printed.
+CommandRunner = Callable[[Sequence[str]], CommandResult]
+
+
+def run_command(argv: Sequence[str]) -> CommandResult:
+    """Run ``argv`` (no shell, no stdin); SchedulerError if it cannot be run at all."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise SchedulerError(f"{argv[0]} not found: is Slurm installed and on PATH?") from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SchedulerError(f"cannot run {argv[0]}: {exc}") from None
+    return CommandResult(done.returncode, done.stdout, done.stderr)
+
+
+class BatchState(StrEnum):
+    """Where a launcher batch job stands, in any scheduler's terms."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: The scheduler no longer knows it (it ended long enough ago to be forgotten).
+    GONE = "gone"
+
+
+#: Slurm's job states (squeue ``%T``, scontrol ``JobState``) in Balsam's terms.
+SLURM_STATES: dict[str, BatchState] = {
+    "PENDING": BatchState.QUEUED,
+    "CONFIGURING": BatchState.QUEUED,
+    "REQUEUED": BatchState.QUEUED,
+    "REQUEUE_HOLD": BatchState.QUEUED,
+    "RESV_DEL_HOLD": BatchState.QUEUED,
+    "SUSPENDED": BatchState.QUEUED,
+    "RUNNING": BatchState.RUNNING,
+    "COMPLETING": BatchState.RUNNING,
+    "STAGE_OUT": BatchState.RUNNING,
+    "SIGNALING": BatchState.RUNNING,
+    "RESIZING": BatchState.RUNNING,
+    "COMPLETED": BatchState.FINISHED,
+    "TIMEOUT": BatchState.FINISHED,
+    "PREEMPTED": BatchState.CANCELLED,
+    "CANCELLED": BatchState.CANCELLED,
+    "REVOKED": BatchState.CANCELLED,
+    "DEADLINE": BatchState.CANCELLED,
+    "FAILED": BatchState.FAILED,
+    "BOOT_FAIL": BatchState.FAILED,
+    "NODE_FAIL": BatchState.FAILED,
+    "OUT_OF_MEMORY": BatchState.FAILED,
+    "SPECIAL_EXIT": BatchState.FAILED,
+}
+
+
+def safety_margin_minutes(wall_time_minutes: float) -> float:
+    """How long before the allocation ends the launcher stops: a tenth of the wall time,
+    at least 30 seconds (at most half of it) and at most five minutes."""
+    return min(5.0, max(0.5, wall_time_minutes / 10), wall_time_minutes / 2)
+
+
+def slurm_time(minutes: float) -> str:
+    """``-t`` in Slurm's ``D-HH:MM:SS``, rounded up to a whole second."""
+    seconds = int(-(-minutes * 60 // 1))
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    return f"{days}-{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def directives(request: LaunchRequest, output: Path) -> list[str]:
+    """The script's ``#SBATCH`` lines (each value quoted: it is read by sbatch's own parser)."""
+    lines = [
+        "#SBATCH --job-name=balsam",
+        f"#SBATCH --nodes={request.num_nodes}",
+        "#SBATCH --exclusive",
+        f"#SBATCH --time={slurm_time(request.wall_time_minutes)}",
+        f"#SBATCH --output={shlex.quote(str(output))}",
+    ]
+    if request.project:
+        lines.append(f"#SBATCH --account={shlex.quote(request.project)}")
+    if request.queue:
+        lines.append(f"#SBATCH --partition={shlex.quote(request.queue)}")
+    return lines
+
+
+def submit_argv(request: LaunchRequest, script: Path) -> list[str]:
+    """``sbatch --parsable [FLAGS] SCRIPT``."""
+    return ["sbatch", "--parsable", *request.sched_flags, str(script)]
+
+
+def parse_submit(out: CommandResult) -> str:
+    """The job id ``sbatch --parsable`` printed (``ID`` or ``ID;CLUSTER``)."""
+    if out.returncode != 0:
+        raise SchedulerError(f"sbatch refused the launcher job: {_reason(out)}")
+    first = out.stdout.strip().split(";", 1)[0]
+    if not first.isdigit():
+        raise SchedulerError(f"sbatch printed no job id: {out.stdout.strip()[:200]!r}")
+    return first
+
+
+def status_argv(ids: Sequence[str]) -> list[str]:
+    """``squeue`` for these jobs, one ``ID STATE`` line each."""
+    return ["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T", "--states=all"]
+
+
+def parse_status(out: CommandResult, ids: Sequence[str]) -> dict[str, BatchState]:
+    """Each job's state; a job squeue no longer lists is GONE."""
+    # squeue exits 1 with "Invalid job id" when every id has been forgotten.
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        raise SchedulerError(f"squeue failed: {_reason(out)}")
+    found: dict[str, BatchState] = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            job_id, state = parts
+            # "CANCELLED by 0" arrives as one word per field; array and het ids keep their id.
+            found[job_id] = SLURM_STATES.get(state.split("+")[0], BatchState.QUEUED)
+    return {job_id: found.get(job_id, BatchState.GONE) for job_id in ids}
+
+
+def _reason(out: CommandResult) -> str:
+    """The line that says why: the first error line, else the last line printed."""
+    lines = [line.strip() for line in (out.stderr or out.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [f"exit code {out.returncode}"])[0 if errors else -1]
+
+
+class SlurmScheduler:
+    """Submits, follows and cancels launcher batch jobs on Slurm."""
+
+    name = "slurm"
+
+    def __init__(self, run: CommandRunner = run_command) -> None:
+        self.run = run
+
+    def submit(self, request: LaunchRequest) -> Submission:
+        """Write the batch script and ``sbatch`` it; returns Slurm's job id."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        output = request.scripts_dir / "slurm-%j.out"
+        minutes = request.wall_time_minutes - safety_margin_minutes(request.wall_time_minutes)
+        text = script_text(request, directives(request, output), launcher_minutes=minutes)
+        try:
+            script = write_script(request.scripts_dir, f"slurm_{stamp}_", text)
+        except OSError as exc:
+            raise SchedulerError(f"cannot write the launcher script: {exc}") from exc
+        job_id = parse_submit(self.run(submit_argv(request, script)))
+        return Submission(launch_id=job_id, script=script)
+
+    def status(self, ids: Sequence[str]) -> dict[str, BatchState]:
+        """Where each of these batch jobs stands."""
+        if not ids:
+            return {}
+        return parse_status(self.run(status_argv(ids)), ids)
+
+    def cancel(self, job_id: str) -> None:
+        """``scancel`` the batch job (one that has ended already is left as it is)."""
+        out = self.run(["scancel", job_id])
+        if out.returncode != 0 and "Invalid job id" not in out.stderr:
+            raise SchedulerError(f"scancel {job_id} failed: {_reason(out)}")
