@@ -132,3 +132,33 @@ def test_upgrading_to_0004_fills_what_each_job_needs_of_a_node(db_url: str) -> N
         ]
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0005_keeps_open_sessions_and_held_jobs(db_url: str) -> None:
+    """0005 adds a table and a nullable column: a launcher's session and the jobs it holds,
+    made at 0004, are there after the upgrade (no table rebuilt under them), and a downgrade
+    removes exactly what 0005 added."""
+    engine = make_engine(db_url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0004")
+        assert "batch_jobs" not in inspect(engine).get_table_names()
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, label, hostname, pid, heartbeat, created_at, "
+                    "client_key) VALUES (1, 'running', 'h', 1, :now, :now, 'k')"
+                ),
+                {"now": "2026-01-01 00:00:00"},
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT id, client_key, batch_job FROM sessions")).one()
+            assert tuple(row) == (1, "k", None)
+            assert conn.execute(text("SELECT count(*) FROM batch_jobs")).scalar() == 0
+        names = {ix["name"] for ix in inspect(engine).get_indexes("batch_jobs")}
+        assert {"ix_batch_jobs_state", "uq_batch_jobs_client_key"} <= names
+    finally:
+        engine.dispose()

@@ -525,9 +525,14 @@ class SessionCalls:
         return [name for name, _ in self.calls]
 
     def open_session(
-        self, label: str, hostname: str, pid: int, client_key: str | None = None
+        self,
+        label: str,
+        hostname: str,
+        pid: int,
+        client_key: str | None = None,
+        batch_job: str | None = None,
     ) -> SessionOut:
-        self._call("open_session", label, hostname, pid, client_key)
+        self._call("open_session", label, hostname, pid, client_key, batch_job)
         return session(OWN_ID, hostname, pid)
 
     def heartbeat(self, session_id: int) -> list[str]:
@@ -572,12 +577,20 @@ def test_open_starts_a_session_for_this_process() -> None:
     calls = SessionCalls()
     lease = Lease(cast(Backend, calls), SETTINGS, "test", "nid01")
     lease.open(100.0)
-    ((name, (label, host, pid, key)),) = calls.calls
+    ((name, (label, host, pid, key, batch_job)),) = calls.calls
     assert (name, label, host, pid) == ("open_session", "test", "nid01", os.getpid())
+    assert batch_job is None
     assert isinstance(key, str) and len(key) == 32
     assert lease.mark == launcher_mark("nid01", os.getpid(), OWN_ID)
     assert lease.due_at(polling=False) == 105.0
     assert lease.due_at(polling=True) == 101.0
+
+
+def test_a_lease_opens_its_sessions_in_its_batch_job() -> None:
+    calls = SessionCalls()
+    Lease(cast(Backend, calls), SETTINGS, "test", "nid01", batch_job="4242").open(100.0)
+    ((_name, args),) = calls.calls
+    assert args[-1] == "4242"
 
 
 def test_an_open_that_failed_is_repeated_with_the_same_key() -> None:

@@ -120,3 +120,34 @@ def test_wall_times_and_margins() -> None:
 
 def test_slurm_is_chosen_by_its_short_name() -> None:
     assert isinstance(get_scheduler("slurm"), SlurmScheduler)
+
+
+def test_the_job_is_named_as_asked_so_it_can_be_found_by_name(tmp_path: Path) -> None:
+    runner = Recorded(CommandResult(0, "77\n", ""), CommandResult(0, "77\n", ""))
+    scheduler = SlurmScheduler(runner)
+    text = scheduler.submit(request(tmp_path, job_name="balsam-12")).script.read_text()
+    assert "#SBATCH --job-name=balsam-12\n" in text
+    assert scheduler.find("balsam-12") == ["77"]
+    assert runner.argvs[-1] == [
+        "squeue", "-h", "--me", "--name", "balsam-12", "-o", "%i", "--states=all"
+    ]  # fmt: skip
+
+
+def test_an_unnamed_request_keeps_the_plain_name(tmp_path: Path) -> None:
+    runner = Recorded(CommandResult(0, "5\n", ""))
+    text = SlurmScheduler(runner).submit(request(tmp_path)).script.read_text()
+    assert "#SBATCH --job-name=balsam\n" in text
+
+
+def test_a_job_name_with_a_control_character_is_refused(tmp_path: Path) -> None:
+    from balsam.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="job name"):
+        request(tmp_path, job_name="balsam-1\n#SBATCH --x")
+
+
+def test_find_with_nothing_known_is_empty_and_a_failure_is_one_line() -> None:
+    assert SlurmScheduler(Recorded(CommandResult(0, "", ""))).find("balsam-9") == []
+    failing = SlurmScheduler(Recorded(CommandResult(1, "", "squeue: error: down\n")))
+    with pytest.raises(SchedulerError, match="squeue failed: squeue: error: down"):
+        failing.find("balsam-9")

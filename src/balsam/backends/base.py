@@ -13,6 +13,8 @@ work was committed (a dropped connection, a server restarting):
 * ``create_jobs`` with client-chosen ids (``JobCreate.job_id``) returns the jobs the first
   call made;
 * ``open_session`` with a ``client_key`` returns the session the first call opened;
+* ``create_batch_job`` with a ``client_key`` returns the row the first call made, and
+  ``update_batch_job`` sets values (a repeat sets them again);
 * ``claim_jobs``, ``record_updates`` and ``release_jobs`` carry a number from the session's
   call counter (``ClaimRequest.claim_seq``, ``StateUpdate.seq``, ``seq``): a repeated claim
   returns what the first took, a repeated update is reported as a duplicate (see
@@ -27,8 +29,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
@@ -128,9 +132,15 @@ class Backend(Protocol):
 
     # launcher sessions
     def open_session(
-        self, label: str, hostname: str, pid: int, client_key: str | None = None
+        self,
+        label: str,
+        hostname: str,
+        pid: int,
+        client_key: str | None = None,
+        batch_job: str | None = None,
     ) -> SessionOut:
-        """Start a launcher lease (the same one again for a repeated ``client_key``)."""
+        """Start a launcher lease (the same one again for a repeated ``client_key``), in the
+        scheduler's batch job ``batch_job`` if any."""
         ...
 
     def heartbeat(self, session_id: int) -> list[str]:
@@ -163,6 +173,23 @@ class Backend(Protocol):
 
     def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
         """Stop holding jobs (``seq``: the call's number; jobs claimed since keep their hold)."""
+        ...
+
+    # launcher batch jobs
+    def create_batch_job(self, spec: BatchJobCreate) -> BatchJobOut:
+        """Record a batch job (the same row again for a repeated ``client_key``)."""
+        ...
+
+    def update_batch_job(self, batch_id: int, changes: BatchJobUpdate) -> BatchJobOut:
+        """Change a batch job's set fields (NotFound)."""
+        ...
+
+    def get_batch_job(self, batch_id: int) -> BatchJobOut:
+        """One batch job by id (NotFound)."""
+        ...
+
+    def list_batch_jobs(self, states: list[BatchJobState] | None = None) -> list[BatchJobOut]:
+        """Batch jobs (in ``states``, when given), oldest first."""
         ...
 
     def close(self) -> None:

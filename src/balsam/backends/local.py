@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
@@ -19,7 +21,7 @@ from balsam.schemas.jobs import (
 )
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.sessions import ClaimRequest, SessionOut
-from balsam.services import apps, jobs, sessions
+from balsam.services import apps, batchjobs, jobs, sessions
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 
@@ -99,9 +101,14 @@ class LocalBackend:
         return jobs.history(self.engine, job_id)
 
     def open_session(
-        self, label: str, hostname: str, pid: int, client_key: str | None = None
+        self,
+        label: str,
+        hostname: str,
+        pid: int,
+        client_key: str | None = None,
+        batch_job: str | None = None,
     ) -> SessionOut:
-        return sessions.open_session(self.engine, label, hostname, pid, client_key)
+        return sessions.open_session(self.engine, label, hostname, pid, client_key, batch_job)
 
     def heartbeat(self, session_id: int) -> list[str]:
         return sessions.heartbeat(self.engine, session_id)
@@ -126,6 +133,18 @@ class LocalBackend:
 
     def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
         sessions.release_jobs(self.engine, session_id, job_ids, seq)
+
+    def create_batch_job(self, spec: BatchJobCreate) -> BatchJobOut:
+        return batchjobs.create_batch_job(self.engine, spec)
+
+    def update_batch_job(self, batch_id: int, changes: BatchJobUpdate) -> BatchJobOut:
+        return batchjobs.update_batch_job(self.engine, batch_id, changes)
+
+    def get_batch_job(self, batch_id: int) -> BatchJobOut:
+        return batchjobs.get_batch_job(self.engine, batch_id)
+
+    def list_batch_jobs(self, states: list[BatchJobState] | None = None) -> list[BatchJobOut]:
+        return batchjobs.list_batch_jobs(self.engine, states)
 
     def close(self) -> None:
         self.engine.dispose()

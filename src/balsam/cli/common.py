@@ -58,7 +58,9 @@ class BalsamCommand(click.Command):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
             message = exc.format_message().strip().rstrip(".")
-            raise ValidationError(f"{message}; see 'balsam {info_name} --help'") from None
+            # The whole path: 'balsam queue rm', not 'balsam rm', for a group's command.
+            path = f"{parent.command_path} {info_name}" if parent else f"balsam {info_name}"
+            raise ValidationError(f"{message}; see '{path} --help'") from None
 
 
 class BalsamGroup(click.Group):

@@ -165,29 +165,36 @@ def submit_launch(
     wf_filter: str | None,
     sched_flags: tuple[str, ...],
 ) -> None:
-    """Submit a launcher job to the site's batch scheduler (platform.scheduler)."""
-    from balsam.config import load_site
+    """Submit a launcher job to the site's batch scheduler (platform.scheduler).
+
+    The batch job is recorded first (see 'balsam ls queues'), then submitted.
+    """
+    from balsam.backends.factory import open_active_backend
+    from balsam.cli.queues import submit_recorded
     from balsam.platform.schedulers import LaunchRequest, get_scheduler
 
-    site = load_site()
-    scheduler = get_scheduler(site.settings.platform.scheduler)
-    request = LaunchRequest(
-        project=project,
-        queue=queue,
-        wall_time_minutes=time_minutes,
-        num_nodes=nodes,
-        job_mode=job_mode,
-        site_path=site.path,
-        scripts_dir=site.scripts_dir,
-        wf_filter=wf_filter,
-        sched_flags=sched_flags,
-    )
-    submission = scheduler.submit(request)
+    site, backend = open_active_backend()
+    try:
+        scheduler = get_scheduler(site.settings.platform.scheduler)
+        request = LaunchRequest(
+            project=project,
+            queue=queue,
+            wall_time_minutes=time_minutes,
+            num_nodes=nodes,
+            job_mode=job_mode,
+            site_path=site.path,
+            scripts_dir=site.scripts_dir,
+            wf_filter=wf_filter,
+            sched_flags=sched_flags,
+        )
+        row, submission = submit_recorded(backend, scheduler, request)
+    finally:
+        backend.close()
     for warning in submission.warnings:
         click.echo(f"balsam: warning: {warning}", err=True)
     click.echo(
         f"Submitted launch {submission.launch_id} to the {scheduler.name} scheduler "
-        f"(script {submission.script})"
+        f"(batch job {row.id}, script {submission.script})"
     )
 
 

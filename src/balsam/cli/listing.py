@@ -28,6 +28,7 @@ from balsam.cli.common import (
     print_rows,
     show,
 )
+from balsam.cli.queues import list_queues
 from balsam.config import load_site
 from balsam.domain.states import JobState, parse_state
 from balsam.errors import NotFound, ValidationError
@@ -39,7 +40,10 @@ JOB_COLUMNS = ("ID", "NAME", "WORKFLOW", "APPLICATION", "STATE")
 
 @click.command("ls", cls=BalsamCommand)
 @click.argument(
-    "objects", type=click.Choice(["jobs", "apps", "wf"]), default="jobs", required=False
+    "objects",
+    type=click.Choice(["jobs", "apps", "wf", "queues"]),
+    default="jobs",
+    required=False,
 )
 @click.option("--name", help="Only names containing this text (case-insensitive).")
 @click.option("--id", "id_prefix", help="Only the job(s) whose id starts with this.")
@@ -50,13 +54,14 @@ JOB_COLUMNS = ("ID", "NAME", "WORKFLOW", "APPLICATION", "STATE")
 @click.option("--verbose", "-v", is_flag=True, help="Every field, full ids.")
 @click.option("--tree", is_flag=True, help="Jobs with their children as a tree.")
 def ls_command(objects: str, **opts: Any) -> None:
-    """List jobs (default), apps or workflows (wf).
+    """List jobs (default), apps, workflows (wf) or launcher batch jobs (queues).
 
     \b
     Examples:
       watch balsam ls
       balsam ls --wf test --state RUN_ERROR --history
       balsam ls wf
+      balsam ls queues
     """
     views = [v for v in ("by_states", "history", "tree") if opts[v]]
     if len(views) > 1:
@@ -68,12 +73,14 @@ def ls_command(objects: str, **opts: Any) -> None:
             _list_apps(backend, opts["name"], opts["verbose"])
         elif objects == "wf":
             _list_workflows(backend, opts["name"], opts["wf"])
+        elif objects == "queues":
+            list_queues(backend)
         else:
             _list_jobs(backend, opts, views[0] if views else "")
 
 
 def _refuse_job_flags(objects: str, opts: dict[str, Any]) -> None:
-    allowed = {"apps": {"name", "verbose"}, "wf": {"name", "wf"}}[objects]
+    allowed = {"apps": {"name", "verbose"}, "wf": {"name", "wf"}, "queues": set()}[objects]
     for key, value in opts.items():
         if value and key not in allowed:
             flag = "--" + key.replace("_prefix", "").replace("_", "-")

@@ -19,9 +19,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from balsam.cli import commands, db, launch
+    from balsam.cli import commands, db, launch, queues
 
-    for module in (commands, db, launch):
+    for module in (commands, db, launch, queues):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -52,9 +52,16 @@ class Lease:
     """One launcher's session on the workflow database."""
 
     def __init__(
-        self, backend: Backend, settings: LauncherSettings, label: str, hostname: str
+        self,
+        backend: Backend,
+        settings: LauncherSettings,
+        label: str,
+        hostname: str,
+        batch_job: str | None = None,
     ) -> None:
         self.backend = backend
+        #: The scheduler's id of the batch job this launcher runs in, recorded with each session.
+        self.batch_job = batch_job
         self.settings = settings
         self.label = label
         self.hostname = hostname
@@ -82,7 +89,9 @@ class Lease:
     def open(self, now: float) -> SessionOut:
         """Open a new session (a BalsamError passes through; a retry reuses the key)."""
         self._open_key = self._open_key or uuid.uuid4().hex
-        session = self.backend.open_session(self.label, self.hostname, self.pid, self._open_key)
+        session = self.backend.open_session(
+            self.label, self.hostname, self.pid, self._open_key, self.batch_job
+        )
         self._open_key = None
         self.session_id = session.id
         self.renewed_at = now

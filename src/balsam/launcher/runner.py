@@ -36,6 +36,7 @@ from typing import Any
 
 from balsam.backends.base import Backend
 from balsam.config import Site
+from balsam.domain.batchjobs import batch_job_id
 from balsam.errors import BalsamError, LauncherError
 from balsam.launcher import logs
 from balsam.launcher.children import ChildProcesses
@@ -91,7 +92,7 @@ class Launcher:
         self.exit_code = 0
         mpi_mode = options.job_mode is JobMode.MPI
         label = f"{options.job_mode} mode, {len(pool)} node(s)"
-        self.lease = Lease(backend, self.settings, label, hostname)
+        self.lease = Lease(backend, self.settings, label, hostname, batch_job_id(env))
         self.updates = UpdateBuffer(
             backend, self.settings.flush_interval_seconds, self.lease.next_seq
         )

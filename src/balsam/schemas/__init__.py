@@ -1,6 +1,7 @@
 """Pydantic models shared by every entry point: inputs, outputs and queries."""
 
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
@@ -19,6 +20,9 @@ __all__ = [
     "AppCreate",
     "AppOut",
     "AppUpdate",
+    "BatchJobCreate",
+    "BatchJobOut",
+    "BatchJobUpdate",
     "BulkCreated",
     "ClaimRequest",
     "Clause",

@@ -18,6 +18,8 @@ class SessionOut(BaseModel):
     pid: int
     heartbeat: datetime
     created_at: datetime
+    #: The scheduler's id of the batch job the launcher runs in (None: not in one).
+    batch_job: str | None = None
 
 
 class ClaimRequest(BaseModel):

@@ -42,9 +42,17 @@ S = JobState
 
 
 def open_session(
-    engine: Engine, label: str, hostname: str, pid: int, client_key: str | None = None
+    engine: Engine,
+    label: str,
+    hostname: str,
+    pid: int,
+    client_key: str | None = None,
+    batch_job: str | None = None,
 ) -> SessionOut:
-    """Start a lease for one launcher; with ``client_key``, a repeat returns the same lease."""
+    """Start a lease for one launcher; with ``client_key``, a repeat returns the same lease.
+
+    ``batch_job`` is the scheduler's id of the batch job the launcher runs in, if any.
+    """
     with unit_of_work(engine) as session:
         if client_key:
             found = session.scalar(select(SessionRow).where(SessionRow.client_key == client_key))
@@ -57,6 +65,7 @@ def open_session(
             heartbeat=utcnow(),
             created_at=utcnow(),
             client_key=client_key or None,
+            batch_job=batch_job or None,
         )
         session.add(row)
         session.flush()

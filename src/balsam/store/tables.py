@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -113,6 +114,35 @@ class SessionRow(Base):
     client_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: When the session ended (None while it is open).
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The scheduler's id of the batch job the launcher runs in (None: not in one).
+    batch_job: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class BatchJobRow(Base):
+    """A launcher batch job, written before it is submitted (see balsam.domain.batchjobs)."""
+
+    __tablename__ = "batch_jobs"
+    __table_args__ = (
+        Index("ix_batch_jobs_state", "state"),
+        Index("uq_batch_jobs_client_key", "client_key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scheduler: Mapped[str] = mapped_column(String(32))
+    scheduler_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    project: Mapped[str] = mapped_column(String(256), default="")
+    queue: Mapped[str] = mapped_column(String(256), default="")
+    num_nodes: Mapped[int] = mapped_column(Integer)
+    wall_time_minutes: Mapped[float] = mapped_column(Float)
+    job_mode: Mapped[str] = mapped_column(String(16))
+    wf_filter: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    script: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Chosen by the submitter: creating the row twice with one key creates it once.
+    client_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 #: Claim order inside one GPU class: biggest (nodes), longest, oldest first.

@@ -21,8 +21,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
@@ -33,7 +35,7 @@ from balsam.schemas.jobs import (
 )
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.sessions import ClaimRequest, SessionOut
-from balsam.testing import memapps, memjobs, memsessions
+from balsam.testing import memapps, membatch, memjobs, memsessions
 from balsam.testing.memstore import Store
 
 
@@ -165,11 +167,16 @@ class MemoryBackend:
     # launcher sessions
 
     def open_session(
-        self, label: str, hostname: str, pid: int, client_key: str | None = None
+        self,
+        label: str,
+        hostname: str,
+        pid: int,
+        client_key: str | None = None,
+        batch_job: str | None = None,
     ) -> SessionOut:
         """Start a launcher lease (the same one again for a repeated ``client_key``)."""
         with self._locked() as store:
-            return memsessions.open_session(store, label, hostname, pid, client_key)
+            return memsessions.open_session(store, label, hostname, pid, client_key, batch_job)
 
     def heartbeat(self, session_id: int) -> list[str]:
         """Renew a lease; returns held job ids a user killed."""
@@ -210,6 +217,28 @@ class MemoryBackend:
         """Stop holding jobs (``seq``: the call's number; jobs claimed since keep their hold)."""
         with self._locked() as store:
             memsessions.release_jobs(store, session_id, job_ids, seq)
+
+    # launcher batch jobs
+
+    def create_batch_job(self, spec: BatchJobCreate) -> BatchJobOut:
+        """Record a batch job (the same row again for a repeated ``client_key``)."""
+        with self._locked() as store:
+            return membatch.create_batch_job(store, spec)
+
+    def update_batch_job(self, batch_id: int, changes: BatchJobUpdate) -> BatchJobOut:
+        """Change a batch job's set fields (NotFound)."""
+        with self._locked() as store:
+            return membatch.update_batch_job(store, batch_id, changes)
+
+    def get_batch_job(self, batch_id: int) -> BatchJobOut:
+        """One batch job by id (NotFound)."""
+        with self._locked() as store:
+            return membatch.get_batch_job(store, batch_id)
+
+    def list_batch_jobs(self, states: list[BatchJobState] | None = None) -> list[BatchJobOut]:
+        """Batch jobs (in ``states``, when given), oldest first."""
+        with self._locked() as store:
+            return membatch.list_batch_jobs(store, states)
 
     def close(self) -> None:
         """Nothing to release: like LocalBackend's, the backend still works afterwards."""

@@ -62,10 +62,17 @@ _UPDATE_FIELDS = frozenset(
 
 
 def open_session(
-    store: Store, label: str, hostname: str, pid: int, client_key: str | None = None
+    store: Store,
+    label: str,
+    hostname: str,
+    pid: int,
+    client_key: str | None = None,
+    batch_job: str | None = None,
 ) -> SessionOut:
-    """Start a lease; with ``client_key``, a repeat returns the same lease."""
+    """Start a lease (in the batch job ``batch_job``); with ``client_key``, a repeat returns
+    the same lease."""
     check_text(label, "the session label", 256)
+    check_text(batch_job, "the session batch_job", 128)
     check_text(hostname, "the session hostname", 256)
     check_text(client_key, "the session client_key", 64)
     check_int(pid, "pid")
@@ -82,6 +89,7 @@ def open_session(
         heartbeat=utcnow(),
         created_at=utcnow(),
         client_key=client_key or None,
+        batch_job=batch_job or None,
     )
     store.sessions[record.id] = record
     return SessionOut.model_validate(record)

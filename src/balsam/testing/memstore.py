@@ -15,6 +15,7 @@ from typing import Any
 from balsam.domain.states import JobState
 from balsam.errors import NotFound
 from balsam.schemas.apps import AppOut
+from balsam.schemas.batchjobs import BatchJobOut
 from balsam.schemas.jobs import STORED, EventOut, JobCreate, JobOut
 
 #: The stored fields a JobOut shows (everything but its parents, which are edges).
@@ -92,6 +93,8 @@ class SessionRecord:
     heartbeat: datetime
     created_at: datetime
     client_key: str | None
+    #: The scheduler's id of the batch job the launcher runs in.
+    batch_job: str | None = None
     #: Always None here: an ended session's record is removed (its id, from a counter, is
     #: never given out again, which is what the SQL table keeps its ended rows for).
     ended_at: datetime | None = None
@@ -118,9 +121,12 @@ class Store:
     children: dict[str, list[str]] = field(default_factory=dict)
     events: dict[str, list[EventRecord]] = field(default_factory=dict)
     sessions: dict[int, SessionRecord] = field(default_factory=dict)
+    #: Launcher batch jobs by id (the rows of ``batch_jobs``, as their output models).
+    batch_jobs: dict[int, BatchJobOut] = field(default_factory=dict)
     #: Ids are never reused (PostgreSQL's sequences; SQLite reuses the highest after a delete).
     last_app_id: int = 0
     last_session_id: int = 0
+    last_batch_job_id: int = 0
 
     def __post_init__(self) -> None:
         # A job field added to the schemas but not to JobRecord: say so now, not mid-test.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from balsam.errors import ConfigError
-from balsam.platform.schedulers.base import LaunchRequest, Scheduler, Submission
+from balsam.platform.schedulers.base import BatchState, LaunchRequest, Scheduler, Submission
 from balsam.platform.schedulers.local import LocalScheduler
 from balsam.platform.schedulers.slurm import SlurmScheduler
 
@@ -27,4 +27,11 @@ def get_scheduler(name: str) -> Scheduler:
     return factory()
 
 
-__all__ = ["SCHEDULERS", "LaunchRequest", "Scheduler", "Submission", "get_scheduler"]
+__all__ = [
+    "SCHEDULERS",
+    "BatchState",
+    "LaunchRequest",
+    "Scheduler",
+    "Submission",
+    "get_scheduler",
+]

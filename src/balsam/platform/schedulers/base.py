@@ -20,7 +20,9 @@ import re
 import secrets
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -55,7 +57,9 @@ def script_value_problem(value: str) -> str | None:
 class LaunchRequest:
     """A launcher batch job to submit; refused (ValidationError) when it cannot be scripted.
 
-    ``sched_flags`` are extra arguments for the scheduler's submit command (``--sched-flags``).
+    ``sched_flags`` are extra arguments for the scheduler's submit command (``--sched-flags``);
+    ``job_name`` is the name the scheduler shows (``balsam-<row id>`` when the batch job is
+    recorded, so that a submission whose answer was lost can be found by it).
     """
 
     project: str
@@ -67,11 +71,13 @@ class LaunchRequest:
     scripts_dir: Path
     wf_filter: str | None = None
     sched_flags: tuple[str, ...] = ()
+    job_name: str = "balsam"
     balsam_argv: list[str] = field(default_factory=lambda: balsam_entry_point())
 
     def __post_init__(self) -> None:
         texts = {"project": self.project, "queue": self.queue, "job_mode": self.job_mode}
         texts |= {"wf_filter": self.wf_filter or "", "site path": str(self.site_path)}
+        texts |= {"job name": self.job_name}
         texts |= {f"scheduler flag {flag!r}": flag for flag in self.sched_flags}
         for name, value in texts.items():
             problem = script_value_problem(value)
@@ -106,13 +112,37 @@ class Submission:
     warnings: list[str] = field(default_factory=list)
 
 
+class BatchState(StrEnum):
+    """Where a launcher batch job stands, in any scheduler's terms."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: The scheduler no longer knows it (it ended long enough ago to be forgotten).
+    GONE = "gone"
+
+
 class Scheduler(Protocol):
-    """A batch scheduler that can start launcher jobs."""
+    """A batch scheduler that can start, follow and cancel launcher jobs."""
 
     name: str
 
     def submit(self, request: LaunchRequest) -> Submission:
         """Submit ``request``; raise SchedulerError when the scheduler refuses."""
+        ...
+
+    def status(self, ids: Sequence[str]) -> dict[str, BatchState]:
+        """Where each of these batch jobs stands (GONE: the scheduler does not know it)."""
+        ...
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a batch job (one that has ended already is left as it is)."""
+        ...
+
+    def find(self, job_name: str) -> list[str]:
+        """Ids of the batch jobs the scheduler knows by ``job_name`` (those it can tell)."""
         ...
 
 

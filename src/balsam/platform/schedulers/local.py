@@ -4,18 +4,30 @@ It writes the batch script it runs into the site's ``qsubmit/`` directory (so a 
 or rerun it; mode 0744 less the umask, see :func:`~balsam.platform.schedulers.base.write_script`)
 and starts it detached from the caller: a new session, stdin from /dev/null, and
 stdout/stderr to a log file beside the script, never a pipe that would tie the launcher to the
-terminal that submitted it. The launch id is the launcher's process id.
+terminal that submitted it. The launch id is the launcher's process id, which is also its
+process group's (it leads a new session): :meth:`LocalScheduler.status` says ``running`` while
+that process lives (a zombie counts as ended) and ``gone`` after; :meth:`LocalScheduler.cancel`
+sends SIGTERM to the group. A process id can be reused by the system once the launcher is gone;
+the window is small for ``status``, and ``balsam queue rm`` does not cancel a row it knows ended.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from balsam.errors import SchedulerError
-from balsam.platform.schedulers.base import LaunchRequest, Submission, script_text, write_script
+from balsam.platform.schedulers.base import (
+    BatchState,
+    LaunchRequest,
+    Submission,
+    script_text,
+    write_script,
+)
 
 
 class LocalScheduler:
@@ -39,6 +51,25 @@ class LocalScheduler:
             raise SchedulerError(f"cannot write the launcher script: {exc}") from exc
         pid = self._start(script, script.with_suffix(".log"))
         return Submission(launch_id=str(pid), script=script, warnings=warnings)
+
+    def status(self, ids: Sequence[str]) -> dict[str, BatchState]:
+        """RUNNING while the launcher's process lives, else GONE (its exit code is not kept)."""
+        return {pid: BatchState.RUNNING if _alive(pid) else BatchState.GONE for pid in ids}
+
+    def cancel(self, job_id: str) -> None:
+        """SIGTERM the launcher's process group (one that has ended is left alone)."""
+        if not _alive(job_id):
+            return
+        try:
+            os.killpg(int(job_id), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            raise SchedulerError(f"cannot stop local launcher {job_id}: {exc}") from exc
+
+    def find(self, job_name: str) -> list[str]:
+        """Nothing: local launchers carry no name (a crash mid-submit is not reconciled)."""
+        return []
 
     def _write_script(self, request: LaunchRequest) -> Path:
         header = ["# scheduler: local"]
@@ -64,3 +95,15 @@ class LocalScheduler:
             )
         except OSError as exc:
             raise SchedulerError(f"cannot start the launcher script {script}: {exc}") from exc
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` runs (not a zombie)."""
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold anything.
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

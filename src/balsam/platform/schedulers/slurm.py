@@ -19,11 +19,16 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from balsam.errors import SchedulerError
-from balsam.platform.schedulers.base import LaunchRequest, Submission, script_text, write_script
+from balsam.platform.schedulers.base import (
+    BatchState,
+    LaunchRequest,
+    Submission,
+    script_text,
+    write_script,
+)
 
 #: Longest a Slurm command may take before it is given up on.
 COMMAND_TIMEOUT_SECONDS = 60.0
@@ -58,18 +63,6 @@ def run_command(argv: Sequence[str]) -> CommandResult:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SchedulerError(f"cannot run {argv[0]}: {exc}") from None
     return CommandResult(done.returncode, done.stdout, done.stderr)
-
-
-class BatchState(StrEnum):
-    """Where a launcher batch job stands, in any scheduler's terms."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    #: The scheduler no longer knows it (it ended long enough ago to be forgotten).
-    GONE = "gone"
 
 
 #: Slurm's job states (squeue ``%T``, scontrol ``JobState``) in Balsam's terms.
@@ -116,7 +109,7 @@ def slurm_time(minutes: float) -> str:
 def directives(request: LaunchRequest, output: Path) -> list[str]:
     """The script's ``#SBATCH`` lines (each value quoted: it is read by sbatch's own parser)."""
     lines = [
-        "#SBATCH --job-name=balsam",
+        f"#SBATCH --job-name={shlex.quote(request.job_name)}",
         f"#SBATCH --nodes={request.num_nodes}",
         "#SBATCH --exclusive",
         f"#SBATCH --time={slurm_time(request.wall_time_minutes)}",
@@ -164,6 +157,18 @@ def parse_status(out: CommandResult, ids: Sequence[str]) -> dict[str, BatchState
     return {job_id: found.get(job_id, BatchState.GONE) for job_id in ids}
 
 
+def find_argv(job_name: str) -> list[str]:
+    """``squeue`` for the jobs of this user named ``job_name``, one id a line."""
+    return ["squeue", "-h", "--me", "--name", job_name, "-o", "%i", "--states=all"]
+
+
+def parse_find(out: CommandResult) -> list[str]:
+    """The job ids ``squeue --name`` printed."""
+    if out.returncode != 0:
+        raise SchedulerError(f"squeue failed: {_reason(out)}")
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
 def _reason(out: CommandResult) -> str:
     """The line that says why: the first error line, else the last line printed."""
     lines = [line.strip() for line in (out.stderr or out.stdout).splitlines() if line.strip()]
@@ -197,6 +202,10 @@ class SlurmScheduler:
         if not ids:
             return {}
         return parse_status(self.run(status_argv(ids)), ids)
+
+    def find(self, job_name: str) -> list[str]:
+        """Ids of this user's batch jobs that Slurm still knows by ``job_name``."""
+        return parse_find(self.run(find_argv(job_name)))
 
     def cancel(self, job_id: str) -> None:
         """``scancel`` the batch job (one that has ended already is left as it is)."""
