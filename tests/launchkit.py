@@ -126,3 +126,17 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def slurm_scheduled_site(
+    path: Path, slurm_conf: Path, monkeypatch: pytest.MonkeyPatch, **platform: Any
+) -> Site:
+    """A new active site at ``path`` whose launchers go to the Slurm cluster of ``slurm_conf``
+    (``platform.scheduler: slurm``; ``platform`` adds settings)."""
+    from balsam.backends.factory import init_site
+
+    site = init_site(path)
+    monkeypatch.setenv("BALSAM_DB_PATH", str(site.path))
+    monkeypatch.setenv("SLURM_CONF", str(slurm_conf))
+    settings(site, platform={"scheduler": "slurm", "mpi_launcher": "auto", **platform})
+    return site

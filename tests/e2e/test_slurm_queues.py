@@ -17,7 +17,7 @@ from sqlalchemy import text
 from balsam.backends.factory import open_backend
 from balsam.config import Site
 from balsam.store.engine import make_engine
-from launchkit import BALSAM, S, add_app, add_jobs, all_jobs, settings
+from launchkit import BALSAM, S, add_app, add_jobs, all_jobs, slurm_scheduled_site
 from slurmcluster import SlurmCluster, start_cluster
 from waiting import wait_until
 
@@ -33,13 +33,8 @@ def slurm() -> Iterator[SlurmCluster]:
 def slurm_site(
     tmp_path_factory: pytest.TempPathFactory, slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch
 ) -> Site:
-    from balsam.backends.factory import init_site
-
-    site = init_site(tmp_path_factory.mktemp("slurmq") / "wf")
-    monkeypatch.setenv("BALSAM_DB_PATH", str(site.path))
-    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
-    settings(site, platform={"scheduler": "slurm", "mpi_launcher": "auto"})
-    return site
+    path = tmp_path_factory.mktemp("slurmq") / "wf"
+    return slurm_scheduled_site(path, slurm.conf, monkeypatch)
 
 
 def balsam(*args: str) -> subprocess.CompletedProcess[str]:

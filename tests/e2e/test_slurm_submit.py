@@ -16,7 +16,15 @@ import pytest
 from balsam.backends.factory import open_backend
 from balsam.config import Site
 from balsam.platform.schedulers.slurm import BatchState, SlurmScheduler
-from launchkit import BALSAM, S, add_app, add_jobs, all_jobs, job_dir, settings
+from launchkit import (
+    BALSAM,
+    S,
+    add_app,
+    add_jobs,
+    all_jobs,
+    job_dir,
+    slurm_scheduled_site,
+)
 from slurmcluster import SlurmCluster, start_cluster
 from waiting import wait_until
 
@@ -32,20 +40,8 @@ def slurm() -> Iterator[SlurmCluster]:
 def slurm_site(
     tmp_path_factory: pytest.TempPathFactory, slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch
 ) -> Site:
-    from balsam.backends.factory import init_site
-
-    site = init_site(tmp_path_factory.mktemp("slurm") / "wf")
-    monkeypatch.setenv("BALSAM_DB_PATH", str(site.path))
-    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
-    settings(
-        site,
-        platform={
-            "scheduler": "slurm",
-            "mpi_launcher": "auto",
-            "mpi_launcher_args": ["--mpi=pmi2"],
-        },
-    )
-    return site
+    path = tmp_path_factory.mktemp("slurm") / "wf"
+    return slurm_scheduled_site(path, slurm.conf, monkeypatch, mpi_launcher_args=["--mpi=pmi2"])
 
 
 def submit(*args: str) -> subprocess.CompletedProcess[str]:
