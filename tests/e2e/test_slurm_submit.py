@@ -22,6 +22,7 @@ from launchkit import (
     add_app,
     add_jobs,
     all_jobs,
+    entered,
     job_dir,
     slurm_scheduled_site,
 )
@@ -74,6 +75,10 @@ def test_submit_launch_runs_the_jobs_in_a_slurm_allocation_which_then_ends(
             for j in jobs
         }
         assert {batch for batch, _ in seen} == {batch_id}
+        # Each run's history names the batch job that ran it.
+        assert all(
+            f"batch job {batch_id})" in entered(be, j.job_id, S.RUNNING).message for j in jobs
+        )
         assert {node for _, node in seen} <= {"n1", "n2", "n3"}
         # --consume-all: the launcher exits, and the batch job leaves the queue.
         wait_until(

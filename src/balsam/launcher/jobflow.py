@@ -348,7 +348,10 @@ class JobFlow:
         elif task.stop_cause not in (StopCause.SHUTDOWN, StopCause.FENCED):
             return  # being ended for a user's kill or a lost lease: nothing more to record
         hosts = ",".join(task.placement.hosts) if task.placement else "?"
-        self.record(task, S.RUNNING, now, f"attempt {task.attempt} on {hosts} (pid {pid})")
+        # The batch job too: every run can be traced to the allocation that ran it.
+        batch = self.claimer.lease.batch_job
+        where = f"pid {pid}, batch job {batch}" if batch else f"pid {pid}"
+        self.record(task, S.RUNNING, now, f"attempt {task.attempt} on {hosts} ({where})")
 
     def exited(self, child: Child, code: int, now: float) -> None:
         """A command of a job ended with ``code`` (its worker reported it)."""
