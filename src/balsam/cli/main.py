@@ -9,6 +9,7 @@ import sys
 import click
 
 from balsam.cli.common import BalsamGroup
+from balsam.domain.text import is_utf8
 from balsam.errors import BalsamError
 
 
@@ -60,13 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def _first_undecodable(argv: list[str]) -> str | None:
     """The first argument holding bytes that are not UTF-8 (decoded by Python as lone
     surrogates): nothing Balsam stores or runs can hold it, and printing it would fail."""
-    for arg in argv:
-        if not arg.isascii():
-            try:
-                arg.encode("utf-8")
-            except UnicodeEncodeError:
-                return arg
-    return None
+    return next((arg for arg in argv if not is_utf8(arg)), None)
 
 
 if __name__ == "__main__":

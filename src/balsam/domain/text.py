@@ -56,15 +56,24 @@ PATTERN_FIELDS = ("input_files", "stage_out_files")
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+def is_utf8(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8: no lone surrogates (the undecodable bytes of
+    a command line or a file name, as Python carries them)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be stored or passed on (NUL byte, not UTF-8), or None."""
     if "\x00" in value:
         return "contains a NUL byte"
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "is not valid UTF-8 text"
+    if not is_utf8(value):
+        return "is not valid UTF-8 text"
     return None
 
 

@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from balsam.domain.text import is_utf8
 from balsam.errors import ValidationError
 
 #: Mode a batch script is created with, before the umask: read, write and run for its owner;
@@ -40,7 +41,6 @@ MAX_NODES = 1_000_000
 # C0 and C1 controls and DEL end or rewrite a line of shell; lone surrogates are bytes of an
 # argument that was not UTF-8, which no script can be written with.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def script_value_problem(value: str) -> str | None:
@@ -48,7 +48,7 @@ def script_value_problem(value: str) -> str | None:
     found = _CONTROL.search(value)
     if found:
         return f"holds the control character {found.group()!r}"
-    if _SURROGATE.search(value):
+    if not is_utf8(value):
         return "is not valid UTF-8 text"
     return None
 
