@@ -19,11 +19,11 @@ from balsam.api.lookups import (
     build_clause,
     check_order,
     field_error,
-    first_error,
     slice_of_window,
 )
 from balsam.errors import Ambiguous, NotFound, ValidationError
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.problems import first_error
 from balsam.schemas.queries import Clause
 
 #: The fields a user sets on an app.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError as PydanticValidationError
 
 from balsam.api.context import get_backend, get_site
-from balsam.api.lookups import UnknownField, first_error
+from balsam.api.lookups import UnknownField
 from balsam.api.query import JobQuerySet, check_moves, require_user_settable
 from balsam.backends.base import Backend
 from balsam.domain.commands import parse_env_assignments
@@ -42,6 +42,7 @@ from balsam.errors import (
     ValidationError,
 )
 from balsam.schemas.jobs import EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.problems import first_error
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 
 #: The fields a user sets, in Balsam's order.

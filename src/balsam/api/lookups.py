@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError as PydanticValidationError
-
 from balsam.domain.states import JobState, parse_state
 from balsam.errors import ValidationError
 from balsam.schemas.jobs import INT_MAX
@@ -32,14 +30,6 @@ T = TypeVar("T")
 
 class UnknownField(ValidationError, AttributeError):
     """A name that is not a field of a job or an app (passed, assigned or queried)."""
-
-
-def first_error(exc: PydanticValidationError) -> str:
-    """One line describing the first problem pydantic found."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
 
 
 def field_error(key: str, fields: Iterable[str]) -> UnknownField:

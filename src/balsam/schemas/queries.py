@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from balsam.domain.text import text_problem
 from balsam.errors import ValidationError
+from balsam.schemas.problems import first_error
 
 
 class Lookup(StrEnum):
@@ -93,6 +94,5 @@ def clause_from_kwargs(kwargs: dict[str, Any], negate: bool = False) -> Clause:
         try:
             conditions.append(Condition(field=field, lookup=lookup, value=value))
         except PydanticValidationError as exc:
-            message = str(exc.errors()[0].get("msg", "invalid condition"))
-            raise ValidationError(message.removeprefix("Value error, ")) from None
+            raise ValidationError(first_error(exc)) from None
     return Clause(conditions=conditions, negate=negate)

@@ -7,8 +7,8 @@ from sqlalchemy import Engine, func, select
 
 from balsam.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.problems import first_error
 from balsam.schemas.queries import Clause
-from balsam.services.jobs import first_error
 from balsam.store.engine import unit_of_work
 from balsam.store.queries import where_sql
 from balsam.store.tables import AppRow, JobRow

@@ -19,6 +19,7 @@ from balsam.errors import (
     ValidationError,
 )
 from balsam.schemas.jobs import INT_MAX, STORED, BulkCreated, EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.problems import first_error
 from balsam.schemas.queries import JobQuery
 from balsam.services.creation import JobMaker, Repeat
 from balsam.services.state_engine import StateEngine
@@ -177,14 +178,6 @@ def _apply_fields(row: JobRow, values: dict[str, Any]) -> None:
     # Stored in 32-bit columns: a need beyond any node is the same need however big.
     row.cpus_needed = min(INT_MAX, request.cpus_per_node)
     row.gpus_needed = min(INT_MAX, request.gpus_per_node)
-
-
-def first_error(exc: PydanticValidationError) -> str:
-    """One line describing the first problem pydantic found."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
 
 
 def set_state(engine: Engine, job_id: str, state: JobState, message: str = "") -> JobOut:

@@ -24,6 +24,7 @@ from balsam.errors import (
     ValidationError,
 )
 from balsam.schemas.jobs import BulkCreated, EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.problems import first_error
 from balsam.schemas.queries import JobQuery
 from balsam.testing.memchecks import check_known, check_text, disagree, stored_json
 from balsam.testing.memcreate import MemoryJobMaker, Repeat
@@ -143,14 +144,6 @@ def _changes(job: JobRecord, values: dict[str, Any]) -> tuple[dict[str, Any], Re
                     f"a non-JSON value in {name} ({exc})", "raises DatabaseError", "TypeError"
                 ) from None
     return new, checked.resources()
-
-
-def first_error(exc: PydanticValidationError) -> str:
-    """One line describing the first problem pydantic found."""
-    err = exc.errors()[0]
-    where_ = ".".join(str(p) for p in err.get("loc", ()))
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{where_}: {msg}" if where_ else msg
 
 
 def set_state(store: Store, job_id: str, state: JobState, message: str = "") -> JobOut:
