@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shlex
+import string
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from balsam.domain.text import is_utf8
-from balsam.errors import ValidationError
+from balsam.errors import ConfigError, ValidationError
 
 #: Mode a batch script is created with, before the umask: read, write and run for its owner;
 #: read for the rest (0744 under umask 022, 0700 under 077). Nobody else may ever write what
@@ -59,7 +60,9 @@ class LaunchRequest:
 
     ``sched_flags`` are extra arguments for the scheduler's submit command (``--sched-flags``);
     ``job_name`` is the name the scheduler shows (``balsam-<row id>`` when the batch job is
-    recorded, so that a submission whose answer was lost can be found by it).
+    recorded, so that a submission whose answer was lost can be found by it);
+    ``script_template`` is the text of the site's own batch-script template
+    (``platform.batch_script_template``; see :func:`script_text`), None for the built-in one.
     """
 
     project: str
@@ -73,6 +76,7 @@ class LaunchRequest:
     sched_flags: tuple[str, ...] = ()
     job_name: str = "balsam"
     balsam_argv: list[str] = field(default_factory=lambda: balsam_entry_point())
+    script_template: str | None = None
 
     def __post_init__(self) -> None:
         texts = {"project": self.project, "queue": self.queue, "job_mode": self.job_mode}
@@ -91,6 +95,8 @@ class LaunchRequest:
             )
         if not 1 <= self.num_nodes <= MAX_NODES:
             raise ValidationError(f"node count must be 1 to {MAX_NODES} (got {self.num_nodes})")
+        if self.script_template is not None:
+            check_template(self.script_template)
 
     def launcher_argv(self, minutes: float | None = None) -> list[str]:
         """The ``balsam launcher`` command the batch script runs, for ``minutes`` (default:
@@ -124,6 +130,16 @@ class BatchState(StrEnum):
     GONE = "gone"
 
 
+@dataclass(frozen=True)
+class BackfillWindow:
+    """Nodes a scheduler could start a job on now: ``num_nodes`` free for ``minutes``
+    (``math.inf`` when nothing bounds it but the queue's limit)."""
+
+    queue: str
+    num_nodes: int
+    minutes: float
+
+
 class Scheduler(Protocol):
     """A batch scheduler that can start, follow and cancel launcher jobs."""
 
@@ -145,6 +161,11 @@ class Scheduler(Protocol):
         """Ids of the batch jobs the scheduler knows by ``job_name`` (those it can tell)."""
         ...
 
+    def backfill(self, queue: str) -> list[BackfillWindow]:
+        """Free nodes of ``queue`` that a job could start on now (empty when the scheduler
+        cannot tell); SchedulerError when it cannot be asked."""
+        ...
+
 
 def balsam_entry_point() -> list[str]:
     """How to run this installation's ``balsam`` command from a batch script."""
@@ -159,22 +180,77 @@ def format_minutes(minutes: float) -> str:
     return str(int(minutes)) if float(minutes).is_integer() else repr(float(minutes))
 
 
+#: What a site's batch-script template may name (``${name}``); ``${launcher}`` it must.
+TEMPLATE_FIELDS = (
+    "directives",
+    "environment",
+    "launcher",
+    "project",
+    "queue",
+    "num_nodes",
+    "wall_time_minutes",
+    "job_mode",
+    "job_name",
+)
+
+
+def check_template(template: str) -> None:
+    """ConfigError unless ``template`` is a batch-script template that runs the launcher and
+    names only :data:`TEMPLATE_FIELDS`."""
+    where = "platform.batch_script_template"
+    parsed = string.Template(template)
+    if not parsed.is_valid():
+        raise ConfigError(f"{where}: a '$' starts no ${{name}}: write '$$' for a dollar sign")
+    names = set(parsed.get_identifiers())
+    unknown = sorted(names - set(TEMPLATE_FIELDS))
+    if unknown:
+        known = ", ".join(TEMPLATE_FIELDS)
+        raise ConfigError(f"{where} names ${{{unknown[0]}}}, which is not one of: {known}")
+    if "launcher" not in names:
+        raise ConfigError(f"{where} must run the launcher: it has no ${{launcher}} line")
+    if not template.startswith("#!"):
+        raise ConfigError(f"{where} must start with an interpreter line such as #!/bin/bash")
+
+
 def script_text(
     request: LaunchRequest, header: list[str], launcher_minutes: float | None = None
 ) -> str:
     """A bash batch script: scheduler directives, the site's environment, the launcher.
 
     ``header`` holds the adapter's directives, already quoted for its scheduler;
-    ``launcher_minutes`` how long the launcher runs (default: the wall time).
+    ``launcher_minutes`` how long the launcher runs (default: the wall time). A site template
+    (``request.script_template``) is filled in with the same three parts as
+    ``${directives}``, ``${environment}`` and ``${launcher}``, and the launch's values (each
+    shell-quoted) as ``${project}``, ``${queue}``, ``${num_nodes}``, ...
     """
-    lines = ["#!/bin/bash", *header]
+    parts = {
+        "directives": "\n".join(header),
+        "environment": "\n".join(
+            [
+                f"export BALSAM_DB_PATH={shlex.quote(str(request.site_path))}",
+                f"cd {shlex.quote(str(request.site_path))}",
+            ]
+        ),
+        "launcher": f"exec {shlex.join(request.launcher_argv(launcher_minutes))}",
+    }
+    if request.script_template is not None:
+        values = {
+            "project": shlex.quote(request.project),
+            "queue": shlex.quote(request.queue),
+            "num_nodes": str(request.num_nodes),
+            "wall_time_minutes": format_minutes(request.wall_time_minutes),
+            "job_mode": shlex.quote(request.job_mode),
+            "job_name": shlex.quote(request.job_name),
+        }
+        text = string.Template(request.script_template).substitute(parts | values)
+        return text if text.endswith("\n") else text + "\n"
+    lines = ["#!/bin/bash", parts["directives"]] if header else ["#!/bin/bash"]
     lines += [
         f"# Balsam launcher: project {shlex.quote(request.project)}, queue "
         f"{shlex.quote(request.queue)}, {request.num_nodes} node(s), "
         f"{format_minutes(request.wall_time_minutes)} minute(s), {request.job_mode} mode",
-        f"export BALSAM_DB_PATH={shlex.quote(str(request.site_path))}",
-        f"cd {shlex.quote(str(request.site_path))}",
-        f"exec {shlex.join(request.launcher_argv(launcher_minutes))}",
+        parts["environment"],
+        parts["launcher"],
     ]
     return "\n".join(lines) + "\n"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from balsam.errors import SchedulerError
 from balsam.platform.schedulers.base import (
+    BackfillWindow,
     BatchState,
     LaunchRequest,
     Submission,
@@ -69,6 +70,10 @@ class LocalScheduler:
 
     def find(self, job_name: str) -> list[str]:
         """Nothing: local launchers carry no name (a crash mid-submit is not reconciled)."""
+        return []
+
+    def backfill(self, queue: str) -> list[BackfillWindow]:
+        """Nothing: this host has no queue to backfill."""
         return []
 
     def _write_script(self, request: LaunchRequest) -> Path:

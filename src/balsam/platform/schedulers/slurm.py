@@ -14,6 +14,7 @@ command line, never into the script's text.
 
 from __future__ import annotations
 
+import math
 import shlex
 import subprocess
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from balsam.errors import SchedulerError
 from balsam.platform.schedulers.base import (
+    BackfillWindow,
     BatchState,
     LaunchRequest,
     Submission,
@@ -169,6 +171,38 @@ def parse_find(out: CommandResult) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+def backfill_argv(queue: str) -> list[str]:
+    """``sinfo`` for the idle nodes of partition ``queue``: ``COUNT TIMELIMIT`` lines."""
+    return ["sinfo", "-h", "-p", queue, "-t", "idle", "-o", "%D %l"]
+
+
+def parse_backfill(out: CommandResult, queue: str) -> list[BackfillWindow]:
+    """One window per line of idle nodes: as many nodes, for the partition's time limit."""
+    if out.returncode != 0:
+        raise SchedulerError(f"sinfo failed: {_reason(out)}")
+    windows = []
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and int(parts[0]) > 0:
+            windows.append(BackfillWindow(queue, int(parts[0]), slurm_minutes(parts[1])))
+    return windows
+
+
+def slurm_minutes(limit: str) -> float:
+    """Minutes of a Slurm time limit (``[D-]HH:MM:SS``, ``MM:SS``, ``MM``, ``infinite``)."""
+    if limit in ("infinite", "UNLIMITED", "NOT_SET", "n/a"):
+        return math.inf
+    days, _, clock = limit.rpartition("-")
+    fields = [float(part) for part in clock.split(":")]
+    if len(fields) == 1:
+        hours, minutes, seconds = 0.0, fields[0], 0.0
+    elif len(fields) == 2:
+        hours, minutes, seconds = 0.0, *fields
+    else:
+        hours, minutes, seconds = fields[-3:]
+    return (float(days or 0) * 24 + hours) * 60 + minutes + seconds / 60
+
+
 def _reason(out: CommandResult) -> str:
     """The line that says why: the first error line, else the last line printed."""
     lines = [line.strip() for line in (out.stderr or out.stdout).splitlines() if line.strip()]
@@ -206,6 +240,10 @@ class SlurmScheduler:
     def find(self, job_name: str) -> list[str]:
         """Ids of this user's batch jobs that Slurm still knows by ``job_name``."""
         return parse_find(self.run(find_argv(job_name)))
+
+    def backfill(self, queue: str) -> list[BackfillWindow]:
+        """The partition's idle nodes, each window as long as the partition's time limit."""
+        return parse_backfill(self.run(backfill_argv(queue)), queue)
 
     def cancel(self, job_id: str) -> None:
         """``scancel`` the batch job (one that has ended already is left as it is)."""
