@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import quote, urlsplit
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -26,8 +24,9 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from balsam import settings_file
+from balsam.batch_settings import QueueSettings, ServiceSettings
 from balsam.errors import ConfigError, NotFound
-from balsam.settings_file import CONTROL, SETTINGS_FILE
+from balsam.settings_file import CONTROL, SETTINGS_CONFIG, SETTINGS_FILE, SettingText
 
 SQLITE_FILE = "balsam.db"
 #: Database URL schemes Balsam opens (``postgresql`` is driven by psycopg 3).
@@ -39,20 +38,6 @@ MAX_SETTING_SECONDS = 7 * 24 * 3600.0
 MAX_CPUS_PER_NODE = 65_536
 MAX_GPUS_PER_NODE = 1_024
 MAX_BATCH = 10_000
-
-
-def _plain_text(value: str) -> str:
-    """A setting's text, refused when it holds a control character or undecodable bytes."""
-    found = CONTROL.search(value)
-    if found:
-        raise ValueError(f"holds the control character {found.group()!r}")
-    return value
-
-
-#: Text in ``settings.yml``: one line, printable.
-SettingText = Annotated[str, AfterValidator(_plain_text)]
-#: Every settings model: unknown keys and non-finite numbers are refused.
-_SETTINGS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def database_url_problem(url: str) -> str | None:
@@ -91,7 +76,7 @@ class DatabaseSettings(BaseModel):
     With ``kind: url`` the URL must use one of :data:`DATABASE_URL_SCHEMES`.
     """
 
-    model_config = _SETTINGS_CONFIG
+    model_config = SETTINGS_CONFIG
 
     kind: Literal["sqlite", "postgres", "url"] = "sqlite"
     # Checked even when absent: ``kind: url`` with no URL is a broken file, not a default.
@@ -129,7 +114,7 @@ class LauncherSettings(BaseModel):
     Durations are finite and at most :data:`MAX_SETTING_SECONDS`.
     """
 
-    model_config = _SETTINGS_CONFIG
+    model_config = SETTINGS_CONFIG
 
     lease_seconds: float = Field(default=60.0, gt=0, le=MAX_SETTING_SECONDS)
     heartbeat_seconds: float = Field(default=10.0, gt=0, le=MAX_SETTING_SECONDS)
@@ -169,7 +154,7 @@ class PlatformSettings(BaseModel):
     (empty: the address of the launcher host's name).
     """
 
-    model_config = _SETTINGS_CONFIG
+    model_config = SETTINGS_CONFIG
 
     scheduler: SettingText = "local"
     mpi_launcher: SettingText = "auto"
@@ -180,16 +165,26 @@ class PlatformSettings(BaseModel):
         default="CUDA_VISIBLE_DEVICES", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"
     )
     launcher_address: SettingText = ""
+    #: A batch-script template of the site's own (a path, relative to the workflow directory;
+    #: empty: the built-in script). See docs/configuration.md for its ``${...}`` fields.
+    batch_script_template: SettingText = ""
 
 
 class SiteSettings(BaseModel):
-    """Everything in ``settings.yml``."""
+    """Everything in ``settings.yml``.
 
-    model_config = _SETTINGS_CONFIG
+    ``projects`` and ``queues`` are what ``balsam submit-launch`` and the service may ask the
+    batch scheduler for; when a site lists none, any is passed on to the scheduler.
+    """
+
+    model_config = SETTINGS_CONFIG
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     launcher: LauncherSettings = Field(default_factory=LauncherSettings)
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    projects: list[SettingText] = Field(default_factory=list, max_length=1_000)
+    queues: dict[SettingText, QueueSettings] = Field(default_factory=dict, max_length=1_000)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
 from balsam.errors import ConfigError, NotFound
@@ -27,6 +27,21 @@ MAX_SETTINGS_BYTES = 1 << 20
 # C0 and C1 controls, DEL, and lone surrogates (undecodable bytes): nothing a setting needs, and
 # each one breaks a URL, an environment block or a command line it is passed to.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+
+def _plain_text(value: str) -> str:
+    """A setting's text, refused when it holds a control character or undecodable bytes."""
+    found = CONTROL.search(value)
+    if found:
+        raise ValueError(f"holds the control character {found.group()!r}")
+    return value
+
+
+#: Text in ``settings.yml``: one line, printable.
+SettingText = Annotated[str, AfterValidator(_plain_text)]
+#: Every settings model: unknown keys and non-finite numbers are refused.
+SETTINGS_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 # A key path in the file: section, key, list index.
 Loc = tuple[str | int, ...]

@@ -13,12 +13,15 @@ import math
 import os
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from balsam.errors import ValidationError
+from balsam.errors import ConfigError, ValidationError
 from balsam.platform.schedulers.base import MAX_NODES, MAX_WALL_TIME_MINUTES, script_value_problem
+
+if TYPE_CHECKING:
+    from balsam.config import Site
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -167,12 +170,27 @@ def submit_launch(
 ) -> None:
     """Submit a launcher job to the site's batch scheduler (platform.scheduler).
 
-    The batch job is recorded first (see 'balsam ls queues'), then submitted.
+    The site's settings must allow it (the projects and queues they list, each queue's node
+    and wall-time limits); the batch job is then recorded (see 'balsam ls queues') and
+    submitted.
     """
     from balsam.backends.factory import open_active_backend
+    from balsam.batch_settings import launch_problem
     from balsam.cli.queues import submit_recorded
+    from balsam.config import load_site
     from balsam.platform.schedulers import LaunchRequest, get_scheduler
 
+    settings = load_site().settings
+    problem = launch_problem(
+        settings.projects,
+        settings.queues,
+        project=project,
+        queue=queue,
+        num_nodes=nodes,
+        wall_time_minutes=time_minutes,
+    )
+    if problem:
+        raise ValidationError(f"{problem}: see settings.yml")
     site, backend = open_active_backend()
     try:
         scheduler = get_scheduler(site.settings.platform.scheduler)
@@ -186,6 +204,7 @@ def submit_launch(
             scripts_dir=site.scripts_dir,
             wf_filter=wf_filter,
             sched_flags=sched_flags,
+            script_template=read_template(site),
         )
         row, submission = submit_recorded(backend, scheduler, request)
     finally:
@@ -196,6 +215,20 @@ def submit_launch(
         f"Submitted launch {submission.launch_id} to the {scheduler.name} scheduler "
         f"(batch job {row.id}, script {submission.script})"
     )
+
+
+def read_template(site: Site) -> str | None:
+    """The text of the site's batch-script template, None when it has none (ConfigError when
+    the file cannot be read)."""
+    name = site.settings.platform.batch_script_template
+    if not name:
+        return None
+    path = site.path / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"platform.batch_script_template: cannot read {path}: {reason}") from None
 
 
 #: Commands this module adds to ``balsam``.
