@@ -301,6 +301,23 @@ def test_queries_with_lookups(backend: Backend, app: str) -> None:
         backend.query_jobs(q(nosuch=1))
 
 
+def test_job_shapes_count_the_sizes_of_matching_jobs_largest_first(
+    backend: Backend, app: str
+) -> None:
+    backend.create_jobs(
+        [job("a", num_nodes=2, wall_time_minutes=30), job("b", num_nodes=2, wall_time_minutes=30)]
+        + [job(f"s{i}", node_packing_count=4) for i in range(3)]
+        + [job("killed", num_nodes=8)]
+    )
+    (killed,) = backend.query_jobs(q(name="killed"))
+    backend.kill_jobs(killed.job_id)
+    shapes = backend.job_shapes(q(state__in=["PREPROCESSED"]))
+    found = [(s.num_nodes, s.node_packing_count, s.wall_time_minutes, s.count) for s in shapes]
+    assert found == [(2, 1, 30.0, 2), (1, 4, 1.0, 3)]
+    held = backend.job_shapes(q(session_id__isnull=False))
+    assert held == []
+
+
 def test_update_fields_validated(backend: Backend, app: str) -> None:
     (j,) = backend.create_jobs([job("x")])
     assert backend.update_jobs(q(name="x"), {"num_nodes": 4, "args": "--n 2"}) == 1

@@ -39,7 +39,8 @@ BROKEN: list[tuple[str, bytes, int | None, str, str]] = [
     ("NUL byte", b"launcher:\n  claim_batch: 4\n  kill_poll_seconds: \x00\n", 3,
      "launcher.kill_poll_seconds", "unacceptable character #x0000"),
     ("top level is a list", b"- database\n- launcher\n", 1, "",
-     "the top level is a list, not a mapping of sections (database, launcher, platform, projects, queues, service)"),
+     "the top level is a list, not a mapping of sections (database, launcher, platform, "
+     "projects, queues, service)"),
     ("top level is text", b"just some words\n", 1, "", "the top level is text"),
     ("empty file", b"", None, "", "is empty"),
     ("only comments", b"# launcher:\n#   claim_batch: 4\n", None, "", "is empty"),

@@ -38,6 +38,7 @@ from balsam.schemas.jobs import (
     EventOut,
     JobCreate,
     JobOut,
+    JobShape,
     StateUpdate,
     UpdateResult,
 )
@@ -88,6 +89,10 @@ class Backend(Protocol):
 
     def count_by_state(self, query: JobQuery) -> dict[str, int]:
         """Matching jobs per state."""
+        ...
+
+    def job_shapes(self, query: JobQuery) -> list[JobShape]:
+        """Matching jobs per size (nodes, node packing, wall time), largest first."""
         ...
 
     def get_job(self, job_id: str) -> JobOut:

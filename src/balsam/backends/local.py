@@ -16,6 +16,7 @@ from balsam.schemas.jobs import (
     EventOut,
     JobCreate,
     JobOut,
+    JobShape,
     StateUpdate,
     UpdateResult,
 )
@@ -69,6 +70,9 @@ class LocalBackend:
 
     def count_by_state(self, query: JobQuery) -> dict[str, int]:
         return jobs.count_by_state(self.engine, query)
+
+    def job_shapes(self, query: JobQuery) -> list[JobShape]:
+        return jobs.job_shapes(self.engine, query)
 
     def get_job(self, job_id: str) -> JobOut:
         return jobs.get_job(self.engine, job_id)

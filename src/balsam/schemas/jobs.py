@@ -242,6 +242,19 @@ class JobOut(JobFields):
     return_code: int | None = None
 
 
+class JobShape(BaseModel):
+    """How many matching jobs ask for one size: nodes, jobs per node, wall time.
+
+    The service sizes launchers from these (``balsam.site.elastic``): a job takes
+    ``num_nodes / node_packing_count`` nodes for ``wall_time_minutes`` (0: not given).
+    """
+
+    num_nodes: int
+    node_packing_count: int
+    wall_time_minutes: float
+    count: int
+
+
 class BulkCreated(BaseModel):
     """What a bulk create made: each job's id and state, in the order given."""
 

@@ -18,7 +18,16 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
-from balsam.schemas.jobs import INT_MAX, STORED, BulkCreated, EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.jobs import (
+    INT_MAX,
+    STORED,
+    BulkCreated,
+    EventOut,
+    JobCreate,
+    JobFields,
+    JobOut,
+    JobShape,
+)
 from balsam.schemas.problems import first_error
 from balsam.schemas.queries import JobQuery
 from balsam.services.creation import JobMaker, Repeat
@@ -123,6 +132,16 @@ def count_by_state(engine: Engine, query: JobQuery) -> dict[str, int]:
     """Number of matching jobs in each state."""
     with unit_of_work(engine, write=False) as session:
         return repo.count_by_state(session, where_sql(JobRow, query.clauses))
+
+
+def job_shapes(engine: Engine, query: JobQuery) -> list[JobShape]:
+    """How many matching jobs ask for each size (nodes, packing, wall time)."""
+    with unit_of_work(engine, write=False) as session:
+        found = repo.job_shapes(session, where_sql(JobRow, query.clauses))
+    return [
+        JobShape(num_nodes=n, node_packing_count=p, wall_time_minutes=w, count=c)
+        for n, p, w, c in found
+    ]
 
 
 def resolve_job_id(engine: Engine, prefix: str) -> str:

@@ -143,6 +143,14 @@ def count_by_state(session: Session, where: Any) -> dict[str, int]:
     return {state: n for state, n in session.execute(stmt)}
 
 
+def job_shapes(session: Session, where: Any) -> list[tuple[int, int, float, int]]:
+    """``(num_nodes, node_packing_count, wall_time_minutes, count)`` of the jobs matching
+    ``where``, largest first."""
+    cols = (JobRow.num_nodes, JobRow.node_packing_count, JobRow.wall_time_minutes)
+    stmt = select(*cols, func.count()).where(where).group_by(*cols).order_by(*cols)
+    return [(n, p, float(w), c) for n, p, w, c in session.execute(stmt)][::-1]
+
+
 def release(session: Session, session_id: int, job_ids: Sequence[str], seq: int = 0) -> None:
     """Drop ``session_id``'s hold on ``job_ids``.
 

@@ -23,7 +23,7 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
-from balsam.schemas.jobs import BulkCreated, EventOut, JobCreate, JobFields, JobOut
+from balsam.schemas.jobs import BulkCreated, EventOut, JobCreate, JobFields, JobOut, JobShape
 from balsam.schemas.problems import first_error
 from balsam.schemas.queries import JobQuery
 from balsam.testing.memchecks import check_known, check_text, disagree, stored_json
@@ -88,6 +88,18 @@ def count_by_state(store: Store, query: JobQuery) -> dict[str, int]:
     """Number of matching jobs in each state that has any."""
     counts = Counter(job.state.value for job in matching(store, query))
     return dict(sorted(counts.items()))
+
+
+def job_shapes(store: Store, query: JobQuery) -> list[JobShape]:
+    """Matching jobs per (nodes, packing, wall time), largest first."""
+    counts = Counter(
+        (job.num_nodes, job.node_packing_count, float(job.wall_time_minutes))
+        for job in matching(store, query)
+    )
+    return [
+        JobShape(num_nodes=n, node_packing_count=p, wall_time_minutes=w, count=c)
+        for (n, p, w), c in sorted(counts.items(), reverse=True)
+    ]
 
 
 def resolve_job_id(store: Store, prefix: str) -> str:

@@ -30,6 +30,7 @@ from balsam.schemas.jobs import (
     EventOut,
     JobCreate,
     JobOut,
+    JobShape,
     StateUpdate,
     UpdateResult,
 )
@@ -113,6 +114,11 @@ class MemoryBackend:
         """Matching jobs per state."""
         with self._locked() as store:
             return memjobs.count_by_state(store, query)
+
+    def job_shapes(self, query: JobQuery) -> list[JobShape]:
+        """Matching jobs per size, largest first."""
+        with self._locked() as store:
+            return memjobs.job_shapes(store, query)
 
     def get_job(self, job_id: str) -> JobOut:
         """One job by full id."""
