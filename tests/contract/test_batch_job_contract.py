@@ -97,3 +97,27 @@ def test_a_session_carries_its_batch_job(backend: Backend) -> None:
     keyed = backend.open_session("t", "host", 3, client_key="c", batch_job="7")
     assert backend.open_session("t", "host", 3, client_key="c", batch_job="7") == keyed
     assert keyed.batch_job == "7"
+
+
+def test_each_state_a_batch_job_enters_is_in_its_history_with_the_reason(
+    backend: Backend,
+) -> None:
+    row = backend.create_batch_job(spec(client_key="h1"))
+    backend.create_batch_job(spec(client_key="h1"))  # a repeat: no second first event
+    backend.update_batch_job(row.id, BatchJobUpdate(scheduler_id="77", state=B.QUEUED))
+    backend.update_batch_job(row.id, BatchJobUpdate(state=B.QUEUED))  # no change, no event
+    backend.update_batch_job(row.id, BatchJobUpdate(script="/tmp/s.sh"))
+    backend.update_batch_job(
+        row.id, BatchJobUpdate(state=B.CANCELLED, status_message="withdrawn: not needed")
+    )
+    events = backend.batch_job_history(row.id)
+    hops = [(e.from_state, e.to_state, e.message) for e in events]
+    assert hops == [
+        ("", "submitting", "recorded before it is sent to the scheduler"),
+        ("submitting", "queued", ""),
+        ("queued", "cancelled", "withdrawn: not needed"),
+    ]
+    assert all(e.batch_job_id == row.id for e in events)
+    assert events[0].timestamp <= events[1].timestamp <= events[2].timestamp
+    with pytest.raises(NotFound):
+        backend.batch_job_history(row.id + 100)

@@ -32,7 +32,12 @@ from typing import Any, Protocol
 from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
-from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
+from balsam.schemas.batchjobs import (
+    BatchJobCreate,
+    BatchJobEventOut,
+    BatchJobOut,
+    BatchJobUpdate,
+)
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
@@ -43,6 +48,7 @@ from balsam.schemas.jobs import (
     UpdateResult,
 )
 from balsam.schemas.queries import Clause, JobQuery
+from balsam.schemas.service import ServiceLockOut
 from balsam.schemas.sessions import ClaimRequest, SessionOut
 
 
@@ -195,6 +201,42 @@ class Backend(Protocol):
 
     def list_batch_jobs(self, states: list[BatchJobState] | None = None) -> list[BatchJobOut]:
         """Batch jobs (in ``states``, when given), oldest first."""
+        ...
+
+    def batch_job_history(self, batch_id: int) -> list[BatchJobEventOut]:
+        """The states a batch job entered, oldest first."""
+        ...
+
+    def acquire_service_lock(
+        self,
+        name: str,
+        holder: str,
+        *,
+        hostname: str,
+        pid: int,
+        lease_seconds: float,
+        take_from: str | None = None,
+    ) -> ServiceLockOut:
+        """Take the lock ``name`` if free, expired, or held by ``take_from``; the lock as it
+        stands after (its ``holder`` is the caller's on success)."""
+        ...
+
+    def renew_service_lock(
+        self, name: str, holder: str, *, lease_seconds: float, status: str
+    ) -> ServiceLockOut:
+        """Extend ``holder``'s lock and store its report (NotFound: it lost the lock)."""
+        ...
+
+    def release_service_lock(self, name: str, holder: str) -> None:
+        """Give the lock up (a no-op when ``holder`` does not hold it)."""
+        ...
+
+    def get_service_lock(self, name: str) -> ServiceLockOut | None:
+        """The lock ``name``, None when nobody holds it."""
+        ...
+
+    def request_service_stop(self, name: str) -> ServiceLockOut | None:
+        """Ask the holder of ``name`` to stop; the lock, None when unheld."""
         ...
 
     def close(self) -> None:

@@ -10,7 +10,12 @@ from sqlalchemy import Engine
 from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
-from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
+from balsam.schemas.batchjobs import (
+    BatchJobCreate,
+    BatchJobEventOut,
+    BatchJobOut,
+    BatchJobUpdate,
+)
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
@@ -21,8 +26,9 @@ from balsam.schemas.jobs import (
     UpdateResult,
 )
 from balsam.schemas.queries import Clause, JobQuery
+from balsam.schemas.service import ServiceLockOut
 from balsam.schemas.sessions import ClaimRequest, SessionOut
-from balsam.services import apps, batchjobs, jobs, sessions
+from balsam.services import apps, batchjobs, jobs, service_lock, sessions
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 
@@ -149,6 +155,45 @@ class LocalBackend:
 
     def list_batch_jobs(self, states: list[BatchJobState] | None = None) -> list[BatchJobOut]:
         return batchjobs.list_batch_jobs(self.engine, states)
+
+    def batch_job_history(self, batch_id: int) -> list[BatchJobEventOut]:
+        return batchjobs.batch_job_history(self.engine, batch_id)
+
+    def acquire_service_lock(
+        self,
+        name: str,
+        holder: str,
+        *,
+        hostname: str,
+        pid: int,
+        lease_seconds: float,
+        take_from: str | None = None,
+    ) -> ServiceLockOut:
+        return service_lock.acquire_lock(
+            self.engine,
+            name,
+            holder,
+            hostname=hostname,
+            pid=pid,
+            lease_seconds=lease_seconds,
+            take_from=take_from,
+        )
+
+    def renew_service_lock(
+        self, name: str, holder: str, *, lease_seconds: float, status: str
+    ) -> ServiceLockOut:
+        return service_lock.renew_lock(
+            self.engine, name, holder, lease_seconds=lease_seconds, status=status
+        )
+
+    def release_service_lock(self, name: str, holder: str) -> None:
+        service_lock.release_lock(self.engine, name, holder)
+
+    def get_service_lock(self, name: str) -> ServiceLockOut | None:
+        return service_lock.get_lock(self.engine, name)
+
+    def request_service_stop(self, name: str) -> ServiceLockOut | None:
+        return service_lock.request_stop(self.engine, name)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -63,3 +63,15 @@ class BatchJobOut(BaseModel):
     client_key: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class BatchJobEventOut(BaseModel):
+    """One state a batch job entered, and why (``from_state`` is empty for the first)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    batch_job_id: int
+    timestamp: datetime
+    from_state: str
+    to_state: str
+    message: str

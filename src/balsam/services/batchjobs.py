@@ -2,7 +2,8 @@
 
 Each function is one transaction. A create with a ``client_key`` that a row has already
 returns that row (the repeat of a create whose answer was lost); updates set what they are
-given, so a repeat has the effect of one.
+given, so a repeat has the effect of one. Every state a batch job enters is written to its
+history (``batch_job_events``) in the same transaction, with the message that came with it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from sqlalchemy.orm import Session
 
 from balsam.domain.batchjobs import BatchJobState
 from balsam.errors import NotFound
-from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
+from balsam.schemas.batchjobs import (
+    BatchJobCreate,
+    BatchJobEventOut,
+    BatchJobOut,
+    BatchJobUpdate,
+)
 from balsam.store.engine import unit_of_work
-from balsam.store.tables import BatchJobRow, utcnow
+from balsam.store.tables import BatchJobEventRow, BatchJobRow, utcnow
 
 
 def create_batch_job(engine: Engine, spec: BatchJobCreate) -> BatchJobOut:
@@ -29,6 +35,8 @@ def create_batch_job(engine: Engine, spec: BatchJobCreate) -> BatchJobOut:
         row = BatchJobRow(**spec.model_dump(), created_at=now, updated_at=now)
         session.add(row)
         session.flush()
+        message = spec.status_message or "recorded before it is sent to the scheduler"
+        _record(session, row.id, "", row.state, message)
         return BatchJobOut.model_validate(row)
 
 
@@ -37,6 +45,9 @@ def update_batch_job(engine: Engine, batch_id: int, changes: BatchJobUpdate) -> 
     with unit_of_work(engine) as session:
         row = _row(session, batch_id)
         values = changes.model_dump(exclude_unset=True)
+        new_state = values.get("state")
+        if new_state is not None and new_state != row.state:
+            _record(session, batch_id, row.state, new_state, values.get("status_message") or "")
         for name, value in values.items():
             setattr(row, name, value)
         if values:
@@ -58,6 +69,30 @@ def list_batch_jobs(engine: Engine, states: list[BatchJobState] | None = None) -
         if states is not None:
             stmt = stmt.where(BatchJobRow.state.in_([s.value for s in states]))
         return [BatchJobOut.model_validate(row) for row in session.scalars(stmt)]
+
+
+def batch_job_history(engine: Engine, batch_id: int) -> list[BatchJobEventOut]:
+    """The states batch job ``batch_id`` entered, oldest first (NotFound: no such job)."""
+    with unit_of_work(engine, write=False) as session:
+        _row(session, batch_id)
+        stmt = (
+            select(BatchJobEventRow)
+            .where(BatchJobEventRow.batch_job_id == batch_id)
+            .order_by(BatchJobEventRow.id)
+        )
+        return [BatchJobEventOut.model_validate(row) for row in session.scalars(stmt)]
+
+
+def _record(session: Session, batch_id: int, old: str, new: str, message: str) -> None:
+    session.add(
+        BatchJobEventRow(
+            batch_job_id=batch_id,
+            timestamp=utcnow(),
+            from_state=str(old),
+            to_state=str(new),
+            message=message,
+        )
+    )
 
 
 def _row(session: Session, batch_id: int) -> BatchJobRow:

@@ -145,6 +145,38 @@ class BatchJobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class BatchJobEventRow(Base):
+    """One state a launcher batch job entered, and why."""
+
+    __tablename__ = "batch_job_events"
+    __table_args__ = (Index("ix_batch_job_events_batch_job_id_id", "batch_job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_job_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("batch_jobs.id", ondelete="CASCADE")
+    )
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class ServiceLockRow(Base):
+    """Who runs the service of this database, until when (see balsam.services.service_lock)."""
+
+    __tablename__ = "service_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str] = mapped_column(String(256), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(Text, default="")
+
+
 #: Claim order inside one GPU class: biggest (nodes), longest, oldest first.
 _CLAIM_ORDER = (
     text("gpus_needed DESC"),

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from balsam.domain.batchjobs import BatchJobState
 from balsam.errors import NotFound
-from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
+from balsam.schemas.batchjobs import (
+    BatchJobCreate,
+    BatchJobEventOut,
+    BatchJobOut,
+    BatchJobUpdate,
+)
 from balsam.testing.memchecks import check_int, check_text
 from balsam.testing.memstore import Store, utcnow
 
@@ -36,6 +41,8 @@ def create_batch_job(store: Store, spec: BatchJobCreate) -> BatchJobOut:
     now = utcnow()
     row = BatchJobOut(id=store.last_batch_job_id, created_at=now, updated_at=now, **values)
     store.batch_jobs[row.id] = row
+    message = spec.status_message or "recorded before it is sent to the scheduler"
+    _record(store, row.id, "", row.state, message)
     return row.model_copy()
 
 
@@ -44,6 +51,9 @@ def update_batch_job(store: Store, batch_id: int, changes: BatchJobUpdate) -> Ba
     row = _row(store, batch_id)
     values = changes.model_dump(exclude_unset=True)
     _check(values)
+    new_state = values.get("state")
+    if new_state is not None and new_state != row.state:
+        _record(store, batch_id, row.state, new_state, str(values.get("status_message") or ""))
     if values:
         row = row.model_copy(update={**values, "updated_at": utcnow()})
         # model_copy does not validate: keep the enum, as a read from SQL gives.
@@ -65,6 +75,23 @@ def list_batch_jobs(store: Store, states: list[BatchJobState] | None = None) -> 
         for _, row in sorted(store.batch_jobs.items())
         if wanted is None or row.state in wanted
     ]
+
+
+def batch_job_history(store: Store, batch_id: int) -> list[BatchJobEventOut]:
+    """The states batch job ``batch_id`` entered, oldest first (NotFound)."""
+    _row(store, batch_id)
+    return [event.model_copy() for event in store.batch_job_events.get(batch_id, [])]
+
+
+def _record(store: Store, batch_id: int, old: object, new: object, message: str) -> None:
+    event = BatchJobEventOut(
+        batch_job_id=batch_id,
+        timestamp=utcnow(),
+        from_state=str(old),
+        to_state=str(new),
+        message=message,
+    )
+    store.batch_job_events.setdefault(batch_id, []).append(event)
 
 
 def _row(store: Store, batch_id: int) -> BatchJobOut:

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
-from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
+from balsam.schemas.batchjobs import (
+    BatchJobCreate,
+    BatchJobEventOut,
+    BatchJobOut,
+    BatchJobUpdate,
+)
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
@@ -35,8 +40,9 @@ from balsam.schemas.jobs import (
     UpdateResult,
 )
 from balsam.schemas.queries import Clause, JobQuery
+from balsam.schemas.service import ServiceLockOut
 from balsam.schemas.sessions import ClaimRequest, SessionOut
-from balsam.testing import memapps, membatch, memjobs, memsessions
+from balsam.testing import memapps, membatch, memjobs, memservice, memsessions
 from balsam.testing.memstore import Store
 
 
@@ -245,6 +251,57 @@ class MemoryBackend:
         """Batch jobs (in ``states``, when given), oldest first."""
         with self._locked() as store:
             return membatch.list_batch_jobs(store, states)
+
+    def batch_job_history(self, batch_id: int) -> list[BatchJobEventOut]:
+        """The states a batch job entered, oldest first."""
+        with self._locked() as store:
+            return membatch.batch_job_history(store, batch_id)
+
+    def acquire_service_lock(
+        self,
+        name: str,
+        holder: str,
+        *,
+        hostname: str,
+        pid: int,
+        lease_seconds: float,
+        take_from: str | None = None,
+    ) -> ServiceLockOut:
+        """Take the lock if free, expired, or held by ``take_from``."""
+        with self._locked() as store:
+            return memservice.acquire_lock(
+                store,
+                name,
+                holder,
+                hostname=hostname,
+                pid=pid,
+                lease_seconds=lease_seconds,
+                take_from=take_from,
+            )
+
+    def renew_service_lock(
+        self, name: str, holder: str, *, lease_seconds: float, status: str
+    ) -> ServiceLockOut:
+        """Extend ``holder``'s lock and store its report."""
+        with self._locked() as store:
+            return memservice.renew_lock(
+                store, name, holder, lease_seconds=lease_seconds, status=status
+            )
+
+    def release_service_lock(self, name: str, holder: str) -> None:
+        """Give the lock up."""
+        with self._locked() as store:
+            memservice.release_lock(store, name, holder)
+
+    def get_service_lock(self, name: str) -> ServiceLockOut | None:
+        """The lock, None when unheld."""
+        with self._locked() as store:
+            return memservice.get_lock(store, name)
+
+    def request_service_stop(self, name: str) -> ServiceLockOut | None:
+        """Ask the lock's holder to stop."""
+        with self._locked() as store:
+            return memservice.request_stop(store, name)
 
     def close(self) -> None:
         """Nothing to release: like LocalBackend's, the backend still works afterwards."""

@@ -15,8 +15,9 @@ from typing import Any
 from balsam.domain.states import JobState
 from balsam.errors import NotFound
 from balsam.schemas.apps import AppOut
-from balsam.schemas.batchjobs import BatchJobOut
+from balsam.schemas.batchjobs import BatchJobEventOut, BatchJobOut
 from balsam.schemas.jobs import STORED, EventOut, JobCreate, JobOut
+from balsam.schemas.service import ServiceLockOut
 
 #: The stored fields a JobOut shows (everything but its parents, which are edges).
 OUT_FIELDS = tuple(name for name in JobOut.model_fields if name != "parents")
@@ -123,6 +124,10 @@ class Store:
     sessions: dict[int, SessionRecord] = field(default_factory=dict)
     #: Launcher batch jobs by id (the rows of ``batch_jobs``, as their output models).
     batch_jobs: dict[int, BatchJobOut] = field(default_factory=dict)
+    #: The history of each batch job (the rows of ``batch_job_events``).
+    batch_job_events: dict[int, list[BatchJobEventOut]] = field(default_factory=dict)
+    #: Service locks by name (the rows of ``service_locks``).
+    service_locks: dict[str, ServiceLockOut] = field(default_factory=dict)
     #: Ids are never reused (PostgreSQL's sequences; SQLite reuses the highest after a delete).
     last_app_id: int = 0
     last_session_id: int = 0
