@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from balsam.cli.queues import RECONCILE_AFTER_SECONDS, refresh, submit_recorded
 from balsam.domain.batchjobs import BatchJobState, batch_job_id, batch_job_name
 from balsam.errors import SchedulerError
 from balsam.platform.schedulers import SCHEDULERS, BatchState, LaunchRequest, Submission
 from balsam.schemas import BatchJobCreate, BatchJobUpdate
+from balsam.site.batchjobs import RECONCILE_AFTER_SECONDS, refresh, submit_recorded
 from balsam.testing import MemoryBackend
 
 B = BatchJobState
@@ -65,6 +65,15 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeScheduler:
     return scheduler
 
 
+#: What refresh warned of, in the test that runs (emptied before each).
+warnings: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_warnings_yet() -> None:
+    warnings.clear()
+
+
 def launch(tmp_path: Path) -> LaunchRequest:
     return LaunchRequest(
         project="proj",
@@ -109,15 +118,15 @@ def test_refresh_asks_only_about_live_rows_and_saves_changes(
     first, _ = submit_recorded(backend, fake, launch(tmp_path))
     second, _ = submit_recorded(backend, fake, launch(tmp_path))
     fake.states["101"] = BatchState.RUNNING
-    rows = refresh(backend, backend.list_batch_jobs())
+    rows = refresh(backend, backend.list_batch_jobs(), warnings.append)
     assert [r.state for r in rows] == [B.RUNNING, B.QUEUED]
     assert backend.get_batch_job(first.id).state is B.RUNNING
     fake.states.pop("101")
     fake.states["102"] = BatchState.CANCELLED
-    rows = refresh(backend, backend.list_batch_jobs())
+    rows = refresh(backend, backend.list_batch_jobs(), warnings.append)
     assert [r.state for r in rows] == [B.GONE, B.CANCELLED]
     fake.asked.clear()
-    refresh(backend, backend.list_batch_jobs())
+    refresh(backend, backend.list_batch_jobs(), warnings.append)
     assert fake.asked == []  # both ended: the scheduler is not asked again
     assert backend.get_batch_job(second.id).state is B.CANCELLED
 
@@ -129,7 +138,7 @@ def test_a_row_left_submitting_is_found_by_name(fake: FakeScheduler) -> None:
     )
     fake.named[batch_job_name(row.id)] = ["555"]
     fake.states["555"] = BatchState.RUNNING
-    (got,) = refresh(backend, backend.list_batch_jobs())
+    (got,) = refresh(backend, backend.list_batch_jobs(), warnings.append)
     assert (got.scheduler_id, got.state) == ("555", B.RUNNING)
     assert "found by name" in backend.get_batch_job(row.id).status_message
 
@@ -141,13 +150,13 @@ def test_a_row_left_submitting_that_no_job_has_is_given_up_on_after_a_while(
     row = backend.create_batch_job(
         BatchJobCreate(scheduler="fake", num_nodes=1, wall_time_minutes=5, job_mode="mpi")
     )
-    (young,) = refresh(backend, backend.list_batch_jobs())
+    (young,) = refresh(backend, backend.list_batch_jobs(), warnings.append)
     assert young.state is B.SUBMITTING  # a submit-launch may still be under way
     old = backend.get_batch_job(row.id)
     old = old.model_copy(
         update={"created_at": old.created_at - timedelta(seconds=RECONCILE_AFTER_SECONDS + 1)}
     )
-    (got,) = refresh(backend, [old])
+    (got,) = refresh(backend, [old], warnings.append)
     assert got.state is B.SUBMIT_FAILED
     assert "never reached the fake scheduler" in got.status_message
 
@@ -165,10 +174,9 @@ def test_a_scheduler_that_cannot_be_asked_leaves_rows_as_they_are(
         raise SchedulerError("squeue failed: down")
 
     fake.status = broken  # type: ignore[method-assign]
-    (got,) = refresh(backend, backend.list_batch_jobs())
+    (got,) = refresh(backend, backend.list_batch_jobs(), warnings.append)
     assert got.state is B.QUEUED
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line == "balsam: warning: cannot ask the fake scheduler: squeue failed: down"
+    assert warnings == ["cannot ask the fake scheduler: squeue failed: down"]
 
 
 def test_the_batch_job_id_comes_from_the_first_scheduler_variable_set() -> None:

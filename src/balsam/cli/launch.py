@@ -176,9 +176,9 @@ def submit_launch(
     """
     from balsam.backends.factory import open_active_backend
     from balsam.batch_settings import launch_problem
-    from balsam.cli.queues import submit_recorded
     from balsam.config import load_site
     from balsam.platform.schedulers import LaunchRequest, get_scheduler
+    from balsam.site.batchjobs import submit_recorded
 
     settings = load_site().settings
     problem = launch_problem(
