@@ -85,6 +85,18 @@ class ServiceSettings(BaseModel):
     lock_seconds: float = Field(default=90.0, gt=0, le=MAX_SERVICE_SECONDS)
     processing: Literal["launcher", "service"] = "launcher"
 
+    @model_validator(mode="after")
+    def _lock_outlasts_passes(self) -> ServiceSettings:
+        # The lock is renewed once a pass: a shorter one would be taken over between passes.
+        if self.lock_seconds < 3 * self.period_seconds:
+            raise ValueError(
+                f"lock_seconds ({self.lock_seconds:g}) must be at least 3 x period_seconds "
+                f"({self.period_seconds:g})"
+            )
+        if self.max_backoff_seconds < self.submit_backoff_seconds:
+            raise ValueError("max_backoff_seconds is below submit_backoff_seconds")
+        return self
+
 
 def launch_problem(
     projects: Sequence[str],

@@ -37,14 +37,17 @@ def test_packed_jobs_weigh_a_share_of_a_node_and_one_launcher_covers_them() -> N
     assert decided.withdraw == [] and decided.unrunnable == []
 
 
-def test_queued_and_starting_launchers_cover_the_backlog_and_nothing_more_is_submitted() -> None:
-    launchers = [Launcher(1, "debug", 2, 30), Launcher(2, "debug", 1, 30, running=True)]
+def test_queued_and_running_launchers_cover_the_backlog_and_nothing_more_is_submitted() -> None:
+    launchers = [
+        Launcher(1, "debug", 2, 30),
+        Launcher(2, "debug", 1, 30, running=True, started=True),
+    ]
     assert plan(given(Shape(1, 1, 10, 3), launchers=launchers)).submit == []
 
 
-def test_a_started_launcher_does_not_cover_what_it_left_unheld() -> None:
+def test_a_backlog_larger_than_every_launcher_gets_the_difference() -> None:
     launchers = [Launcher(1, "debug", 4, 30, running=True, started=True)]
-    [submit] = plan(given(Shape(1, 1, 10, 3), launchers=launchers)).submit
+    [submit] = plan(given(Shape(1, 1, 10, 7), launchers=launchers)).submit
     assert submit.num_nodes == 3
 
 

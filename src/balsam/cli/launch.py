@@ -13,15 +13,12 @@ import math
 import os
 import shlex
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from balsam.errors import ConfigError, ValidationError
+from balsam.errors import ValidationError
 from balsam.platform.schedulers.base import MAX_NODES, MAX_WALL_TIME_MINUTES, script_value_problem
-
-if TYPE_CHECKING:
-    from balsam.config import Site
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -178,7 +175,7 @@ def submit_launch(
     from balsam.batch_settings import launch_problem
     from balsam.config import load_site
     from balsam.platform.schedulers import LaunchRequest, get_scheduler
-    from balsam.site.batchjobs import submit_recorded
+    from balsam.site.batchjobs import read_site_template, submit_recorded
 
     settings = load_site().settings
     problem = launch_problem(
@@ -204,7 +201,7 @@ def submit_launch(
             scripts_dir=site.scripts_dir,
             wf_filter=wf_filter,
             sched_flags=sched_flags,
-            script_template=read_template(site),
+            script_template=read_site_template(site),
         )
         row, submission = submit_recorded(backend, scheduler, request)
     finally:
@@ -215,20 +212,6 @@ def submit_launch(
         f"Submitted launch {submission.launch_id} to the {scheduler.name} scheduler "
         f"(batch job {row.id}, script {submission.script})"
     )
-
-
-def read_template(site: Site) -> str | None:
-    """The text of the site's batch-script template, None when it has none (ConfigError when
-    the file cannot be read)."""
-    name = site.settings.platform.batch_script_template
-    if not name:
-        return None
-    path = site.path / name
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"platform.batch_script_template: cannot read {path}: {reason}") from None
 
 
 #: Commands this module adds to ``balsam``.

@@ -20,9 +20,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from balsam.cli import commands, db, launch, queues
+    from balsam.cli import commands, db, launch, queues, service
 
-    for module in (commands, db, launch, queues):
+    for module in (commands, db, launch, queues, service):
         for command in module.COMMANDS:
             cli.add_command(command)
 

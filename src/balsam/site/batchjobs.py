@@ -18,8 +18,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from balsam.backends.base import Backend
+from balsam.config import Site
 from balsam.domain.batchjobs import ENDED_BATCH_STATES, BatchJobState, batch_job_name
-from balsam.errors import SchedulerError
+from balsam.errors import ConfigError, SchedulerError
 from balsam.platform.schedulers import LaunchRequest, Scheduler, Submission, get_scheduler
 from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
 
@@ -120,3 +121,17 @@ def _reconcile(backend: Backend, scheduler: Scheduler, row: BatchJobOut) -> Batc
     return backend.update_batch_job(
         row.id, BatchJobUpdate(state=B.SUBMIT_FAILED, status_message=message)
     )
+
+
+def read_site_template(site: Site) -> str | None:
+    """The text of the site's batch-script template (``platform.batch_script_template``), None
+    when it has none; ConfigError when the file cannot be read."""
+    name = site.settings.platform.batch_script_template
+    if not name:
+        return None
+    path = site.path / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"platform.batch_script_template: cannot read {path}: {reason}") from None

@@ -10,9 +10,9 @@ system.
 The rules:
 
 - A job weighs ``num_nodes / node_packing_count`` nodes: packed jobs share a node.
-- The backlog is covered by launchers queued and by launchers that run but have not started
-  claiming yet (no session); launchers that run and claim take what fits them, so what is
-  left unheld is what they could not take.
+- The backlog (jobs nobody holds) is covered by the nodes of every launcher queued or
+  running: a running launcher takes more as its jobs end, so more are asked for only when
+  the backlog is larger than all of them together.
 - Uncovered nodes are asked for in the service's queues in their order of preference: the
   first queue whose ``min_nodes`` the need reaches (else the one that asks least), never past
   a queue's ``max_queued_jobs``, never in a queue that is backing off after a refusal. A
@@ -74,8 +74,8 @@ class Queue:
 class Launcher:
     """A launcher batch job that has not ended.
 
-    ``started`` is true once its launcher claims work (it has a session); a launcher that
-    runs but has not started still counts as supply for the backlog.
+    ``started`` is true once its launcher claims work (it has a session); it is reported,
+    not used for sizing: a running launcher's nodes cover the backlog either way.
     """
 
     batch_id: int
@@ -158,10 +158,9 @@ def plan(given: PolicyInput) -> Plan:
     runnable, unrunnable = _split_runnable(given)
     demand = sum(shape.node_weight for shape in runnable)
     queued = [launcher for launcher in given.launchers if not launcher.running]
-    starting = [
-        launcher for launcher in given.launchers if launcher.running and not launcher.started
-    ]
-    supply = sum(launcher.num_nodes for launcher in [*queued, *starting])
+    running = [launcher for launcher in given.launchers if launcher.running]
+    claiming = [launcher for launcher in running if launcher.started]
+    supply = sum(launcher.num_nodes for launcher in given.launchers)
     need = demand - supply
     if not given.launchers and given.processing_waiting and need <= _EPSILON:
         need = _EPSILON * 2  # one launcher of the smallest size runs their steps
@@ -169,8 +168,8 @@ def plan(given: PolicyInput) -> Plan:
     withdraws = _withdrawals(queued, supply, demand, given.processing_waiting, given.launchers)
     summary = (
         f"backlog {demand:g} node(s) in {sum(s.count for s in runnable)} job(s); "
-        f"{len(queued)} launcher(s) queued and {len(starting)} starting hold "
-        f"{supply:g} node(s)"
+        f"{len(queued)} launcher(s) queued and {len(running)} running "
+        f"({len(claiming)} claiming) hold {supply:g} node(s)"
     )
     return Plan(submits, withdraws, unrunnable, summary)
 
