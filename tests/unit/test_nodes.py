@@ -183,7 +183,8 @@ def test_bad_lsf_mcpu_hosts_is_a_config_error(text: str, reason: str) -> None:
 
 
 def test_sources_are_tried_in_a_fixed_order() -> None:
-    assert list(nodes.NODE_SOURCES) == ["slurm", "pbs", "cobalt", "lsf"]
+    # Flux first: it often runs inside another allocation (tests/unit/test_flux_nodes.py).
+    assert list(nodes.NODE_SOURCES) == ["flux", "slurm", "pbs", "cobalt", "lsf"]
 
 
 def test_allocation_hosts_picks_the_first_matching_source(tmp_path: Path) -> None:

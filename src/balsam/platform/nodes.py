@@ -3,11 +3,24 @@
 A launcher asks :func:`discover_nodes` once at start-up. Each entry of :data:`NODE_SOURCES`
 reads the environment of one kind of batch allocation and returns its hostnames, or None when
 the launcher is not inside that kind of allocation. They are tried in order; when none applies
-the launcher runs on the local host as one node. Nothing here runs a command (no ``scontrol``):
-the batch systems already put everything needed in variables and node files.
+the launcher runs on the local host as one node. Nothing here runs a command (no ``scontrol``,
+no ``flux getattr``): the batch systems, or the batch script, put everything needed in
+variables and node files.
 
 Sources and the names they give hosts:
 
+``flux``
+    Flux sets no variable with the host list for a batch script: its initial program gets
+    ``FLUX_URI`` and little else (flux-environment(7)), and the hosts are read with
+    ``flux getattr hostlist``. The Flux adapter's script therefore runs that command itself
+    and exports the answer as ``BALSAM_FLUX_HOSTLIST``, with ``BALSAM_FLUX_URI`` set to the
+    ``FLUX_URI`` it was asked in. The list is an RFC 29 host list (``node[01-04,07]``),
+    expanded by :func:`parse_flux_hostlist`; a host named more than once (several brokers on
+    one host) is one node. It is used only while ``FLUX_URI`` is still that instance's: a
+    job submitted from inside the allocation inherits the variables, and must not take
+    them for its own hosts. Flux comes first because it often runs inside another batch
+    system's allocation (``srun flux start``, Flux in a PBS job), whose variables describe
+    the whole outer allocation rather than this job's share of it.
 ``slurm``
     ``SLURM_JOB_NODELIST`` (older Slurm: ``SLURM_NODELIST``), a compressed host list such as
     ``nid[0098-0101],login3`` expanded by :func:`parse_slurm_nodelist`. Zero padding is kept,
@@ -74,23 +87,23 @@ def _setting(env: Mapping[str, str], *names: str) -> tuple[str, str] | None:
 # --- Slurm -------------------------------------------------------------------------------
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split a Slurm host list at the commas outside brackets, checking the brackets."""
+def _split_top_level(text: str, kind: str = "Slurm") -> list[str]:
+    """Split a host list at the commas outside brackets, checking the brackets."""
     groups, depth, start = [], 0, 0
     for i, char in enumerate(text):
         if char == "[":
             depth += 1
             if depth > 1:
-                raise ConfigError(f"nested '[' in Slurm host list {text!r}")
+                raise ConfigError(f"nested '[' in {kind} host list {text!r}")
         elif char == "]":
             depth -= 1
             if depth < 0:
-                raise ConfigError(f"unbalanced ']' in Slurm host list {text!r}")
+                raise ConfigError(f"unbalanced ']' in {kind} host list {text!r}")
         elif char == "," and depth == 0:
             groups.append(text[start:i])
             start = i + 1
     if depth:
-        raise ConfigError(f"unbalanced '[' in Slurm host list {text!r}")
+        raise ConfigError(f"unbalanced '[' in {kind} host list {text!r}")
     groups.append(text[start:])
     return groups
 
@@ -173,6 +186,84 @@ def slurm_hosts(env: Mapping[str, str]) -> list[str] | None:
         return parse_slurm_nodelist(value)
     except ConfigError as error:
         raise ConfigError(f"{name}: {error}") from error
+
+
+# --- Flux --------------------------------------------------------------------------------
+
+#: Set by the Flux adapter's batch script to ``flux getattr hostlist`` (see the module's text).
+FLUX_HOSTLIST_VARIABLE = "BALSAM_FLUX_HOSTLIST"
+#: Set by the same script to the ``FLUX_URI`` of the instance the host list was taken in.
+FLUX_URI_VARIABLE = "BALSAM_FLUX_URI"
+
+# prefix[idlist]suffix: prefix and suffix hold no bracket or comma (RFC 29).
+_FLUX_EXPRESSION = re.compile(r"([^\[\],]*)(?:\[([^\[\]]*)\])?([^\[\],]*)")
+
+
+def _flux_ids(idlist: str, text: str) -> list[str]:
+    """An RFC 29 idlist (``005,4,11-13``): the first id's leading zeros set every id's width
+    (005, 004, 011, 012, 013)."""
+    ids: list[int] = []
+    width = 0
+    for position, item in enumerate(idlist.split(",")):
+        match = _RANGE.fullmatch(item.strip())
+        if match is None:
+            raise ConfigError(f"bad range {item!r} in Flux host list {text!r}")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if low > high:
+            raise ConfigError(f"reversed range {item!r} in Flux host list {text!r}")
+        if position == 0 and match.group(1).startswith("0"):
+            width = len(match.group(1))
+        ids.extend(range(low, high + 1))
+    return [str(n).zfill(width) for n in ids]
+
+
+def parse_flux_hostlist(text: str) -> list[str]:
+    """Expand an RFC 29 host list (Flux's), keeping its order and any repeats.
+
+    ``node[1-3,7]`` gives node1, node2, node3, node7; ``foo[0-1]-eth2`` gives foo0-eth2,
+    foo1-eth2; ``[00-2]`` gives 00, 01, 02 and ``n[005,4]`` gives n005, n004 (the first id's
+    zero padding applies to all). Each comma-separated expression holds at most one bracket.
+
+    Raises:
+        ConfigError: empty text or entry, whitespace in a name, unbalanced, nested or repeated
+            brackets, a range that is not numeric or runs backwards; the message quotes
+            ``text``.
+    """
+    if not text.strip():
+        raise ConfigError(f"empty Flux host list {text!r}")
+    hosts: list[str] = []
+    for expression in _split_top_level(text, "Flux"):
+        expression = expression.strip()
+        if not expression:
+            raise ConfigError(f"empty entry in Flux host list {text!r}")
+        match = _FLUX_EXPRESSION.fullmatch(expression)
+        if match is None:
+            raise ConfigError(f"more than one [...] in {expression!r} in Flux host list {text!r}")
+        prefix, idlist, suffix = match.groups()
+        if any(c.isspace() for c in prefix + suffix):
+            raise ConfigError(f"whitespace inside host name {expression!r} in {text!r}")
+        if idlist is None:
+            hosts.append(expression)
+        else:
+            hosts.extend(prefix + n + suffix for n in _flux_ids(idlist, text))
+    return hosts
+
+
+def flux_hosts(env: Mapping[str, str]) -> list[str] | None:
+    """Hosts of a Flux batch job from ``BALSAM_FLUX_HOSTLIST``, once each, in order; None
+    unless ``FLUX_URI`` is still the instance the list was taken in (``BALSAM_FLUX_URI``)."""
+    setting = _setting(env, FLUX_HOSTLIST_VARIABLE)
+    if setting is None:
+        return None
+    uri, taken_in = _setting(env, "FLUX_URI"), _setting(env, FLUX_URI_VARIABLE)
+    if uri is None or taken_in is None or uri[1] != taken_in[1]:
+        # Inherited from another Flux instance by a job submitted from inside it.
+        return None
+    try:
+        hosts = parse_flux_hostlist(setting[1])
+    except ConfigError as error:
+        raise ConfigError(f"{FLUX_HOSTLIST_VARIABLE}: {error}") from error
+    return list(dict.fromkeys(hosts))
 
 
 # --- PBS and Cobalt ----------------------------------------------------------------------
@@ -283,6 +374,8 @@ def lsf_hosts(env: Mapping[str, str]) -> list[str] | None:
 
 #: Allocation kinds tried in order before falling back to the local host.
 NODE_SOURCES: dict[str, NodeSource] = {
+    # First: a Flux job often runs inside another batch system's allocation (module text).
+    "flux": flux_hosts,
     "slurm": slurm_hosts,
     "pbs": pbs_hosts,
     "cobalt": cobalt_hosts,

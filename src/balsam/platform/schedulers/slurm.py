@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import math
 import shlex
-import subprocess
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from balsam.errors import SchedulerError
@@ -32,40 +30,18 @@ from balsam.platform.schedulers.base import (
     write_script,
 )
 
-#: Longest a Slurm command may take before it is given up on.
-COMMAND_TIMEOUT_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What a scheduler command printed and how it ended."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-#: Runs a scheduler command (argv) and returns what it printed.
-CommandRunner = Callable[[Sequence[str]], CommandResult]
-
-
-def run_command(argv: Sequence[str]) -> CommandResult:
-    """Run ``argv`` (no shell, no stdin); SchedulerError if it cannot be run at all."""
-    try:
-        done = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise SchedulerError(f"{argv[0]} not found: is Slurm installed and on PATH?") from None
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise SchedulerError(f"cannot run {argv[0]}: {exc}") from None
-    return CommandResult(done.returncode, done.stdout, done.stderr)
-
+# The command runner and the margin are shared by every adapter (commands.py); their names
+# stay importable from here.
+from balsam.platform.schedulers.commands import (
+    COMMAND_TIMEOUT_SECONDS as COMMAND_TIMEOUT_SECONDS,
+)
+from balsam.platform.schedulers.commands import (
+    CommandResult,
+    CommandRunner,
+    run_command,
+    safety_margin_minutes,
+)
+from balsam.platform.schedulers.commands import command_reason as _reason
 
 #: Slurm's job states (squeue ``%T``, scontrol ``JobState``) in Balsam's terms.
 SLURM_STATES: dict[str, BatchState] = {
@@ -92,12 +68,6 @@ SLURM_STATES: dict[str, BatchState] = {
     "OUT_OF_MEMORY": BatchState.FAILED,
     "SPECIAL_EXIT": BatchState.FAILED,
 }
-
-
-def safety_margin_minutes(wall_time_minutes: float) -> float:
-    """How long before the allocation ends the launcher stops: a tenth of the wall time,
-    at least 30 seconds (at most half of it) and at most five minutes."""
-    return min(5.0, max(0.5, wall_time_minutes / 10), wall_time_minutes / 2)
 
 
 def slurm_time(minutes: float) -> str:
@@ -201,13 +171,6 @@ def slurm_minutes(limit: str) -> float:
     else:
         hours, minutes, seconds = fields[-3:]
     return (float(days or 0) * 24 + hours) * 60 + minutes + seconds / 60
-
-
-def _reason(out: CommandResult) -> str:
-    """The line that says why: the first error line, else the last line printed."""
-    lines = [line.strip() for line in (out.stderr or out.stdout).splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or [f"exit code {out.returncode}"])[0 if errors else -1]
 
 
 class SlurmScheduler:
