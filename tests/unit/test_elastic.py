@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from balsam.platform.schedulers.base import BackfillWindow
-from balsam.platform.schedulers.slurm import safety_margin_minutes
+from balsam.platform.schedulers.commands import safety_margin_minutes
 from balsam.site.elastic import (
     Launcher,
     PolicyInput,

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from balsam.platform.schedulers.base import BackfillWindow, format_minutes
-from balsam.platform.schedulers.slurm import safety_margin_minutes
+from balsam.platform.schedulers.commands import safety_margin_minutes
 
 #: Fractions of a node below this are rounding, not work.
 _EPSILON = 1e-9
