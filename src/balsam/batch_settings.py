@@ -66,8 +66,7 @@ class ServiceSettings(BaseModel):
     after each refusal in a row up to ``max_backoff_seconds``. ``use_backfill`` sizes
     launchers to the nodes the scheduler says are free now, when it can tell.
     ``lock_seconds`` is how long the service's lock in the database outlives its last renewal
-    before another service may take over. ``processing: service`` moves the pre- and
-    postprocessing and staging of jobs out of the launchers into the service.
+    before another service may take over.
     """
 
     model_config = SETTINGS_CONFIG
@@ -83,7 +82,6 @@ class ServiceSettings(BaseModel):
     max_backoff_seconds: float = Field(default=3600.0, gt=0, le=MAX_SERVICE_SECONDS)
     use_backfill: bool = False
     lock_seconds: float = Field(default=90.0, gt=0, le=MAX_SERVICE_SECONDS)
-    processing: Literal["launcher", "service"] = "launcher"
 
     @model_validator(mode="after")
     def _lock_outlasts_passes(self) -> ServiceSettings:
