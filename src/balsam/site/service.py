@@ -227,8 +227,8 @@ class ElasticService:
         return report
 
     def _pass(self, report: PassReport) -> None:
-        rows = refresh(self.backend, self.backend.list_batch_jobs(), self._warn(report))
-        rows = [row for row in rows if row.scheduler == self.scheduler.name]
+        mine = [r for r in self.backend.list_batch_jobs() if r.scheduler == self.scheduler.name]
+        rows = refresh(self.backend, mine, self._warn(report), lambda _name: self.scheduler)
         report.recovered_sessions = self._recover_leases()
         given = self._observe(rows, report)
         decided = elastic.plan(given)
