@@ -7,6 +7,7 @@ import math
 from balsam.platform.schedulers.base import BackfillWindow
 from balsam.platform.schedulers.commands import safety_margin_minutes
 from balsam.site.elastic import (
+    DEFAULT_SLACK_MINUTES,
     Launcher,
     PolicyInput,
     Queue,
@@ -76,8 +77,11 @@ def test_a_queue_backing_off_is_not_used() -> None:
 def test_a_launcher_is_as_wide_and_as_long_as_the_largest_job_needs() -> None:
     [submit] = plan(given(Shape(6, 1, 50, 1))).submit
     assert submit.num_nodes == 6
-    assert submit.wall_time_minutes == launcher_minutes_for(50, safety_margin_minutes)
-    assert submit.wall_time_minutes - safety_margin_minutes(submit.wall_time_minutes) >= 50
+    assert submit.wall_time_minutes == launcher_minutes_for(
+        50, safety_margin_minutes, DEFAULT_SLACK_MINUTES
+    )
+    usable = submit.wall_time_minutes - safety_margin_minutes(submit.wall_time_minutes)
+    assert usable >= 50 + DEFAULT_SLACK_MINUTES
     assert submit.wall_time_minutes <= 60
 
 
@@ -140,3 +144,43 @@ def test_launcher_minutes_leave_the_job_its_time_after_the_margin() -> None:
         assert wall - safety_margin_minutes(wall) <= minutes + 0.05
     assert launcher_minutes_for(0, safety_margin_minutes) == 0.0
     assert math.isfinite(launcher_minutes_for(1e5, safety_margin_minutes))
+
+
+def test_a_job_longer_than_the_service_wall_time_gets_a_launcher_with_room_to_claim_it() -> None:
+    """The launcher loses its start-up and kill grace too: 120-minute jobs need more than
+    120 minutes plus the margin, or they are never claimed (and resubmitted for ever)."""
+    decided = plan(given(Shape(1, 4, 120, 7), queues=[PROD]))
+    [submit] = decided.submit
+    usable = submit.wall_time_minutes - safety_margin_minutes(submit.wall_time_minutes)
+    assert usable >= 120 + DEFAULT_SLACK_MINUTES
+
+
+def test_no_launcher_is_asked_of_a_queue_that_cannot_run_the_jobs_waiting() -> None:
+    """prod is full; debug's 8 nodes and 60 minutes run none of the jobs: nothing more."""
+    full = [Launcher(i, "prod", 1, 720) for i in range(1, 4)]
+    for shape in (Shape(16, 1, 10, 3), Shape(2, 1, 90, 4)):
+        assert plan(given(shape, launchers=full)).submit == []
+
+
+def test_a_sliver_of_backlog_beside_a_covered_wide_job_gets_a_small_launcher() -> None:
+    launchers = [Launcher(1, "prod", 16, 60)]
+    decided = plan(given(Shape(16, 1, 10, 1), Shape(1, 4, 10, 1), launchers=launchers))
+    [submit] = decided.submit
+    assert (submit.queue, submit.num_nodes) == ("debug", 1)
+
+
+def test_jobs_longer_than_every_launcher_get_a_launcher_though_nodes_are_plenty() -> None:
+    launchers = [Launcher(1, "prod", 16, 60)]
+    decided = plan(given(Shape(1, 1, 120, 10), launchers=launchers))
+    [submit] = decided.submit
+    assert submit.queue == "prod"
+    assert submit.wall_time_minutes >= launcher_minutes_for(
+        120, safety_margin_minutes, DEFAULT_SLACK_MINUTES
+    )
+    assert "none of them is wide or long enough" in submit.reason
+
+
+def test_a_queued_launcher_that_alone_runs_some_jobs_is_not_withdrawn() -> None:
+    launchers = [Launcher(1, "prod", 16, 60, running=True), Launcher(2, "prod", 2, 300)]
+    decided = plan(given(Shape(1, 1, 200, 1), launchers=launchers))
+    assert decided.withdraw == []

@@ -63,12 +63,8 @@ def test_a_launcher_packs_jobs_onto_shared_nodes() -> None:
     assert pool.can_take(2, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="elastic.plan sizes a launcher to exactly the job's wall time plus the margin, "
-    "leaving nothing for the launcher's start and kill grace: the job never fits it (issue 9)",
-)
 def test_a_job_longer_than_the_service_wall_time_finishes() -> None:
+    """A launcher asked for a long job leaves it room after its start-up and kill grace."""
     work = sim.Workload(size=[(1, 1, 120.0)], runtime=[50.0], bursts=[(0.0, range(1))])
     scenario = sim.Scenario(machine=sim.MachineModel(nodes=64), horizon=1440.0)
     bg = sim.Background(scenario.machine, random.Random("bg"), scenario.horizon)

@@ -65,7 +65,7 @@ def job_id(backend: MemoryBackend) -> str:
 
 
 def test_public_names() -> None:
-    assert balsam.testing.__all__ == ["MemoryBackend"]
+    assert balsam.testing.__all__ == ["MemoryBackend", "MemoryScheduler"]
     assert balsam.testing.MemoryBackend is MemoryBackend
 
 
