@@ -123,6 +123,10 @@ class LauncherSettings(BaseModel):
     flush_interval_seconds: float = Field(default=0.25, gt=0, le=MAX_SETTING_SECONDS)
     error_tail_lines: int = Field(default=10, ge=1, le=MAX_BATCH)
     kill_grace_seconds: float = Field(default=10.0, ge=0, le=MAX_SETTING_SECONDS)
+    #: How long a run killed by a signal the launcher did not send waits before it is
+    #: recorded RUN_ERROR: if the launcher is signalled to stop meanwhile (scancel, the end
+    #: of the allocation), the run is a RUN_TIMEOUT instead, to be rerun.
+    outside_signal_wait_seconds: float = Field(default=3.0, ge=0, le=MAX_SETTING_SECONDS)
     worker_start_seconds: float = Field(default=120.0, gt=0, le=MAX_SETTING_SECONDS)
 
     @model_validator(mode="after")

@@ -37,6 +37,7 @@ from balsam.launcher.nodework import NodeWork
 from balsam.launcher.options import JobMode, LauncherOptions
 from balsam.launcher.placement import NodePool
 from balsam.launcher.queue import CHAIN_BELOW_SECONDS, RunQueue
+from balsam.launcher.signalled import by_termination_signal
 from balsam.launcher.stager import Stager
 from balsam.launcher.tasks import (
     TASK_TRANSITIONS,
@@ -899,6 +900,72 @@ def test_a_run_stopped_at_shutdown_is_recorded_run_timeout(rig: Rig) -> None:
     assert entered(rig.backend, job, S.RUN_TIMEOUT) == ["stopped: time limit (exit code -9)"]
     # Retried on timeout by default: the next launcher runs it again.
     assert db(rig.backend, job) == (S.RESTART_READY, None)
+
+
+def test_a_run_the_batch_system_signalled_just_before_the_launcher_is_a_timeout(
+    rig: Rig,
+) -> None:
+    """scancel signals the runs and the launcher at once: the run's death comes first."""
+    job = _running(rig)
+    rig.exited(job, -SIGTERM)
+    assert rig.state(job) is T.SIGNALLED
+    rig.flush_all()
+    assert db(rig.backend, job) == (S.RUNNING, rig.lease.session_id), "decided too soon"
+    rig.tick(1.0)
+    rig.flow.decide_signalled(rig.now)
+    assert rig.state(job) is T.SIGNALLED
+    rig.flow.stop_all(StopCause.SHUTDOWN, "stopped: launcher received SIGTERM", rig.now, 10.0)
+    assert rig.state(job) is None
+    rig.flush_all()
+    assert entered(rig.backend, job, S.RUN_TIMEOUT) == [
+        "stopped: launcher received SIGTERM (exit code -15)"
+    ]
+    assert entered(rig.backend, job, S.RUN_ERROR) == []
+    assert db(rig.backend, job) == (S.RESTART_READY, None)
+
+
+def test_a_run_signalled_while_the_launcher_goes_on_is_the_job_s_error_after_the_wait(
+    rig: Rig,
+) -> None:
+    job = _running(rig)
+    wait = rig.site.settings.launcher.outside_signal_wait_seconds
+    rig.exited(job, 128 + SIGTERM)  # as a shell reports the death of the command it ran
+    rig.tick(wait - 0.1)
+    rig.flow.decide_signalled(rig.now)
+    assert rig.state(job) is T.SIGNALLED
+    assert rig.flow.signalled.next_at() == pytest.approx(rig.now + 0.1)
+    rig.tick(0.1)
+    rig.flow.decide_signalled(rig.now)
+    rig.flush_all()
+    (message,) = entered(rig.backend, job, S.RUN_ERROR)
+    assert message.startswith("run failed: exit code 143")
+    assert rig.flow.signalled.next_at() is None
+
+
+def test_a_run_that_exits_with_an_error_of_its_own_is_recorded_at_once(rig: Rig) -> None:
+    job = _running(rig)
+    rig.exited(job, 1)
+    rig.flush_all()
+    assert entered(rig.backend, job, S.RUN_ERROR)[0].startswith("run failed: exit code 1")
+    assert len(rig.flow.signalled) == 0
+
+
+def test_a_user_kill_of_a_signalled_run_records_nothing_more(rig: Rig) -> None:
+    job = _running(rig)
+    rig.exited(job, -SIGKILL)
+    rig.flow.killed([job], rig.now)
+    assert rig.state(job) is None and len(rig.flow.signalled) == 0
+    rig.flush_all()
+    assert hops(rig.backend, job)[-1][1] == S.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("code", "outside"),
+    [(-15, True), (-9, True), (-2, True), (-1, True), (143, True), (137, True), (130, True)]
+    + [(0, False), (1, False), (-11, False), (139, False), (-6, False), (255, False)],
+)
+def test_which_exit_codes_are_a_termination_signal(code: int, outside: bool) -> None:
+    assert by_termination_signal(code) is outside
 
 
 def test_a_postprocess_stopped_at_shutdown_hands_the_job_back_as_it_was(rig: Rig) -> None:

@@ -38,6 +38,7 @@ from balsam.launcher.dispatch import SEND_ERRORS, Dispatcher, why_not_sent
 from balsam.launcher.logs import JobLines, job_extra
 from balsam.launcher.placement import NodePool, Placement
 from balsam.launcher.queue import RunQueue
+from balsam.launcher.signalled import SignalledRuns
 from balsam.launcher.stager import Done, Stager
 from balsam.launcher.tasks import WITH_COMMAND, StopCause, Task, TaskState
 from balsam.launcher.updates import UpdateBuffer
@@ -84,6 +85,8 @@ class JobFlow:
         self.unadmitted: list[JobOut] = []
         #: The launcher is stopping: no new step starts.
         self.closing = False
+        #: Runs killed by a signal not ours, waiting to learn whether the launcher stops too.
+        self.signalled = SignalledRuns(settings.outside_signal_wait_seconds)
 
     def __len__(self) -> int:
         return len(self.tasks) + len(self.unadmitted)
@@ -373,9 +376,22 @@ class JobFlow:
         else:
             if task.state in (T.STARTING, T.QUEUED):
                 self._mark_started(task, child.remote_pid, now)
-            state = S.RUN_DONE if code == 0 else S.RUN_ERROR
-            text = "" if code == 0 else self._exit_text("run", code, task, f"{task.job.name}.out")
-            self._run_ended(task, now, state, text, code)
+            if self.signalled.hold(task.job_id, child, code, now):
+                task.move(T.SIGNALLED)
+                return
+            self._run_exited(task, code, now)
+
+    def _run_exited(self, task: Task, code: int, now: float) -> None:
+        state = S.RUN_DONE if code == 0 else S.RUN_ERROR
+        text = "" if code == 0 else self._exit_text("run", code, task, f"{task.job.name}.out")
+        self._run_ended(task, now, state, text, code)
+
+    def decide_signalled(self, now: float) -> None:
+        """Runs killed by a signal whose wait is over, with the launcher still going: the
+        signal was the job's own business (or its error), recorded as any failed run."""
+        for job_id in self.signalled.due(now):
+            held = self.signalled.take(job_id)
+            self._run_exited(self.tasks[job_id], held.code, now)
 
     def run_failed(self, key: int, error: str, now: float, later: bool = False) -> None:
         """A worker could not start a command (a missing program, a bad directory, ...;
@@ -502,6 +518,12 @@ class JobFlow:
         """End the task's command (SIGTERM, SIGKILL after ``grace``), or let go of the task
         at once when it has none."""
         if task.state is T.DONE:
+            return
+        if task.state is T.SIGNALLED:
+            # Its run died of a signal just before the launcher was stopped: the same stop.
+            task.stop(cause, reason)
+            held = self.signalled.take(task.job_id)
+            self._stopped(task, held.child, held.code, now)
             return
         if task.child is None or task.state not in WITH_COMMAND:
             if task.state is T.WAITING:

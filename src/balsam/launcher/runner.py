@@ -230,6 +230,7 @@ class Launcher:
             self.children.escalate(now)
             self.nodes.check(now)
             self.flow.retry_admissions(now)
+            self.flow.decide_signalled(now)
             if self._may_claim() and self.claimer.due(now, len(self.queue)):
                 self._claim(now)
             if not self.fenced and self.lease.session_id and self.stop_reason is None:
@@ -245,7 +246,8 @@ class Launcher:
 
     def _timeout(self, now: float) -> float:
         times = [self.lease.due_at(polling=len(self.children) > 0), self.nodes.due_at()]
-        for when in (self.updates.due_at(), self.children.next_kill_at(), self.stop_at):
+        waits = (self.updates.due_at(), self.children.next_kill_at(), self.stop_at)
+        for when in (*waits, self.flow.signalled.next_at()):
             if when is not None:
                 times.append(when)
         if self._may_claim() and self.claimer.budget(len(self.queue)) > 0:

@@ -9,11 +9,12 @@ in, never by the order in which flags are tested.
 ::
 
     WAITING --start--> STARTING --started--> RUNNING --exit--> SETTLING | DONE
+    RUNNING --killed by a signal not ours--> SIGNALLED --moment passed--> SETTLING | DONE
     WAITING --queue behind a run--> QUEUED --started--> RUNNING
     SETTLING --answer--> PREPROCESSING | WAITING | POSTPROCESSING | STAGING | DONE
     STAGING --copied--> SETTLING | WAITING | DONE
     PREPROCESSING, POSTPROCESSING --exit--> SETTLING | DONE
-    any with a command --stop--> STOPPING --exit--> DONE
+    any with a command, SIGNALLED --stop--> STOPPING --exit--> DONE
 
 A task whose command the launcher ends itself is STOPPING with a :class:`StopCause`, which says
 what to record when the command is gone.
@@ -45,6 +46,11 @@ class TaskState(StrEnum):
     """Its run was sent to a worker, which has not said yet that it started."""
     RUNNING = "running"
     """Its run is running (recorded RUNNING)."""
+    SIGNALLED = "signalled"
+    """Its run was ended by a signal the launcher did not send (SIGTERM, SIGKILL, ...). A
+    batch system that ends an allocation signals every process in it at once, the runs a
+    moment before or after the launcher: for a short while the run's end waits to learn
+    whether the launcher is being stopped too (then it is a timeout, not the job's error)."""
     PREPROCESSING = "preprocessing"
     """The app's preprocess command runs."""
     POSTPROCESSING = "postprocessing"
@@ -82,7 +88,8 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.WAITING: frozenset({T.STARTING, T.QUEUED, T.SETTLING, T.DONE}),
     T.QUEUED: frozenset({T.RUNNING, T.WAITING, T.SETTLING, T.STOPPING, T.DONE}),
     T.STARTING: frozenset({T.RUNNING, T.WAITING, T.SETTLING, T.STOPPING, T.DONE}),
-    T.RUNNING: frozenset({T.SETTLING, T.STOPPING, T.DONE}),
+    T.RUNNING: frozenset({T.SETTLING, T.SIGNALLED, T.STOPPING, T.DONE}),
+    T.SIGNALLED: frozenset({T.SETTLING, T.STOPPING, T.DONE}),
     T.PREPROCESSING: frozenset({T.SETTLING, T.STOPPING, T.DONE}),
     T.POSTPROCESSING: frozenset({T.SETTLING, T.STOPPING, T.DONE}),
     T.STOPPING: frozenset({T.DONE}),
