@@ -13,7 +13,9 @@ skip.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +26,16 @@ from balsam.backends.base import Backend
 from balsam.backends.factory import open_backend
 from balsam.config import Site
 from balsam.platform.schedulers.slurm import BatchState, SlurmScheduler
-from launchkit import BALSAM, S, add_app, add_jobs, all_jobs, settings, slurm_scheduled_site
+from launchkit import (
+    BALSAM,
+    S,
+    add_app,
+    add_jobs,
+    all_jobs,
+    run_pid,
+    settings,
+    slurm_scheduled_site,
+)
 from slurmcluster import SlurmCluster, start_cluster
 from waiting import wait_until
 
@@ -167,11 +178,11 @@ def test_a_launcher_scancelled_mid_run_leaves_its_jobs_to_the_next_one(
 
 
 @pytest.mark.slow
-def test_a_launcher_killed_without_warning_is_recovered_from_its_expired_lease(
+def test_a_launcher_that_dies_without_a_word_is_recovered_from_its_expired_lease(
     slurm: SlurmCluster, site_backend: tuple[Site, Backend]
 ) -> None:
-    """``scancel --signal=KILL --full``: no SIGTERM, no chance to hand anything back."""
-    _site, backend = site_backend
+    """SIGKILL of the launcher and its runs, as when its node crashes: nothing is handed back."""
+    site, backend = site_backend
     add_app(backend, "Long", SLOW_THEN_QUICK)
     jobs = add_jobs(
         backend,
@@ -180,9 +191,14 @@ def test_a_launcher_killed_without_warning_is_recovered_from_its_expired_lease(
     )
     first = submit_launch("-t", "5", "-n", "1", "--job-mode", "serial")
     wait_until(lambda: running(backend, 2), 60, interval=0.3, what="the runs to start")
-    slurm.run("scancel", "--signal=KILL", "--full", first)
+    (launcher_log,) = (site.path / "log").glob("launcher_*.log")
+    launcher_pid = int(launcher_log.stem.rsplit("_", 1)[1])
+    os.kill(launcher_pid, signal.SIGKILL)
+    for job in jobs:  # each run is its own process group, as the launcher starts it
+        os.killpg(run_pid(backend, job.job_id), signal.SIGKILL)
     wait_batch_ended(slurm, first, timeout=60)
     # The jobs still say RUNNING: only the lease's expiry tells another launcher they are lost.
+    assert all(j.state is S.RUNNING for j in all_jobs(backend))
     second = submit_launch("-t", "3", "-n", "1", "--job-mode", "serial")
     wait_until(
         lambda: {j.state for j in all_jobs(backend)} == {S.JOB_FINISHED},
@@ -193,6 +209,8 @@ def test_a_launcher_killed_without_warning_is_recovered_from_its_expired_lease(
     for job in jobs:
         assert runs_by_batch(backend, job.job_id) == [first, second]
         assert finished_once(backend, job.job_id)
+        after = backend.get_job(job.job_id)
+        assert (after.lost_count, after.timeout_count, after.error_count) == (1, 0, 0)
 
 
 def test_two_overlapping_batch_jobs_share_the_database_and_run_each_job_once(
