@@ -66,7 +66,9 @@ class ServiceSettings(BaseModel):
     after each refusal in a row up to ``max_backoff_seconds``. ``use_backfill`` sizes
     launchers to the nodes the scheduler says are free now, when it can tell.
     ``lock_seconds`` is how long the service's lock in the database outlives its last renewal
-    before another service may take over.
+    before another service may take over. ``processing``: the service keeps a processing
+    launcher on its host that does every job's staging, preprocessing, postprocessing and
+    handlers, and compute launchers only run jobs while the service is alive.
     """
 
     model_config = SETTINGS_CONFIG
@@ -82,6 +84,7 @@ class ServiceSettings(BaseModel):
     max_backoff_seconds: float = Field(default=3600.0, gt=0, le=MAX_SERVICE_SECONDS)
     use_backfill: bool = False
     lock_seconds: float = Field(default=90.0, gt=0, le=MAX_SERVICE_SECONDS)
+    processing: bool = False
 
     @model_validator(mode="after")
     def _lock_outlasts_passes(self) -> ServiceSettings:

@@ -30,6 +30,7 @@ S = JobState
 def app(backend: Backend) -> str:
     backend.create_app(AppCreate(name="A", executable="true"))
     backend.create_app(AppCreate(name="Post", executable="true", postprocess="true"))
+    backend.create_app(AppCreate(name="Pre", executable="true", preprocess="true"))
     return "A"
 
 
@@ -89,9 +90,7 @@ def test_a_state_update_sent_twice_is_applied_once(backend: Backend, app: str) -
     backend.claim_jobs(sess.id, ClaimRequest(claim_seq=1))
     batch = [
         StateUpdate(job_id=job.job_id, state=S.RUNNING, seq=2, from_state=S.PREPROCESSED),
-        StateUpdate(
-            job_id=job.job_id, state=S.RUN_DONE, seq=3, from_state=S.RUNNING, release=True
-        ),
+        StateUpdate(job_id=job.job_id, state=S.RUN_DONE, seq=3, from_state=S.RUNNING, release=True),
     ]
     first = backend.record_updates(sess.id, batch)
     assert [r.outcome for r in first] == [UpdateOutcome.APPLIED] * 2
@@ -216,6 +215,18 @@ def test_jobs_left_in_a_processing_state_are_claimed_for_their_step(
     assert backend.claim_jobs(sess.id, ClaimRequest(limit=5)) == []
     taken = backend.claim_jobs(sess.id, ClaimRequest(limit=0, processing_limit=5))
     assert [(j.job_id, j.state, j.session_id) for j in taken] == [(job.job_id, S.RUN_DONE, sess.id)]
+
+
+def test_a_claim_may_ask_for_some_runnable_states_only(backend: Backend, app: str) -> None:
+    """Launchers that leave preprocessing to the service take only jobs ready to run."""
+    ready, pre = backend.create_jobs([spec("ready"), spec("pre", app="Pre")])
+    assert (ready.state, pre.state) == (S.PREPROCESSED, S.STAGED_IN)
+    sess = backend.open_session("t", "h", 1)
+    runs = ClaimRequest(limit=5, states=[S.PREPROCESSED, S.RESTART_READY])
+    assert [j.job_id for j in backend.claim_jobs(sess.id, runs)] == [ready.job_id]
+    assert backend.claim_jobs(sess.id, runs) == []
+    steps = ClaimRequest(limit=5, states=[S.READY, S.STAGED_IN])
+    assert [j.job_id for j in backend.claim_jobs(sess.id, steps)] == [pre.job_id]
 
 
 def test_a_release_repeated_after_the_job_was_claimed_again_leaves_it_held(

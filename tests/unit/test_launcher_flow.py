@@ -34,8 +34,9 @@ from balsam.launcher.dispatch import Dispatcher
 from balsam.launcher.jobflow import JobFlow
 from balsam.launcher.lease import Lease
 from balsam.launcher.nodework import NodeWork
-from balsam.launcher.options import JobMode, LauncherOptions
+from balsam.launcher.options import JobMode, LauncherOptions, LauncherRole
 from balsam.launcher.placement import NodePool
+from balsam.launcher.processing import CHECK_SECONDS, ProcessingSplit
 from balsam.launcher.queue import CHAIN_BELOW_SECONDS, RunQueue
 from balsam.launcher.signalled import by_termination_signal
 from balsam.launcher.stager import Stager
@@ -54,6 +55,7 @@ from balsam.platform.mpi import MpichLauncher, MpiLauncher
 from balsam.schemas.apps import AppCreate, AppOut
 from balsam.schemas.jobs import JobCreate, JobOut, RefusalCode, StateUpdate
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
+from balsam.schemas.service import SERVICE_LOCK
 from balsam.schemas.sessions import ClaimRequest
 from balsam.testing import MemoryBackend
 from balsam.testing.lossy import LossyBackend
@@ -961,8 +963,10 @@ def test_a_user_kill_of_a_signalled_run_records_nothing_more(rig: Rig) -> None:
 
 @pytest.mark.parametrize(
     ("code", "outside"),
-    [(-15, True), (-9, True), (-2, True), (-1, True), (143, True), (137, True), (130, True)]
-    + [(0, False), (1, False), (-11, False), (139, False), (-6, False), (255, False)],
+    [
+        *[(-15, True), (-9, True), (-2, True), (-1, True), (143, True), (137, True), (130, True)],
+        *[(0, False), (1, False), (-11, False), (139, False), (-6, False), (255, False)],
+    ],
 )
 def test_which_exit_codes_are_a_termination_signal(code: int, outside: bool) -> None:
     assert by_termination_signal(code) is outside
@@ -1288,3 +1292,84 @@ def test_a_job_s_whole_life_moves_its_task_through_the_table(
         (T.POSTPROCESSING, T.DONE),
     ]
     assert all(new in TASK_TRANSITIONS[old] for old, new in path)
+
+
+# ---- 8. processing left to the service -----------------------------------------------------
+
+
+def _split(rig: Rig, role: LauncherRole, service_processing: bool = True) -> ProcessingSplit:
+    """Make ``rig`` a processing launcher, or a compute launcher under ``service.processing``."""
+    rig.claimer.split = ProcessingSplit(rig.backend, role, service_processing)
+    return rig.claimer.split
+
+
+def _service_alive(backend: MemoryBackend) -> None:
+    backend.acquire_service_lock(SERVICE_LOCK, "svc", hostname="h", pid=1, lease_seconds=60)
+
+
+def test_a_processing_launcher_preprocesses_and_hands_the_job_to_the_runners(rig: Rig) -> None:
+    _split(rig, LauncherRole.PROCESSING)
+    (pre,) = add(rig.backend, 1, app="Pre")
+    (plain,) = add(rig.backend, 1)
+    request = rig.claimer.request(rig.now, 4)
+    assert request.states == [S.READY, S.STAGED_IN] and request.processing_limit == 4
+    assert [j.job_id for j in rig.claim()] == [pre]
+    assert rig.state(pre) is T.PREPROCESSING
+    rig.started(pre)
+    rig.exited(pre, 0)
+    rig.flush_all()
+    # Ready to run and held by nobody: a compute launcher claims it; nothing ran here.
+    assert db(rig.backend, pre) == (S.PREPROCESSED, None)
+    assert rig.state(pre) is None and len(rig.fleet.local.runs()) == 1, "only the preprocess"
+    assert db(rig.backend, plain) == (S.PREPROCESSED, None)
+
+
+def test_a_processing_launcher_runs_the_postprocess_a_compute_launcher_left(
+    make_rig: RigMaker,
+) -> None:
+    compute = make_rig()
+    _service_alive(compute.backend)
+    assert _split(compute, LauncherRole.ALL).defers(compute.now)
+    (job,) = add(compute.backend, 1, app="Post")
+    (waiting,) = add(compute.backend, 1, app="Pre")
+    request = compute.claimer.request(compute.now, 4)
+    assert request.states == [S.PREPROCESSED, S.RESTART_READY] and request.processing_limit == 0
+    assert [j.job_id for j in compute.claim()] == [job]
+    compute.start()
+    compute.run(job)
+    compute.flush_all()
+    assert db(compute.backend, job) == (S.RUN_DONE, None), "let go of for the service"
+    assert compute.state(job) is None
+    assert db(compute.backend, waiting) == (S.STAGED_IN, None)
+    processing = make_rig()
+    _split(processing, LauncherRole.PROCESSING)
+    assert {j.job_id for j in processing.claim()} == {job, waiting}
+    assert processing.state(job) is T.POSTPROCESSING
+    processing.started(job)
+    processing.exited(job, 0)
+    processing.flush_all()
+    assert db(processing.backend, job) == (S.JOB_FINISHED, None)
+
+
+def test_with_no_service_alive_a_compute_launcher_does_every_step_itself(rig: Rig) -> None:
+    split = _split(rig, LauncherRole.ALL)
+    assert not split.defers(rig.now)
+    (job,) = add(rig.backend, 1, app="Post")
+    rig.claim()
+    rig.start()
+    rig.run(job)
+    rig.flush()
+    assert rig.state(job) is T.POSTPROCESSING
+    # A service starts: looked up again only after CHECK_SECONDS.
+    _service_alive(rig.backend)
+    assert not split.defers(rig.now + CHECK_SECONDS - 1)
+    assert split.defers(rig.now + CHECK_SECONDS)
+    rig.backend.release_service_lock(SERVICE_LOCK, "svc")
+    assert not split.defers(rig.now + 2 * CHECK_SECONDS)
+
+
+def test_without_the_setting_a_live_service_changes_nothing(rig: Rig) -> None:
+    _service_alive(rig.backend)
+    split = _split(rig, LauncherRole.ALL, service_processing=False)
+    assert not split.defers(rig.now)
+    assert rig.claimer.request(rig.now, 4).states == []

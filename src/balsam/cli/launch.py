@@ -91,6 +91,13 @@ def _sched_flags(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     default=0,
     help="Skip this many of the allocation's nodes first (to split it between launchers).",
 )
+@click.option(
+    "--processing-only",
+    is_flag=True,
+    help="Run no job: only staging, pre- and postprocessing on this host "
+    "(the launcher balsam service keeps when service.processing is set).",
+)
+@click.option("--exit-with-pid", type=click.IntRange(min=1), default=None, hidden=True)
 def launcher(
     consume_all: bool,
     wf_filter: str | None,
@@ -98,15 +105,17 @@ def launcher(
     time_limit_minutes: float | None,
     limit_nodes: int | None,
     offset_nodes: int,
+    processing_only: bool,
+    exit_with_pid: int | None,
 ) -> None:
     """Run jobs of the active workflow database on this allocation's nodes."""
     from balsam.backends.factory import open_active_backend
     from balsam.launcher import logs
-    from balsam.launcher.options import JobMode, LauncherOptions
+    from balsam.launcher.options import JobMode, LauncherOptions, LauncherRole
     from balsam.launcher.runner import run_launcher
     from balsam.platform.nodes import local_hostname
 
-    if not consume_all and not wf_filter:
+    if not consume_all and not wf_filter and not processing_only:
         raise ValidationError("give --consume-all, --wf-filter WF, or both")
     options = LauncherOptions(
         job_mode=JobMode(job_mode),
@@ -115,6 +124,8 @@ def launcher(
         time_limit_minutes=time_limit_minutes,
         limit_nodes=limit_nodes,
         offset_nodes=offset_nodes,
+        role=LauncherRole.PROCESSING if processing_only else LauncherRole.ALL,
+        exit_with_pid=exit_with_pid,
     )
     # Not the retrying Backend: the launcher repeats failed calls on later turns of its loop.
     site, backend = open_active_backend(retry=False)

@@ -130,6 +130,8 @@ def _echo_report(status: str) -> None:
             click.echo(f"{title}:")
             for item in items:
                 click.echo(f"  {item}")
+    if report.get("processing"):
+        click.echo(report["processing"])
     if report.get("recovered_sessions"):
         click.echo(f"recovered launcher sessions: {report['recovered_sessions']}")
 

@@ -24,9 +24,11 @@ from balsam.domain.states import PROCESSING_STATES, JobState
 from balsam.errors import BalsamError, NotFound
 from balsam.launcher.backoff import Backoff
 from balsam.launcher.lease import Lease
-from balsam.launcher.options import LauncherOptions
+from balsam.launcher.options import LauncherOptions, LauncherRole
 from balsam.launcher.placement import NodePool
+from balsam.launcher.processing import ProcessingSplit
 from balsam.launcher.rates import RateMeter
+from balsam.platform.schedulers.base import MAX_NODES
 from balsam.schemas.jobs import JobOut
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 from balsam.schemas.sessions import ClaimRequest
@@ -52,6 +54,10 @@ UPCOMING_STATES = [
     S.PREPROCESSED,
     S.RESTART_READY,
 ]
+#: What a launcher that leaves staging and preprocessing to the service claims ...
+RUN_READY_STATES = [S.PREPROCESSED, S.RESTART_READY]
+#: ... and what the service's processing launcher claims besides the processing states.
+BEFORE_RUN_STATES = [S.READY, S.STAGED_IN]
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,11 @@ class Claimer:
         pool: NodePool,
         capacity: Capacity,
         minutes_left: Callable[[float], float | None],
+        split: ProcessingSplit | None = None,
     ) -> None:
         self.backend = backend
+        #: Whether the steps around runs are this launcher's or the service's.
+        self.split = split or ProcessingSplit(backend, LauncherRole.ALL, False)
         self.lease = lease
         self.settings = settings
         self.options = options
@@ -137,6 +146,9 @@ class Claimer:
         seq = self._unanswered or self.lease.next_seq()
         self._unanswered = seq
         processing = PROCESSING_BATCH if now >= self._next_processing else 0
+        if self.split.processing_only:
+            return self._processing_request(limit, seq)
+        defer = self.split.defers(now)
         return ClaimRequest.model_construct(
             limit=limit,
             workflows=list(self.options.workflows),
@@ -146,9 +158,28 @@ class Claimer:
             max_wall_time_minutes=self.minutes_left(now),
             serial_only=cap.serial,
             job_ids=[],
-            processing_limit=processing,
+            processing_limit=0 if defer else processing,
+            states=list(RUN_READY_STATES) if defer else [],
             claim_seq=seq,
             max_ranks_per_node=None if cap.has_mpi else 1,
+        )
+
+    def _processing_request(self, limit: int, seq: int) -> ClaimRequest:
+        """The service's processing launcher: jobs of any size with a step before or after
+        their run (runs happen elsewhere, so nothing about the nodes matters)."""
+        return ClaimRequest.model_construct(
+            limit=limit,
+            workflows=list(self.options.workflows),
+            max_nodes=MAX_NODES,
+            cpus_per_node=None,
+            gpus_per_node=None,
+            max_wall_time_minutes=None,
+            serial_only=False,
+            job_ids=[],
+            processing_limit=limit,
+            states=list(BEFORE_RUN_STATES),
+            claim_seq=seq,
+            max_ranks_per_node=None,
         )
 
     def claim(self, now: float, waiting: int) -> list[JobOut] | None:

@@ -209,6 +209,8 @@ class JobFlow:
         if step is None:
             # Nothing left for a launcher (an end state, or waiting for its parents).
             self.finish(task, now, release=True)
+        elif step is JobStep.RUN and self.claimer.split.processing_only:
+            self._hand_to_runners(task, state, now)
         elif step is JobStep.RUN:
             task.runs += 1
             why = self.never_runs_here(task)
@@ -224,6 +226,15 @@ class JobFlow:
             self._stage_out(task, now)
         else:
             self._start_step(task, step, now)
+
+    def _hand_to_runners(self, task: Task, state: JobState, now: float) -> None:
+        """A processing launcher's job is ready to run: the compute launchers take it on."""
+        if state in (S.PREPROCESSED, S.RESTART_READY):
+            self.finish(task, now, release=True)
+            return
+        # READY or STAGED_IN with nothing to do before the run: say so, so it can be claimed.
+        self.record(task, S.PREPROCESSED, now, "ready to run", release=True)
+        self.finish(task, now, release=False)
 
     def _stage_in(self, task: Task, now: float) -> None:
         """Look up the parents here (the database is the loop's), copy in a helper thread."""
@@ -463,7 +474,8 @@ class JobFlow:
         self, task: Task, now: float, state: JobState, message: str, code: int | None
     ) -> None:
         after = pending_step(settled(state, task.facts), task.facts)
-        later = after in LATER_STEPS
+        # With the service doing postprocessing, the job is let go of for it to take.
+        later = after in LATER_STEPS and not self.claimer.split.defers(now)
         seq = self.record(task, state, now, message, return_code=code, release=not later)
         if later:
             self.settle(task, seq, now)

@@ -26,6 +26,17 @@ class JobMode(StrEnum):
     """Each job takes whole nodes and runs through the MPI launcher."""
 
 
+class LauncherRole(StrEnum):
+    """Which steps of a job a launcher takes."""
+
+    ALL = "all"
+    """Every step: stage-in, preprocess, the run, postprocess and handlers, stage-out. With
+    ``service.processing`` set and a service alive, only the runs (the service does the rest)."""
+    PROCESSING = "processing"
+    """Every step but the run, on this host: the launcher ``balsam service`` keeps when
+    ``service.processing`` is set. Jobs ready to run are handed to the compute launchers."""
+
+
 @dataclass(frozen=True)
 class LauncherOptions:
     """The launcher's run options (ValidationError when out of range)."""
@@ -39,6 +50,9 @@ class LauncherOptions:
     limit_nodes: int | None = None
     #: ... starting with this one (0-based), so that launchers can split one allocation.
     offset_nodes: int = 0
+    role: LauncherRole = LauncherRole.ALL
+    #: Stop when the process of this id is gone (a service's processing launcher).
+    exit_with_pid: int | None = None
 
     def __post_init__(self) -> None:
         minutes = self.time_limit_minutes

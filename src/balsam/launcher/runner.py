@@ -45,8 +45,9 @@ from balsam.launcher.dispatch import Dispatcher
 from balsam.launcher.jobflow import JobFlow
 from balsam.launcher.lease import Lease
 from balsam.launcher.nodework import NodeWork, UnfitReport
-from balsam.launcher.options import JobMode, LauncherOptions
+from balsam.launcher.options import JobMode, LauncherOptions, LauncherRole
 from balsam.launcher.placement import NodePool, select_nodes
+from balsam.launcher.processing import ProcessingSplit
 from balsam.launcher.queue import RunQueue
 from balsam.launcher.stager import Stager
 from balsam.launcher.tasks import StopCause, Task
@@ -92,6 +93,8 @@ class Launcher:
         self.exit_code = 0
         mpi_mode = options.job_mode is JobMode.MPI
         label = f"{options.job_mode} mode, {len(pool)} node(s)"
+        if options.role is LauncherRole.PROCESSING:
+            label = "processing (no runs)"
         self.lease = Lease(backend, self.settings, label, hostname, batch_job_id(env))
         self.updates = UpdateBuffer(
             backend, self.settings.flush_interval_seconds, self.lease.next_seq
@@ -105,6 +108,7 @@ class Launcher:
             pool,
             self.nodes.capacity(),
             self.minutes_left,
+            ProcessingSplit(backend, options.role, site.settings.service.processing),
         )
         self.children = ChildProcesses(self.selector)
         self.queue = RunQueue(pool, self.children, self.minutes_left, self.claimer.ends.rate)
@@ -226,12 +230,15 @@ class Launcher:
             if self.stop_at is not None and now >= self.stop_at:
                 self.stop_reason = "launcher time limit reached"
                 break
+            if self._orphaned():
+                self.stop_reason = f"process {self.options.exit_with_pid} it serves is gone"
+                break
             self._tend_lease(now)
             self.children.escalate(now)
             self.nodes.check(now)
             self.flow.retry_admissions(now)
             self.flow.decide_signalled(now)
-            if self._may_claim() and self.claimer.due(now, len(self.queue)):
+            if self._may_claim() and self.claimer.due(now, self._waiting()):
                 self._claim(now)
             if not self.fenced and self.lease.session_id and self.stop_reason is None:
                 self.queue.start_waiting(now, self.flow)
@@ -241,8 +248,26 @@ class Launcher:
             if not self.finished and self.stop_reason is None:
                 self._wait(self._timeout(now))
 
+    def _waiting(self) -> int:
+        """Jobs held and not started, which bound the next claim. A processing launcher's
+        jobs never wait for room on the nodes: every job it holds counts."""
+        return len(self.flow) if self.claimer.split.processing_only else len(self.queue)
+
     def _may_claim(self) -> bool:
         return self.stop_reason is None and not self.fenced and bool(self.lease.session_id)
+
+    def _orphaned(self) -> bool:
+        """The process this launcher serves (``exit_with_pid``) has exited."""
+        pid = self.options.exit_with_pid
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def _timeout(self, now: float) -> float:
         times = [self.lease.due_at(polling=len(self.children) > 0), self.nodes.due_at()]
@@ -250,7 +275,7 @@ class Launcher:
         for when in (*waits, self.flow.signalled.next_at()):
             if when is not None:
                 times.append(when)
-        if self._may_claim() and self.claimer.budget(len(self.queue)) > 0:
+        if self._may_claim() and self.claimer.budget(self._waiting()) > 0:
             times.append(self.claimer.next_claim)
         if self.flow.unadmitted:
             times.append(now + IDLE_POLL_SECONDS)
@@ -370,7 +395,7 @@ class Launcher:
         self.flush(now)
         if not self.lease.session_id:
             return
-        jobs = self.claimer.claim(now, len(self.queue))
+        jobs = self.claimer.claim(now, self._waiting())
         if jobs is None:
             self._lost_lease(now)
             return

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from balsam.domain.states import JobState
+
 
 class SessionOut(BaseModel):
     """A launcher's lease on the jobs it holds."""
@@ -33,6 +35,10 @@ class ClaimRequest(BaseModel):
     (RUN_DONE, RUN_ERROR or RUN_TIMEOUT with a handler, POSTPROCESSED with a stage-out to do),
     whatever their size: their steps run on the launcher's host.
 
+    ``states`` narrows the runnable states handed out (empty: every one a launcher may take,
+    READY, STAGED_IN, PREPROCESSED, RESTART_READY): a launcher that leaves staging and
+    preprocessing to the service asks for PREPROCESSED and RESTART_READY only.
+
     ``claim_seq`` (a number from the session's call counter, see StateUpdate) makes a
     repeated claim return the jobs the first one took, rather than take more.
     """
@@ -50,4 +56,5 @@ class ClaimRequest(BaseModel):
     serial_only: bool = False
     job_ids: list[str] = Field(default_factory=list)
     processing_limit: int = Field(default=0, ge=0)
+    states: list[JobState] = Field(default_factory=list)
     claim_seq: int = Field(default=0, ge=0)

@@ -267,6 +267,9 @@ def _runnable_query(req: ClaimRequest, gpus: int | None, limit: int, sqlite: boo
         stmt = stmt.where(JobRow.wall_time_minutes <= req.max_wall_time_minutes)
     if req.job_ids:
         stmt = stmt.where(JobRow.job_id.in_(req.job_ids))
+    if req.states:
+        # Implies nothing the index's predicate does not: the claim index is still read.
+        stmt = stmt.where(JobRow.state.in_([str(s) for s in req.states]))
     stmt = stmt.order_by(
         JobRow.gpus_needed.desc(),
         JobRow.num_nodes.desc(),

@@ -45,6 +45,7 @@ from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
 from balsam.schemas.service import SERVICE_LOCK
 from balsam.site import elastic
 from balsam.site.batchjobs import read_site_template, refresh, submit_recorded
+from balsam.site.processing import ProcessingLauncher
 
 log = logging.getLogger(__name__)
 B = BatchJobState
@@ -65,6 +66,8 @@ class PassReport:
     unrunnable: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     recovered_sessions: list[int] = field(default_factory=list)
+    #: The processing launcher's state, with ``service.processing`` (else empty).
+    processing: str = ""
     errors: list[str] = field(default_factory=list)
     #: The service's latest decisions of earlier passes too, newest last (``RECENT_DECISIONS``).
     recent: list[str] = field(default_factory=list)
@@ -183,9 +186,19 @@ class ElasticService:
         self.recent: deque[str] = deque(maxlen=RECENT_DECISIONS)
         self.queues = service_queues(site)
         self.project = service_project(site)
+        self.processing = (
+            ProcessingLauncher(site, self.settings.wf_filter) if self.settings.processing else None
+        )
 
     def run(self) -> None:
         """Pass after pass until stopped or the lock is lost (then NotFound is raised)."""
+        try:
+            self._passes()
+        finally:
+            if self.processing is not None:
+                self.processing.stop(self.site.settings.launcher.kill_grace_seconds + 30)
+
+    def _passes(self) -> None:
         failures = 0
         while not self.stop.is_set():
             report = self.one_pass()
@@ -214,6 +227,8 @@ class ElasticService:
         """Observe, decide, act; every error is caught, logged and put in the report."""
         report = PassReport(at=self.clock().isoformat(timespec="seconds"))
         try:
+            if self.processing is not None:
+                report.processing = self.processing.ensure()
             self._pass(report)
         except (BalsamError, OSError) as exc:
             report.errors.append(f"{type(exc).__name__}: {exc}")

@@ -34,6 +34,7 @@ S = JobState
 _CLAIM_FIELDS = frozenset(
     {
         "limit",
+        "states",
         "workflows",
         "max_nodes",
         "max_ranks_per_node",
@@ -217,6 +218,7 @@ def _runnable(store: Store, req: ClaimRequest) -> list[JobRecord]:
         for job in store.jobs.values()
         if job.session_id is None
         and job.state in LAUNCHER_CLAIMABLE_STATES
+        and (not req.states or job.state in req.states)
         and job.num_nodes <= max_nodes
         and (req.gpus_per_node is None or job.gpus_needed <= req.gpus_per_node)
         and (req.cpus_per_node is None or job.cpus_needed <= req.cpus_per_node)
