@@ -97,10 +97,15 @@ def test_kill_one_job_or_a_subtree(api: LocalBackend) -> None:
         "other": "PREPROCESSED",
     }
     child = dag.add_job(name="child", application="SayHello", parents=[other])
-    assert dag.kill(other.job_id or "") == [other.job_id]
+    assert dag.kill(other.job_id or "", recursive=False) == [other.job_id]
     # Not recursive: the child is not killed, but a killed parent fails it.
     child.refresh_from_db()
     assert child.state == JobState.FAILED
+    # Recursive by default, as in Balsam 0.5; the object passed is brought up to date.
+    top = dag.add_job(name="top", application="SayHello")
+    below = dag.add_job(name="below", application="SayHello", parents=[top])
+    assert set(dag.kill(top)) == {top.job_id, below.job_id}
+    assert top.state == JobState.USER_KILLED
 
 
 def test_spawn_child_of_the_current_job(api: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -123,7 +123,8 @@ def test_pre_and_postprocessing_run_in_the_service_and_runs_on_the_compute_launc
         assert (short, "RUNNING") not in processing
         assert (short, "RUNNING") in ran
         assert (short, "PREPROCESSED") not in ran and (short, "POSTPROCESSED") not in ran
-        assert (site.job_dir(job.working_directory) / "postprocess.log").read_text() == "post\n"
+        log_text = (site.job_dir(job.working_directory) / "postprocess.log").read_text()
+        assert log_text == "# Balsam Postprocessor: echo post\npost\n"
     status = balsam(site, "service", "status")
     assert f"processing launcher running (pid {pid})" in status.stdout
     # Stopping the service stops its processing launcher.

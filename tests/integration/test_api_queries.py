@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 
 from balsam.api import use_backend
+from balsam.api.context import get_backend
 from balsam.backends.local import LocalBackend
 from balsam.core.models import BalsamJob
 from balsam.domain.states import JobState
 from balsam.errors import Ambiguous, InvalidTransition, NotFound, ValidationError
 from balsam.schemas.apps import AppCreate
+from balsam.schemas.jobs import StateUpdate
+from balsam.schemas.sessions import ClaimRequest
 
 #: (name, workflow, num_nodes, description) of the jobs most tests query.
 ROWS = [
@@ -231,25 +234,35 @@ def test_update_state_goes_through_the_state_machine(jobs: dict[str, BalsamJob])
     assert names(killed) == {"alpha", "Beta"}
     history = killed.first().history()  # type: ignore[union-attr]
     assert (history[-1].from_state, history[-1].to_state) == ("PREPROCESSED", "USER_KILLED")
-    # Killed jobs may be reset; PREPROCESSED ones may not move to READY.
+    # Killed jobs may be reset; so may a waiting one, as in Balsam 0.5 (it fast-forwards
+    # back to PREPROCESSED, the reset kept in its history).
     assert BalsamJob.objects.filter(workflow="wf1").update(state="READY") == 2
-    with pytest.raises(InvalidTransition, match="cannot move a job from PREPROCESSED to READY"):
-        BalsamJob.objects.filter(name="gamma_1").update(state="READY")
-    assert BalsamJob.objects.get(name="gamma_1").state == JobState.PREPROCESSED
+    assert BalsamJob.objects.filter(name="gamma_1").update(state="READY") == 1
+    gamma = BalsamJob.objects.get(name="gamma_1")
+    assert gamma.state == JobState.PREPROCESSED
+    assert ("PREPROCESSED", "READY") in [(e.from_state, e.to_state) for e in gamma.history()]
 
 
 def test_update_with_one_invalid_move_changes_nothing(jobs: dict[str, BalsamJob]) -> None:
     failed = BalsamJob.objects.filter(workflow="wf1")
     assert failed.update(state="FAILED") == 2
+    # A running job can only be stopped for good, not sent back to wait: one refused move
+    # refuses the whole update.
+    running = jobs["gamma_1"].job_id or ""
+    backend = get_backend()
+    session = backend.open_session("t", "h", 1)
+    assert len(backend.claim_jobs(session.id, ClaimRequest(job_ids=[running], max_nodes=8))) == 1
+    started = StateUpdate(job_id=running, state=JobState.RUNNING)
+    assert backend.record_updates(session.id, [started])[0].ok
+    assert BalsamJob.objects.get(name="gamma_1").state == JobState.RUNNING
     before = BalsamJob.objects.order_by("name").values_list("name", "state", "wall_time_minutes")
-    # FAILED -> RESTART_READY is a reset; PREPROCESSED -> RESTART_READY is not a transition.
     with pytest.raises(InvalidTransition) as info:
         BalsamJob.objects.update(state="RESTART_READY", wall_time_minutes=30)
-    assert str(info.value).startswith("2 of 4 jobs cannot move to RESTART_READY, so none was")
-    assert "cannot move a job from PREPROCESSED to RESTART_READY (and 1 more)" in str(info.value)
+    assert str(info.value).startswith("1 of 4 jobs cannot move to RESTART_READY, so none was")
+    assert "a RUNNING job can only be moved to an end" in str(info.value)
     after = BalsamJob.objects.order_by("name").values_list("name", "state", "wall_time_minutes")
     assert after == before
-    assert [e.to_state for e in jobs["gamma_1"].history()][-1] == "PREPROCESSED"
+    assert [e.to_state for e in jobs["gamma_1"].history()][-1] == "RUNNING"
     # The valid part alone goes through, fields and states together.
     assert failed.update(state="RESTART_READY", wall_time_minutes=30) == 2
     moved = BalsamJob.objects.filter(state="RESTART_READY", wall_time_minutes=30)

@@ -124,13 +124,28 @@ def test_limit_and_offset_select_a_slice_of_the_nodes() -> None:
 def test_job_variables() -> None:
     site = Site(path=Path("/sites/wf"), settings=SiteSettings())
     job = _job(threads_per_rank=4, environ_vars={"FOO": "bar"})
-    assert commands.job_variables(job, site, mark="h:1:2") == {
+    assert commands.job_variables(job, site, mark="h:1:2", launcher_nodes=3) == {
         "FOO": "bar",
         "BALSAM_JOB_ID": job.job_id,
         "BALSAM_DB_PATH": "/sites/wf",
+        "BALSAM_PARENT_IDS": "[]",
+        "BALSAM_LAUNCHER_NODES": "3",
         "OMP_NUM_THREADS": "4",
         "BALSAM_LAUNCHER": "h:1:2",
     }
+    child = job.model_copy(update={"parents": ["p1", "p2"]})
+    assert commands.job_variables(child, site)["BALSAM_PARENT_IDS"] == '["p1", "p2"]'
+
+
+def test_a_postprocess_knows_when_it_runs_as_a_handler() -> None:
+    assert commands.handler_variables(JobState.RUN_ERROR) == {"BALSAM_JOB_ERROR": "TRUE"}
+    assert commands.handler_variables(JobState.RUN_TIMEOUT) == {"BALSAM_JOB_TIMEOUT": "TRUE"}
+    assert commands.handler_variables(JobState.RUN_DONE) == {}
+    header = commands.step_log_header("postprocess", "python post.py", JobState.RUN_ERROR)
+    assert header == "# Balsam Postprocessor: python post.py\n# Invoked to handle RUN_ERROR\n"
+    plain = commands.step_log_header("postprocess", "post", JobState.RUN_DONE)
+    assert plain == "# Balsam Postprocessor: post\n"
+    assert commands.step_log_header("preprocess", "pre", None) == "# Balsam Preprocessor: pre\n"
 
 
 def test_gpu_binding_only_for_jobs_that_ask_for_gpus() -> None:

@@ -213,13 +213,12 @@ class Job:
 
     def _snapshot(self) -> None:
         """Remember the field values as saved (what a later save() compares with)."""
-        saved = _field_values(self)
-        if any(saved[i] for i in _DICT_FIELDS):
-            copied = list(saved)
-            for i in _DICT_FIELDS:
-                copied[i] = copy.deepcopy(saved[i]) if saved[i] else _EMPTY
-            saved = tuple(copied)
-        object.__setattr__(self, "_saved", saved)
+        # Dict fields are kept as copies (an empty one as the shared _EMPTY): a dict edited in
+        # place (``job.data["k"] = 1``) must differ from what was saved, also when it was empty.
+        copied = list(_field_values(self))
+        for i in _DICT_FIELDS:
+            copied[i] = copy.deepcopy(copied[i]) if copied[i] else _EMPTY
+        object.__setattr__(self, "_saved", tuple(copied))
 
     def _saved_values(self) -> dict[str, Any]:
         """The field values as last saved, by name."""

@@ -35,7 +35,7 @@ from balsam.domain.states import (
     JobState,
     TransitionError,
     parse_state,
-    validate_transition,
+    validate_user_move,
 )
 from balsam.errors import InvalidTransition, ValidationError
 from balsam.schemas.jobs import JobFields, JobOut
@@ -296,7 +296,8 @@ def _target_state(value: Any) -> JobState | None:
 
 
 def require_user_settable(state: JobState) -> JobState:
-    """``state`` if a user may set it (a reset or a give-up), else InvalidTransition."""
+    """``state`` if a user may set it at all (not RUNNING or AWAITING_PARENTS), else
+    InvalidTransition."""
     if state not in USER_SETTABLE_STATES:
         allowed = ", ".join(sorted(USER_SETTABLE_STATES))
         raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
@@ -311,7 +312,7 @@ def check_moves(jobs: Sequence[JobOut], target: JobState) -> None:
     refused = []
     for job in jobs:
         try:
-            validate_transition(job.state, target)
+            validate_user_move(job.state, target)
         except TransitionError as exc:
             refused.append(f"job {job.job_id[:8]} ({job.name}): {exc}")
     if not refused:

@@ -84,10 +84,15 @@ PROCESSING_STATES: frozenset[JobState] = frozenset(
 )
 #: Jobs that are still on their way (the backlog).
 ACTIVE_STATES: frozenset[JobState] = frozenset(set(JobState) - TERMINAL_STATES)
-#: States a user may set with ``balsam modify``: resets and give-ups.
+#: States a user may set (``update_state``, ``balsam modify ID state S``, a job's own pre- or
+#: postprocess through the API): every state Balsam 0.5 accepted but the two only Balsam can
+#: enter — RUNNING (a launcher starts the run) and AWAITING_PARENTS (a job waits for its
+#: parents by itself; CREATED checks them again). See :func:`validate_user_move`.
 USER_SETTABLE_STATES: frozenset[JobState] = frozenset(
-    {S.READY, S.RESTART_READY, S.FAILED, S.USER_KILLED, S.JOB_FINISHED}
+    set(JobState) - {S.RUNNING, S.AWAITING_PARENTS}
 )
+#: What a user may do to a running job: stop it for good (its launcher kills the run).
+USER_MOVES_OF_A_RUN: frozenset[JobState] = frozenset({S.USER_KILLED, S.FAILED, S.JOB_FINISHED})
 
 
 class TransitionError(ValueError):
@@ -107,6 +112,24 @@ def validate_transition(current: JobState, new: JobState) -> None:
     """Raise :class:`TransitionError` unless ``current -> new`` is in :data:`TRANSITIONS`."""
     if new not in TRANSITIONS[current]:
         raise TransitionError(f"cannot move a job from {current} to {new}")
+
+
+def validate_user_move(current: JobState, new: JobState) -> None:
+    """Raise :class:`TransitionError` unless a user may move a job from ``current`` to ``new``.
+
+    Balsam 0.5 let users set any state; the moves refused here are those that cannot
+    happen: into RUNNING or AWAITING_PARENTS (Balsam's own), a running job anywhere but to
+    an end (its process runs on until a launcher stops it), and a job to the state it is in.
+    Everything else is allowed, resets to CREATED included, and the history keeps the move.
+    """
+    if new not in USER_SETTABLE_STATES:
+        why = "a launcher starts runs" if new is S.RUNNING else "set CREATED to check parents"
+        raise TransitionError(f"a user cannot move a job to {new} ({why})")
+    if current is new:
+        raise TransitionError(f"the job is {current} already")
+    if current is S.RUNNING and new not in USER_MOVES_OF_A_RUN:
+        allowed = ", ".join(sorted(USER_MOVES_OF_A_RUN))
+        raise TransitionError(f"a RUNNING job can only be moved to an end ({allowed})")
 
 
 @dataclass(frozen=True)

@@ -103,16 +103,22 @@ class ChildProcesses:
         env: Mapping[str, str],
         out_path: Path,
         cpus: Sequence[int] = (),
+        header: str = "",
     ) -> Child:
         """Start ``argv`` in ``cwd`` with stdout and stderr to ``out_path`` (OSError if not).
 
         ``cpus`` (CPU ids) binds the child: this process narrows its own affinity for the
-        moment of the spawn, which the child inherits.
+        moment of the spawn, which the child inherits. ``header``: lines the output file
+        opens with, before the command's own output.
         """
         program = find_program(argv[0], env)
+        mode = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        if header:
+            out_path.write_text(header)
+            mode = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(out_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666),
+            (os.POSIX_SPAWN_OPEN, 1, str(out_path), mode, 0o666),
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ]
         with _affinity(cpus), _working_directory(cwd):

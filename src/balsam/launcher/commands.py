@@ -14,6 +14,7 @@ site's ``gpu_visible_env`` variable (``CUDA_VISIBLE_DEVICES`` by default).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shlex
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from balsam.config import Site
 from balsam.domain.commands import CommandError, render_command
+from balsam.domain.states import JobState
 from balsam.platform.mpi import MpiLauncher, MpiRun
 from balsam.platform.processes import MARK_VARIABLE
 from balsam.schemas.apps import AppOut
@@ -33,17 +35,40 @@ class CannotRun(Exception):
     """A job this launcher can never run here (the message says why)."""
 
 
-def job_variables(job: JobOut, site: Site, mark: str = "") -> dict[str, str]:
-    """What a job's processes get on top of the launcher's environment."""
+def job_variables(
+    job: JobOut, site: Site, mark: str = "", launcher_nodes: int = 1
+) -> dict[str, str]:
+    """What a job's processes get on top of the launcher's environment: its own variables,
+    and those Balsam 0.5 set (``BALSAM_PARENT_IDS`` a JSON list, as 0.5's text of it)."""
     variables = {
         **job.environ_vars,
         "BALSAM_JOB_ID": job.job_id,
         "BALSAM_DB_PATH": str(site.path),
+        "BALSAM_PARENT_IDS": json.dumps(list(job.parents)),
+        "BALSAM_LAUNCHER_NODES": str(launcher_nodes),
         "OMP_NUM_THREADS": str(job.threads_per_rank),
     }
     if mark:
         variables[MARK_VARIABLE] = mark
     return variables
+
+
+def handler_variables(state: JobState | None) -> dict[str, str]:
+    """What tells a postprocess it runs as the error or timeout handler (0.5's variables)."""
+    if state is JobState.RUN_ERROR:
+        return {"BALSAM_JOB_ERROR": "TRUE"}
+    if state is JobState.RUN_TIMEOUT:
+        return {"BALSAM_JOB_TIMEOUT": "TRUE"}
+    return {}
+
+
+def step_log_header(step: str, command: str, state: JobState | None) -> str:
+    """The lines preprocess.log and postprocess.log open with, as Balsam 0.5 wrote them."""
+    kind = "Preprocessor" if step == "preprocess" else "Postprocessor"
+    header = f"# Balsam {kind}: {command}\n"
+    if kind == "Postprocessor" and state in (JobState.RUN_ERROR, JobState.RUN_TIMEOUT):
+        header += f"# Invoked to handle {state.value}\n"
+    return header
 
 
 def gpu_variables(

@@ -66,6 +66,8 @@ class Dispatcher:
         self.fleet: WorkerFleet | None = None
         #: The mark every job process carries (the lease's; set when the session opens).
         self.mark = ""
+        #: The launcher's node count (``BALSAM_LAUNCHER_NODES``, ``dag.LAUNCHER_NODES``).
+        self.launcher_nodes = 1
 
     def workdir(self, task: Task) -> Path:
         """The job's working directory (made ahead by the directory thread, or now)."""
@@ -84,7 +86,7 @@ class Dispatcher:
         self, job: JobOut, gpus: tuple[int, ...] = ()
     ) -> tuple[dict[str, str], dict[str, str]]:
         """The job's own variables (with the GPUs it was given) and its full environment."""
-        variables = commands.job_variables(job, self.site, self.mark)
+        variables = commands.job_variables(job, self.site, self.mark, self.launcher_nodes)
         gpu_var = self.platform.gpu_visible_env
         variables.update(commands.gpu_variables(job, gpus, gpu_var, self.environ))
         return variables, commands.job_environment(self.environ, variables)
@@ -98,11 +100,14 @@ class Dispatcher:
         """Send the app's preprocess or postprocess command (SEND_ERRORS if it cannot)."""
         workdir = self.workdir(task)
         variables, _ = self.job_env(task.job)
+        handles = commands.handler_variables(task.db_state) if step is Step.POSTPROCESS else {}
+        variables.update(handles)
         argv = commands.step_argv(command, task.app)
         out = workdir / f"{step}.log"
         link = self.local()
         child = self.children.adopt(task.job_id, step, out, link)
-        link.run(child.key, argv, workdir, variables, out)
+        header = commands.step_log_header(step, command, task.db_state)
+        link.run(child.key, argv, workdir, variables, out, header=header)
         log.info("%s sent to the worker", step, extra=job_extra(task.job_id))
         return child
 

@@ -486,7 +486,20 @@ class JobFlow:
         if code != 0:
             self.fail(task, self._exit_text("preprocess", code, task, "preprocess.log"), now)
             return
+        self._reload(task)
         self.settle(task, self.record(task, S.PREPROCESSED, now), now)
+
+    def _reload(self, task: Task) -> None:
+        """Read the job again: what its preprocess saved (args, environment, data, ...) is
+        what its run and postprocess use, as in Balsam 0.5."""
+        try:
+            task.reload(self.backend.get_job(task.job_id))
+        except BalsamError as exc:
+            log.warning(
+                "cannot read the job again after its preprocess, running it as it was claimed: %s",
+                exc,
+                extra=job_extra(task.job_id),
+            )
 
     def _postprocessed(self, task: Task, code: int, now: float) -> None:
         if code != 0:

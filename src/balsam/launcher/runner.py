@@ -116,6 +116,7 @@ class Launcher:
         self.dispatch = Dispatcher(
             site, site.settings.platform, mpi, mpi_mode, env, self.children, self.dirs
         )
+        self.dispatch.launcher_nodes = len(pool)
         self.stager: Stager[Task] = Stager(self.selector)
         self.flow = JobFlow(
             site,

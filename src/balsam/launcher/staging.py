@@ -32,10 +32,13 @@ def copy_inputs(site: Site, job: JobOut, parents: list[JobOut]) -> str:
     patterns = transfer.patterns_of(job.input_files)
     copied = 0
     if patterns:
+        # Same-named files of several parents are all kept: the later ones as NAME_<id8>.
+        taken: set[str] = set()
         for parent in parents:
             src = site.job_dir(parent.working_directory)
             if src.is_dir():
-                copied += len(transfer.copy_matching(src, patterns, workdir))
+                found = transfer.copy_matching(src, patterns, workdir, taken, parent.job_id[:8])
+                copied += len(found)
     if job.stage_in_url:
         copied += len(transfer.stage_in_url(job.stage_in_url, site.path, workdir))
     return f"staged in {copied} item(s)"

@@ -152,6 +152,13 @@ class Task:
             self.move(T.STOPPING)
             self.stop_cause, self.stop_reason = cause, reason
 
+    def reload(self, job: JobOut) -> None:
+        """Take the job's fields as the database has them now (a preprocess may have changed
+        its arguments, environment or resources through the API); its state stays ours."""
+        self.job = job.model_copy(update={"state": self.job.state})
+        for derived in ("facts", "priority", "shape"):
+            self.__dict__.pop(derived, None)
+
     @property
     def attempt(self) -> int:
         """Which run of the job this is (1 for the first), counting reruns in this task."""

@@ -153,6 +153,7 @@ class Worker:
                 env,
                 Path(message["out"]),
                 cpus,
+                str(message.get("header", "")),
             )
         except (OSError, ValueError, TypeError) as exc:
             # One job's bad command (a missing program, a NUL byte in an argument or in its

@@ -107,16 +107,19 @@ class WorkerLink:
         cpus: tuple[int, ...] = (),
         after: int | None = None,
         makedirs: bool = False,
+        header: str = "",
     ) -> None:
         """Ask the worker to start ``argv`` (its environment plus ``env``), at once or, with
         ``after``, as soon as the command under that key exits (``makedirs``: make ``cwd``
-        first)."""
+        first; ``header``: lines the output file starts with)."""
         message = {"op": "run", "key": key, "argv": argv, "cwd": str(cwd), "env": dict(env)}
         message.update(out=str(out), cpus=list(cpus))
         if after is not None:
             message["after"] = after
         if makedirs:
             message["makedirs"] = True
+        if header:
+            message["header"] = header
         self.send(message)
 
     def send_signal(self, key: int, sig: int) -> None:

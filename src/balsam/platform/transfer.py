@@ -37,9 +37,10 @@ def patterns_of(text: str) -> list[str]:
     return text.split()
 
 
-def copy_item(src: Path, dst_dir: Path) -> Path:
-    """Copy a file or a directory tree into ``dst_dir``; returns the new path."""
-    target = dst_dir / src.name
+def copy_item(src: Path, dst_dir: Path, name: str = "") -> Path:
+    """Copy a file or a directory tree into ``dst_dir`` (as ``name``, default its own);
+    returns the new path."""
+    target = dst_dir / (name or src.name)
     if src.is_dir():
         shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
     else:
@@ -47,8 +48,19 @@ def copy_item(src: Path, dst_dir: Path) -> Path:
     return target
 
 
-def copy_matching(src_dir: Path, patterns: list[str], dst_dir: Path) -> list[Path]:
-    """Copy every entry of ``src_dir`` matching one of ``patterns`` into ``dst_dir``."""
+def copy_matching(
+    src_dir: Path,
+    patterns: list[str],
+    dst_dir: Path,
+    taken: set[str] | None = None,
+    suffix: str = "",
+) -> list[Path]:
+    """Copy every entry of ``src_dir`` matching one of ``patterns`` into ``dst_dir``.
+
+    ``taken``: names already copied in by an earlier source of the same stage-in; an entry of
+    such a name is copied as ``NAME_SUFFIX`` instead of over it (Balsam 0.5 kept every parent's
+    file so), and the names used are added to ``taken``.
+    """
     matched: dict[Path, None] = {}
     for pattern in patterns:
         for src in sorted(src_dir.glob(pattern)):
@@ -56,12 +68,17 @@ def copy_matching(src_dir: Path, patterns: list[str], dst_dir: Path) -> list[Pat
     dst_dir.mkdir(parents=True, exist_ok=True)
     copied = []
     for src in matched:
-        if src.resolve() == (dst_dir / src.name).resolve():
+        name = src.name
+        if taken is not None and name in taken and suffix:
+            name = f"{name}_{suffix}"
+        if src.resolve() == (dst_dir / name).resolve():
             continue
         try:
-            copied.append(copy_item(src, dst_dir))
+            copied.append(copy_item(src, dst_dir, name))
         except OSError as exc:
             raise TransferError(f"cannot copy {src} to {dst_dir}: {exc}") from exc
+        if taken is not None:
+            taken.add(name)
     return copied
 
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Engine, Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from balsam.domain.states import TERMINAL_STATES, TRANSITIONS, USER_SETTABLE_STATES, JobState
+from balsam.domain.states import TERMINAL_STATES, TRANSITIONS, JobState
 from balsam.errors import (
     AlreadyExists,
     Ambiguous,
@@ -202,13 +202,11 @@ def _apply_fields(row: JobRow, values: dict[str, Any]) -> None:
 def set_state(engine: Engine, job_id: str, state: JobState, message: str = "") -> JobOut:
     """A user's state change (``balsam modify ID state X``), validated."""
     state = S(state)
-    if state not in USER_SETTABLE_STATES:
-        allowed = ", ".join(sorted(USER_SETTABLE_STATES))
-        raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
     with unit_of_work(engine) as session:
         row = _get_row(session, job_id)
         engine_ = StateEngine(session)
-        engine_.move(row, state, message or "set by user", keep_hold=row.session_id is not None)
+        held = row.session_id is not None
+        engine_.move(row, state, message or "set by user", keep_hold=held, by_user=True)
         engine_.finish()
         return rows_to_out(session, [row])[0]
 

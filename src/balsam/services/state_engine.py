@@ -21,6 +21,7 @@ from balsam.domain.states import (
     fast_forward,
     job_facts,
     validate_transition,
+    validate_user_move,
 )
 from balsam.errors import InvalidTransition
 from balsam.store import repository as repo
@@ -65,10 +66,13 @@ class StateEngine:
         when: datetime | None = None,
         keep_hold: bool = False,
         lost: bool = False,
+        by_user: bool = False,
     ) -> None:
-        """Move ``row`` to ``new`` (validated), then fast-forward; raise InvalidTransition."""
+        """Move ``row`` to ``new`` (validated: ``by_user``, by the rules of a user's move),
+        then fast-forward; raise InvalidTransition."""
+        check = validate_user_move if by_user else validate_transition
         try:
-            validate_transition(S(row.state), new)
+            check(S(row.state), new)
         except TransitionError as exc:
             raise InvalidTransition(f"job {row.job_id[:8]} ({row.name}): {exc}") from None
         when = when or utcnow()

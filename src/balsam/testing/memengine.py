@@ -18,6 +18,7 @@ from balsam.domain.states import (
     fast_forward,
     job_facts,
     validate_transition,
+    validate_user_move,
 )
 from balsam.errors import InvalidTransition
 from balsam.testing.memstore import JobRecord, Store, as_utc, utcnow
@@ -51,10 +52,13 @@ class MemoryStateEngine:
         when: datetime | None = None,
         keep_hold: bool = False,
         lost: bool = False,
+        by_user: bool = False,
     ) -> None:
-        """Move ``job`` to ``new`` (validated), then fast-forward; raise InvalidTransition."""
+        """Move ``job`` to ``new`` (validated: ``by_user``, by the rules of a user's move),
+        then fast-forward; raise InvalidTransition."""
+        check = validate_user_move if by_user else validate_transition
         try:
-            validate_transition(job.state, new)
+            check(job.state, new)
         except TransitionError as exc:
             raise InvalidTransition(f"job {job.job_id[:8]} ({job.name}): {exc}") from None
         if not isinstance(new, JobState):

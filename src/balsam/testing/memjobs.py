@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from balsam.domain.resources import ResourceRequest
-from balsam.domain.states import TERMINAL_STATES, TRANSITIONS, USER_SETTABLE_STATES, JobState
+from balsam.domain.states import TERMINAL_STATES, TRANSITIONS, JobState
 from balsam.errors import (
     AlreadyExists,
     Ambiguous,
@@ -161,13 +161,11 @@ def _changes(job: JobRecord, values: dict[str, Any]) -> tuple[dict[str, Any], Re
 def set_state(store: Store, job_id: str, state: JobState, message: str = "") -> JobOut:
     """A user's state change, validated."""
     state = S(state)
-    if state not in USER_SETTABLE_STATES:
-        allowed = ", ".join(sorted(USER_SETTABLE_STATES))
-        raise InvalidTransition(f"a user may set a job's state only to one of: {allowed}")
     check_text(message, "the message")
     job = store.job(job_id)
     engine = MemoryStateEngine(store)
-    engine.move(job, state, message or "set by user", keep_hold=job.session_id is not None)
+    held = job.session_id is not None
+    engine.move(job, state, message or "set by user", keep_hold=held, by_user=True)
     engine.finish()
     return store.out(job)
 
