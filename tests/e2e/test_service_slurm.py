@@ -86,8 +86,9 @@ def test_the_service_follows_the_backlog_and_withdraws_what_it_no_longer_needs(
 ) -> None:
     _site, backend = site_backend
     blocker = slurm.run(
-        "sbatch", "--parsable", "-N", "2", "--exclusive", "-J", "other-user", "--wrap", "sleep 600"
-    )
+        "sbatch", "--parsable", "-N", "2", "--exclusive", "-J", "other-user", "-o", "/dev/null",
+        "--wrap", "sleep 600",
+    )  # fmt: skip
     assert blocker.returncode == 0, blocker.stderr
     wait_until(lambda: squeue_names(slurm).get("other-user") == "RUNNING", timeout=60)
     add_app(backend, "Work", "sleep 3")
