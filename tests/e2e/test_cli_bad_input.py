@@ -58,7 +58,7 @@ BAD_INPUT = [
      "an app named 'SayHello' exists already"),
     ("malformed app name", "app --name 'two words' --executable /bin/true", "name: "),
     ("invalid state in modify", "modify {parent} state DONE", "unknown job state 'DONE'"),
-    ("state a user may not set", "modify {parent} state RUNNING", "a user may set"),
+    ("state a user may not set", "modify {parent} state RUNNING", "cannot move a job to RUNNING"),
     ("unknown attribute in modify", "modify {parent} colour red", "unknown job attribute"),
     ("invalid state in ls", "ls --state DONE", "unknown job state 'DONE'"),
     ("rm without a target", "rm jobs --yes", "say what to remove"),

@@ -152,12 +152,18 @@ class AppQuerySet(FetchedResults["App"]):
         return app
 
     def get_or_create(self, **fields: Any) -> tuple[App, bool]:
-        """The app named ``fields["name"]``, or a new one from ``fields``; and whether it is new."""
+        """The app named ``fields["name"]``, or a new one from ``fields``; and whether it is new.
+
+        A new app given no executable is returned unsaved: Balsam 0.5 scripts set the
+        executable next and then save() it, which creates it (an app needs an executable).
+        """
         if "name" not in fields:
             raise ValidationError("get_or_create needs the app's name")
         try:
             return self.get(name=fields["name"]), False
         except AppDoesNotExist:
+            if not fields.get("executable"):
+                return App(**fields), True
             return self.create(**fields), True
 
     def delete(self) -> int:

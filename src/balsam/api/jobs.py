@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
 
+from balsam.api import compat
 from balsam.api.context import get_backend, get_site
 from balsam.api.lookups import UnknownField
 from balsam.api.query import JobQuerySet, check_moves, require_user_settable
@@ -136,6 +137,17 @@ class Job:
     MultipleObjectsReturned = JobMultipleObjectsReturned
     objects = _Objects()
 
+    # Balsam 0.5's helpers (balsam.api.compat).
+    num_ranks = property(compat.num_ranks)
+    app_cmd = property(compat.app_cmd)
+    state_history = property(compat.state_history)
+    runtime_seconds = property(compat.runtime_seconds)
+    get_child_by_name = compat.get_child_by_name
+    read_file_in_workdir = compat.read_file_in_workdir
+    get_envs = compat.get_envs
+    get_recent_state_str = compat.get_recent_state_str
+    get_state_times = compat.get_state_times
+
     name: str
     workflow: str
     description: str
@@ -176,6 +188,7 @@ class Job:
 
     def __init__(self, **fields: Any) -> None:
         parents = fields.pop("parents", ())
+        state = fields.pop("state", None)
         unknown = sorted(set(fields) - set(FIELDS))
         if unknown:
             raise UnknownField(
@@ -194,6 +207,9 @@ class Job:
         self._new_id: str | None = None
         for name, value in {**_defaults(), **fields}.items():
             object.__setattr__(self, name, value)
+        if state is not None:
+            # Balsam 0.5's BalsamJob(state="CREATED"): as if set before the first save.
+            self.state = state
 
     @classmethod
     def from_out(cls, out: JobOut) -> Job:
@@ -319,12 +335,22 @@ class Job:
 
     # --- saving ---------------------------------------------------------------------------
 
-    def save(self) -> None:
-        """Create the job, or write the fields and state changed since it was loaded."""
+    def save(self, update_fields: Iterable[str] | None = None) -> None:
+        """Create the job, or write the fields and state changed since it was loaded.
+
+        ``update_fields`` (Balsam 0.5's, from Django): write only the changes to these
+        fields (``state`` among them for a state change); other edits stay unsaved on the
+        object. Ignored when the job is created, which writes everything.
+        """
         if self.job_id is None:
             self.create_many([self])
-        else:
-            self._save_changes(get_backend(), self.job_id)
+            return
+        only = None if update_fields is None else set(update_fields)
+        if only is not None:
+            unknown = sorted(only - set(FIELDS) - {"state", "state_history", "parents"})
+            if unknown:
+                raise UnknownField(f"unknown job field(s) in update_fields: {', '.join(unknown)}")
+        self._save_changes(get_backend(), self.job_id, only)
 
     @classmethod
     def create_many(cls, jobs: list[Job]) -> None:
@@ -385,12 +411,14 @@ class Job:
         self._state = self._saved_state = state
         self._snapshot()
 
-    def _save_changes(self, backend: Backend, job_id: str) -> None:
+    def _save_changes(self, backend: Backend, job_id: str, only: set[str] | None = None) -> None:
         saved = self._saved_values()
-        changes = self.compat_values(
-            {n: getattr(self, n) for n in FIELDS if getattr(self, n) != saved[n]}
-        )
+        edited = {n: getattr(self, n) for n in FIELDS if getattr(self, n) != saved[n]}
+        kept = {} if only is None else {n: v for n, v in edited.items() if n not in only}
+        changes = self.compat_values({n: v for n, v in edited.items() if n not in kept})
         target = self._state if self._state != self._saved_state else None
+        if only is not None and not only & {"state", "state_history"}:
+            target = None
         if changes:
             try:
                 JobFields.model_validate({**saved, **changes})
@@ -402,7 +430,12 @@ class Job:
             raise JobDoesNotExist(f"job {job_id} no longer exists")
         if target is not None:
             backend.set_state(job_id, target, "set by user")
+        unsaved_state = self._state if target is None else None
         self._load(backend.get_job(job_id))
+        for name, value in kept.items():
+            object.__setattr__(self, name, value)
+        if unsaved_state is not None and unsaved_state != self._saved_state:
+            self._state = unsaved_state
 
     @staticmethod
     def compat_values(values: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from balsam.cli.common import BalsamCommand, active_backend, validated
+from balsam.cli.common import BalsamCommand, WordsOption, active_backend, validated
 from balsam.schemas.apps import AppCreate
 
 
@@ -27,7 +27,7 @@ def _absolute(path: str) -> str:
 @click.option("--preprocess", default="", help="Command run in the job's directory before it.")
 @click.option("--postprocess", default="", help="Command run in the job's directory after it.")
 @click.option("--envscript", default="", help="Shell script sourced before the command.")
-@click.option("--description", default="", help="Free text.")
+@click.option("--description", cls=WordsOption, default="", help="Free text (one or more words).")
 def app_command(
     name: str,
     executable: str,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from balsam.cli.apps import app_command
-from balsam.cli.jobs import dep_command, job_command, kill_command
+from balsam.cli.jobs import (
+    dep_command,
+    job_command,
+    kill_command,
+    killjob_command,
+    make_dummies_command,
+    mkchild_command,
+)
 from balsam.cli.listing import log_command, ls_command
 from balsam.cli.modify import modify_command, rm_command
 
@@ -17,5 +24,8 @@ COMMANDS: list[click.Command] = [
     modify_command,
     rm_command,
     kill_command,
+    killjob_command,
+    mkchild_command,
+    make_dummies_command,
     log_command,
 ]

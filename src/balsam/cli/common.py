@@ -7,6 +7,11 @@ prints as one line; Click's own usage errors are turned into one as well by
 (:class:`BalsamGroup`). Output goes through :func:`make_console`: plain text (no colours, no
 markup interpretation) whenever stdout is not a terminal, so ``watch balsam ls`` and pipes see
 only the table; :func:`show` prints it without trailing blanks.
+
+Long options may be shortened to any unique prefix (``--app`` for ``--application``), as
+Balsam 0.5's argparse allowed: :func:`expand_prefixes` rewrites them before Click parses, for
+every :class:`BalsamCommand` and :class:`BalsamGroup`. A :class:`WordsOption` takes all the
+words up to the next option (``--args -n 10 --verbose --yes``), as argparse's ``nargs='*'`` did.
 """
 
 from __future__ import annotations
@@ -39,12 +44,118 @@ PIPE_WIDTH = 400
 M = TypeVar("M", bound=BaseModel)
 
 
+class WordsOption(click.Option):
+    """An option whose value is every following word up to the next option, joined by spaces.
+
+    Balsam 0.5 declared ``--args``, ``--description``, ``--mpi-flags``, ``--input-files`` and
+    ``--stage-out-files`` with argparse's ``nargs``, so ``--args a b c`` needed no quotes. A word
+    ends the list only when it is an option of the same command (or a prefix of one), so
+    ``--args -n 10 --verbose --yes`` gives the args ``-n 10 --verbose``; ``--args=WORDS`` takes
+    exactly one word (the way to pass a word that is also an option of the command).
+    """
+
+
+def _option_names(command: click.Command, ctx: click.Context) -> dict[str, click.Option]:
+    """Every option spelling of ``command`` (``-y``, ``--yes``, ``--no-x``) and its option."""
+    names: dict[str, click.Option] = {}
+    for param in command.get_params(ctx):
+        if isinstance(param, click.Option):
+            for name in (*param.opts, *param.secondary_opts):
+                names[name] = param
+    return names
+
+
+def _prefix_matches(head: str, names: dict[str, click.Option]) -> list[str]:
+    """The long option names that ``head`` begins, one per option (its first spelling)."""
+    found: dict[int, str] = {}
+    for name in sorted(names):
+        if name.startswith("--") and name.startswith(head):
+            found.setdefault(id(names[name]), name)
+    return sorted(found.values())
+
+
+def _resolve_option(head: str, names: dict[str, click.Option], ctx: click.Context) -> str:
+    """The full name of option ``head`` (itself when exact, unknown, or a short option).
+
+    An unknown name is left for Click, which says there is no such option; a prefix of
+    several options is a usage error naming them.
+    """
+    if head in names or not head.startswith("--") or head == "--":
+        return head
+    matches = _prefix_matches(head, names)
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1 and not ctx.resilient_parsing:
+        raise click.UsageError(f"option {head} is ambiguous: it could be {', '.join(matches)}", ctx)
+    return head
+
+
+def _ends_words(token: str, names: dict[str, click.Option]) -> bool:
+    """Whether ``token`` ends a :class:`WordsOption`'s words: ``--`` or an option of the command."""
+    if token == "--":
+        return True
+    if not token.startswith("-") or token == "-":
+        return False
+    head = token.partition("=")[0] if token.startswith("--") else token
+    return head in names or (head.startswith("--") and bool(_prefix_matches(head, names)))
+
+
+def _takes_value(option: click.Option) -> bool:
+    return not option.is_flag and not option.count
+
+
+def expand_prefixes(
+    command: click.Command, ctx: click.Context, args: list[str], *, options_first: bool = False
+) -> list[str]:
+    """``args`` with each long option prefix written in full and each :class:`WordsOption`'s
+    words gathered into one ``--option=WORDS`` argument.
+
+    Values are never read as options (the word after ``--name`` is its value, whatever it
+    looks like). ``options_first``: stop at the first positional argument (a group's
+    subcommand, whose own options are not the group's).
+    """
+    names = _option_names(command, ctx)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--" or not token.startswith("-") or token == "-":
+            out.append(token)
+            if token == "--" or options_first:
+                out.extend(args[i:])
+                break
+            continue
+        head, eq, value = token.partition("=") if token.startswith("--") else (token, "", "")
+        full = _resolve_option(head, names, ctx)
+        option = names.get(full)
+        if option is None:
+            out.append(token)
+        elif isinstance(option, WordsOption) and not eq:
+            words = []
+            while i < len(args) and not _ends_words(args[i], names):
+                words.append(args[i])
+                i += 1
+            out.append(f"{full}={' '.join(words)}")
+        else:
+            out.append(f"{full}={value}" if eq else full)
+            if not eq and _takes_value(option):
+                out.extend(args[i : i + option.nargs])
+                i += option.nargs
+    return out
+
+
 class BalsamCommand(click.Command):
     """A Click command whose usage errors become one line naming the fix.
 
     Click prints a usage error as four lines (usage, hint, blank, error); Balsam prints every
-    bad input as one line, so the error is re-raised as a :class:`ValidationError`.
+    bad input as one line, so the error is re-raised as a :class:`ValidationError`. Long
+    options may be given by a unique prefix (:func:`expand_prefixes`).
     """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse ``args`` once option prefixes are written in full."""
+        return super().parse_args(ctx, expand_prefixes(self, ctx, args))
 
     def make_context(
         self,
@@ -68,15 +179,19 @@ class BalsamGroup(click.Group):
 
     Click reports a bare group as a usage error, which Balsam would print as many lines on
     stderr. Asking a group what it offers is not an error (``git remote`` answers too), so
-    every group (``balsam``, ``balsam db``) shows its help, as with ``--help``.
+    every group (``balsam``, ``balsam db``) shows its help, as with ``--help``. Its own options
+    may be given by a unique prefix, and the commands and groups it makes are Balsam's too.
     """
+
+    command_class = BalsamCommand
+    group_class = type
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Parse ``args``; none at all means: show the help and stop."""
         if not args and self.no_args_is_help and not ctx.resilient_parsing:
             click.echo(ctx.get_help())
             ctx.exit()
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, expand_prefixes(self, ctx, args, options_first=True))
 
 
 @contextmanager
@@ -222,3 +337,31 @@ def parse_pairs(items: Iterable[str], option: str) -> dict[str, str]:
             raise ValidationError(f"{option} takes KEY=VALUE (got {item!r})")
         pairs[key.strip()] = value
     return pairs
+
+
+def workflow_names(backend: Backend, conditions: dict[str, Any]) -> list[str]:
+    """Distinct workflow names of the jobs matching ``conditions``, in order: each found by one
+    indexed query for the next name (no scan of every job)."""
+    names: list[str] = []
+    while True:
+        wanted = dict(conditions)
+        if names:
+            wanted["workflow__gt"] = names[-1]
+        query = JobQuery(clauses=[clause_from_kwargs(wanted)], order_by=["workflow"], limit=1)
+        found = backend.query_jobs(query)
+        if not found:
+            return names
+        names.append(found[0].workflow)
+
+
+def select_workflows(backend: Backend, wf: str) -> list[str]:
+    """The workflows ``--wf WF`` / ``--wf-filter WF`` select: WF itself when a job has that
+    workflow, else every workflow whose name contains WF (Balsam 0.5 matched substrings),
+    else WF (nothing yet; jobs added to WF later are its).
+
+    Exact first, so a new user's ``--wf sims`` never takes ``sims-old`` in too, while a 0.5
+    user's ``--wf sim`` still finds ``sim_a`` and ``sim_b``.
+    """
+    if backend.count_jobs(job_query(workflow=wf)):
+        return [wf]
+    return workflow_names(backend, {"workflow__contains": wf}) or [wf]

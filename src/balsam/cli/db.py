@@ -10,7 +10,9 @@ cluster with ``--db postgres``, or an existing server with ``--db-url``. A faile
 nothing behind: a directory it made is removed, and a server it started is stopped.
 
 ``balsam which --name NAME`` is what ``balsamactivate`` calls: it resolves a name among the
-known databases (or a path), remembers it, and prints the path alone.
+known databases (or a path), remembers it, and prints the path alone. A NAME that is no path
+and no database's name may be any part of one known database's path, as in Balsam 0.5
+(``balsamactivate myW`` for ``~/myWorkflow``); a part of several is refused, naming them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from balsam.config import (
     remember_site,
     resolve_site_path,
 )
-from balsam.errors import BalsamError, ConfigError, ValidationError
+from balsam.errors import Ambiguous, BalsamError, ConfigError, NotFound, ValidationError
 
 # balsam.backends.factory is imported inside the commands that need it: it pulls in SQLAlchemy
 # and Alembic, which 'balsam which' (run by every balsamactivate) has no use for.
@@ -146,13 +148,29 @@ def _mask(url: str) -> str:
 
 @click.command("which", cls=BalsamCommand)
 @click.option("--list", "list_all", is_flag=True, help="List the known workflow databases.")
-@click.option("--name", default=None, help="Print the path of the database NAME (or a path).")
-def which(list_all: bool, name: str | None) -> None:
-    """Show the active workflow database, list known ones, or resolve a name."""
-    if list_all and name is not None:
-        raise ConfigError("give either --list or --name, not both")
-    if name is not None:
-        path = resolve_site_path(name)
+@click.option(
+    "--name",
+    default=None,
+    help="Print the path of the database NAME (a path, a name, or a unique part of one).",
+)
+@click.option(
+    "--job",
+    "job",
+    default=None,
+    metavar="ID",
+    help="Print the working directory of job ID (an id prefix, or a unique part of an id).",
+)
+def which(list_all: bool, name: str | None, job: str | None) -> None:
+    """Show the active workflow database, list known ones, or resolve a name.
+
+    'source bcd ID' uses --job to change into a job's working directory.
+    """
+    if sum((list_all, name is not None, job is not None)) > 1:
+        raise ConfigError("give one of --list, --name and --job")
+    if job is not None:
+        click.echo(str(_job_directory(job)))
+    elif name is not None:
+        path = _resolve_name(name)
         remember_site(path)
         click.echo(str(path))
     elif list_all:
@@ -161,6 +179,45 @@ def which(list_all: bool, name: str | None) -> None:
         site = load_site()
         click.echo(f"Workflow database: {site.path}")
         click.echo(f"Database URL: {_mask(site.database_url())}")
+
+
+def _job_directory(ident: str) -> Path:
+    """The working directory of the job whose id starts with, or else contains, ``ident``."""
+    from balsam.cli.common import active_backend, job_query
+
+    with active_backend() as (site, backend):
+        try:
+            job_id = backend.resolve_job_id(ident)
+        except NotFound:
+            part = ident.strip().lower()
+            found = backend.query_jobs(
+                job_query(job_id__contains=part).model_copy(update={"limit": 2})
+            )
+            if len(found) != 1 or not part:
+                if not found:
+                    raise
+                raise Ambiguous(f"{ident!r} is part of several job ids; give more of it") from None
+            job_id = found[0].job_id
+        return site.job_dir(backend.get_job(job_id).working_directory)
+
+
+def _resolve_name(name: str) -> Path:
+    """A path, a known database's name, or else a unique part of a known database's path."""
+    try:
+        return resolve_site_path(name)
+    except NotFound:
+        if not name:
+            raise
+        matches = [p for p in known_sites() if name in str(p)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise
+        listed = ", ".join(str(m) for m in matches)
+        raise Ambiguous(
+            f"{name!r} is part of several workflow databases' paths: {listed}; "
+            "give more of the name, or a path"
+        ) from None
 
 
 def _list_sites() -> None:

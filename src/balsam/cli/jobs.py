@@ -1,8 +1,14 @@
-"""``balsam job``, ``balsam dep`` and ``balsam kill``: add jobs, link them, stop them."""
+"""``balsam job``, ``balsam dep`` and ``balsam kill``: add jobs, link them, stop them.
+
+Balsam 0.5's other spellings live here too: ``balsam killjob`` (``kill``), ``balsam mkchild``
+(a job that waits for the job running it) and ``balsam make_dummies N`` (test jobs).
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,20 +16,27 @@ import click
 from balsam.backends.base import Backend
 from balsam.cli.common import (
     BalsamCommand,
+    WordsOption,
     active_backend,
     format_value,
+    job_query,
     make_table,
     parse_pairs,
     show,
     validated,
 )
+from balsam.config import Site
 from balsam.domain.commands import CommandError, parse_env_assignments, render_command
-from balsam.errors import ValidationError
-from balsam.schemas.apps import AppOut
+from balsam.errors import NotFound, ValidationError
+from balsam.schemas.apps import AppCreate, AppOut
 from balsam.schemas.jobs import JobCreate, JobFields
 
 #: Fields always shown in the confirmation summary, whatever their value.
 ALWAYS_SHOWN = ("name", "workflow", "application", "args")
+#: Bound of ``--coschedule-num-nodes`` (the largest integer every database stores).
+MAX_COSCHEDULE_NODES = 2147483647
+#: What ``balsam make_dummies`` adds at most in one call.
+MAX_DUMMIES = 1_000_000
 
 
 def _default(field: str) -> Any:
@@ -41,8 +54,13 @@ JOB_OPTIONS = [
     click.option("--name", required=True, help="Job name (letters, digits, _.+=@-)."),
     click.option("--workflow", required=True, help="Workflow the job belongs to."),
     click.option("--application", required=True, help="Name of a registered app."),
-    click.option("--args", default="", help="Arguments appended to the app's command."),
-    click.option("--description", default="", help="Free text."),
+    click.option(
+        "--args",
+        cls=WordsOption,
+        default="",
+        help="Arguments appended to the app's command (one or more words).",
+    ),
+    click.option("--description", cls=WordsOption, default="", help="Free text (words)."),
     _int_option("--num-nodes", "num_nodes", "Nodes the job runs on."),
     _int_option("--ranks-per-node", "ranks_per_node", "MPI ranks on each node."),
     _int_option("--threads-per-rank", "threads_per_rank", "Threads (cores) of each rank."),
@@ -56,18 +74,38 @@ JOB_OPTIONS = [
         help="How ranks are bound to cores.",
     ),
     _int_option("--node-packing-count", "node_packing_count", "Jobs sharing one node at once."),
-    _int_option("--wall-time-minutes", "wall_time_minutes", "Expected run time."),
+    click.option(
+        "--wall-time-minutes",
+        "--wall-minutes",
+        "wall_time_minutes",
+        type=int,
+        default=_default("wall_time_minutes"),
+        show_default=True,
+        help="Expected run time.",
+    ),
+    click.option(
+        "--coschedule-num-nodes",
+        type=click.IntRange(min=0, max=MAX_COSCHEDULE_NODES),
+        default=0,
+        help="Balsam 0.5's extra nodes to reserve beside the job: kept in the job's data, "
+        "not acted on.",
+    ),
     click.option("--env", multiple=True, metavar="VAR=VAL", help="Environment (repeatable)."),
-    click.option("--mpi-flags", default="", help="Extra flags for the MPI launcher."),
+    click.option(
+        "--mpi-flags", cls=WordsOption, default="", help="Extra flags for the MPI launcher."
+    ),
     click.option(
         "--input-files",
+        cls=WordsOption,
         default=_default("input_files"),
         show_default=True,
         help="Parents' files to stage in (globs).",
     ),
     click.option("--url-in", default="", help="Where to stage input files in from."),
     click.option("--url-out", default="", help="Where to stage output files out to."),
-    click.option("--stage-out-files", default="", help="Files to stage out (globs)."),
+    click.option(
+        "--stage-out-files", cls=WordsOption, default="", help="Files to stage out (globs)."
+    ),
     click.option(
         "--post_handle_error",
         "--post-handle-error",
@@ -125,11 +163,17 @@ def job_fields(options: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise ValidationError(f"--env: {exc}") from None
     values["tags"] = parse_pairs(values.pop("tag"), "--tag")
+    coschedule = values.pop("coschedule_num_nodes", 0)
+    if coschedule:
+        # No launcher or service of this Balsam reserves nodes beside a job: the number is
+        # kept where a script can read it, and nothing else is done with it.
+        values["data"] = {"coschedule_num_nodes": coschedule}
     return values
 
 
-def _summary(spec: JobCreate, app: AppOut) -> None:
-    """Print what is about to be added: set fields and the command it will run."""
+def _summary(spec: JobCreate, app: AppOut, site: Site, in_workflow: int) -> None:
+    """Print what is about to be added: set fields, the command line it will run and the
+    directory it will run in (as Balsam 0.5's prompt did)."""
     table = make_table("FIELD", "VALUE")
     for field, value in spec.model_dump().items():
         if field in ALWAYS_SHOWN or value != _default_or_none(field):
@@ -139,7 +183,19 @@ def _summary(spec: JobCreate, app: AppOut) -> None:
     except CommandError as exc:
         command = f"(cannot render: {exc})"
     table.add_row("command", command)
+    table.add_row("working directory", str(planned_workdir(site, spec)))
     show(table)
+    click.echo(f"The workflow {spec.workflow!r} has {in_workflow} job(s) in the database now")
+
+
+def planned_workdir(site: Site, spec: JobCreate) -> Path:
+    """Where the job will run: the rule the store applies when it adds the job.
+
+    The CLI holds only a Backend, so the rule is restated here; a test checks that the
+    directory shown is the one the job then gets.
+    """
+    job_id = spec.job_id or ""
+    return site.path / "data" / spec.workflow / f"{spec.name}_{job_id[:8]}"
 
 
 def _default_or_none(field: str) -> Any:
@@ -158,18 +214,79 @@ def job_command(**options: Any) -> None:
     Example:
       balsam job --name hi --workflow test --application SayHello --args 'world!' --yes
     """
+    click.echo(_add_job(options, ask=not options["yes"]))
+
+
+def _add_job(options: dict[str, Any], ask: bool, parent: str | None = None) -> str:
+    """Add the job ``options`` describe (waiting for ``parent`` too); its id."""
     spec = validated(JobCreate, job_fields(options))
-    with active_backend() as (_site, backend):
+    with active_backend() as (site, backend):
         app = backend.get_app(spec.application)
-        parents = [backend.resolve_job_id(p) for p in options["parents"]]
+        wanted = [*([parent] if parent else []), *options["parents"]]
+        parents = [backend.resolve_job_id(p) for p in wanted]
         # The id is chosen here: a create repeated after a lost answer creates one job.
         update = {"parents": list(dict.fromkeys(parents)), "job_id": str(uuid.uuid4())}
         spec = spec.model_copy(update=update)
-        if not options["yes"]:
-            _summary(spec, app)
+        if ask:
+            in_workflow = backend.count_jobs(job_query(workflow=spec.workflow))
+            _summary(spec, app, site, in_workflow)
             click.confirm("Confirm adding job to DB", abort=True)
         (job,) = backend.create_jobs([spec])
-    click.echo(job.job_id)
+    return job.job_id
+
+
+@click.command("mkchild", cls=BalsamCommand)
+@_with_job_options
+def mkchild_command(**options: Any) -> None:
+    """Add a job that waits for the job this runs in (BALSAM_JOB_ID), as Balsam 0.5 did.
+
+    Meant for a job's own scripts, so it never asks for confirmation (--yes is accepted).
+    Takes the flags of 'balsam job'; prints the new job's id.
+
+    \b
+    Example (inside a job):
+      balsam mkchild --name post --workflow test --application Reduce --args out.dat
+    """
+    current = os.environ.get("BALSAM_JOB_ID", "").strip()
+    if not current:
+        raise ValidationError(
+            "mkchild adds a child of the running job, but BALSAM_JOB_ID is not set "
+            "(outside a job use 'balsam job --parent ID')"
+        )
+    click.echo(_add_job(options, ask=False, parent=current))
+
+
+@click.command("make_dummies", cls=BalsamCommand)
+@click.argument("num", type=click.IntRange(min=1, max=MAX_DUMMIES), metavar="N")
+def make_dummies_command(num: int) -> None:
+    """Add N quick test jobs (app 'dummy' running 'echo hello', workflow 'dummy').
+
+    The app is registered first when it is missing. As in Balsam 0.5, the jobs pack 64 to a
+    node in serial mode.
+
+    \b
+    Example:
+      balsam make_dummies 100
+    """
+    with active_backend() as (_site, backend):
+        try:
+            backend.get_app("dummy")
+        except NotFound:
+            backend.create_app(AppCreate(name="dummy", executable="echo"))
+        specs = [
+            JobCreate(
+                job_id=str(uuid.uuid4()),
+                name=f"dummy{i}",
+                workflow="dummy",
+                application="dummy",
+                args="hello",
+                description="Added by balsam make_dummies",
+                node_packing_count=64,
+            )
+            for i in range(num)
+        ]
+        backend.create_jobs(specs)
+    click.echo(f"Added {num} dummy job(s) to workflow 'dummy'")
 
 
 @click.command("dep", cls=BalsamCommand)
@@ -208,3 +325,12 @@ def kill_command(job_id: str, recursive: bool) -> None:
         full_id = backend.resolve_job_id(job_id)
         killed = backend.kill_jobs(full_id, recursive=recursive)
     click.echo(f"Killed {len(killed)} job(s): {', '.join(k[:8] for k in killed)}")
+
+
+#: Balsam 0.5's name of ``balsam kill``: the same flags and the same effect.
+killjob_command = BalsamCommand(
+    "killjob",
+    callback=kill_command.callback,
+    params=kill_command.params,
+    help="Balsam 0.5's name of 'balsam kill': mark a job USER_KILLED (same flags).",
+)

@@ -5,10 +5,17 @@ no bound catches ``nan`` (every comparison with it is false), so a launcher give
 ``--time-limit-minutes nan`` would stop at once having run nothing. Text that reaches a batch
 script (``-A``, ``-q``, ``--sched-flags``, ``--wf-filter``) is refused when it holds a control
 character, before anything is written or submitted.
+
+Balsam 0.5's launcher flags are taken: ``--persistent`` (keep running when nothing is left:
+the same as leaving ``--consume-all`` out), ``--gpus-per-node N`` (the setting
+``platform.gpus_per_node`` for this launcher) and ``--num-transition-threads N`` (accepted and
+ignored: pre- and postprocessing need no thread pool here). ``--wf-filter WF`` selects
+workflows as :func:`balsam.cli.common.select_workflows` says, once, when the launcher starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
@@ -17,6 +24,9 @@ from typing import Any
 
 import click
 
+from balsam.backends.base import Backend
+from balsam.cli.common import BalsamCommand, select_workflows
+from balsam.config import MAX_GPUS_PER_NODE, Site
 from balsam.errors import ValidationError
 from balsam.platform.schedulers.base import MAX_NODES, MAX_WALL_TIME_MINUTES, script_value_problem
 
@@ -60,7 +70,7 @@ def _sched_flags(ctx: click.Context, param: click.Parameter, value: str) -> tupl
         raise click.BadParameter(f"cannot split {value!r}: {exc}", ctx, param) from None
 
 
-@click.command("launcher")
+@click.command("launcher", cls=BalsamCommand)
 @click.option(
     "--consume-all", is_flag=True, help="Exit as soon as nothing this launcher could run remains."
 )
@@ -97,6 +107,24 @@ def _sched_flags(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     help="Run no job: only staging, pre- and postprocessing on this host "
     "(the launcher balsam service keeps when service.processing is set).",
 )
+@click.option(
+    "--persistent",
+    is_flag=True,
+    help="Keep running when nothing is left to run (until the time limit or a signal), "
+    "even with --consume-all (Balsam 0.5).",
+)
+@click.option(
+    "--gpus-per-node",
+    type=click.IntRange(min=0, max=MAX_GPUS_PER_NODE),
+    default=None,
+    help="GPUs of each node, for this launcher (platform.gpus_per_node; 0: detect).",
+)
+@click.option(
+    "--num-transition-threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Accepted for Balsam 0.5 and ignored (no transition thread pool here).",
+)
 @click.option("--exit-with-pid", type=click.IntRange(min=1), default=None, hidden=True)
 def launcher(
     consume_all: bool,
@@ -106,6 +134,9 @@ def launcher(
     limit_nodes: int | None,
     offset_nodes: int,
     processing_only: bool,
+    persistent: bool,
+    gpus_per_node: int | None,
+    num_transition_threads: int | None,
     exit_with_pid: int | None,
 ) -> None:
     """Run jobs of the active workflow database on this allocation's nodes."""
@@ -117,10 +148,11 @@ def launcher(
 
     if not consume_all and not wf_filter and not processing_only:
         raise ValidationError("give --consume-all, --wf-filter WF, or both")
+    del num_transition_threads  # Balsam 0.5's; nothing here to size with it.
     options = LauncherOptions(
         job_mode=JobMode(job_mode),
         workflows=[wf_filter] if wf_filter else [],
-        consume_all=consume_all,
+        consume_all=consume_all and not persistent,
         time_limit_minutes=time_limit_minutes,
         limit_nodes=limit_nodes,
         offset_nodes=offset_nodes,
@@ -129,6 +161,14 @@ def launcher(
     )
     # Not the retrying Backend: the launcher repeats failed calls on later turns of its loop.
     site, backend = open_active_backend(retry=False)
+    try:
+        workflows = _launcher_workflows(backend, wf_filter)
+    except BaseException:
+        backend.close()
+        raise
+    options = dataclasses.replace(options, workflows=workflows)
+    if gpus_per_node is not None:
+        site = _with_gpus(site, gpus_per_node)
     path = logs.configure(site.log_dir, local_hostname())
     try:
         code = run_launcher(site, backend, options)
@@ -147,7 +187,28 @@ def launcher(
         sys.exit(code)
 
 
-@click.command("submit-launch")
+def _launcher_workflows(backend: Backend, wf_filter: str | None) -> list[str]:
+    """The workflows a launcher runs for ``--wf-filter`` (none given: all of them)."""
+    if not wf_filter:
+        return []
+    workflows = select_workflows(backend, wf_filter)
+    if workflows != [wf_filter]:
+        click.echo(
+            f"balsam: warning: no job is in workflow {wf_filter!r}; running the workflows "
+            f"whose names contain it, as Balsam 0.5 did: {', '.join(workflows)}",
+            err=True,
+        )
+    return workflows
+
+
+def _with_gpus(site: Site, gpus: int) -> Site:
+    """``site`` with ``platform.gpus_per_node`` set to ``gpus`` (for this launcher only)."""
+    platform = site.settings.platform.model_copy(update={"gpus_per_node": gpus})
+    settings = site.settings.model_copy(update={"platform": platform})
+    return dataclasses.replace(site, settings=settings)
+
+
+@click.command("submit-launch", cls=BalsamCommand)
 @click.option(
     "-A", "--project", required=True, callback=_script_text, help="Allocation (project) to charge."
 )

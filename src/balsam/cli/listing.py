@@ -3,6 +3,11 @@
 Output is only the table (or tree), so ``watch balsam ls`` shows a steady screen. Job ids are
 shown by their first 8 characters (more when two listed jobs share them); ``--verbose`` shows
 full ids and every field.
+
+Balsam 0.5's environment variables are read: ``BALSAM_LS_FIELDS`` (job fields to add as
+columns, separated by ``:`` as in 0.5, or by commas) and ``BALSAM_LS_LIMIT`` (list at most
+this many jobs, then say how many more there are). ``--id`` matches any part of a job id and
+``--wf`` a workflow as :func:`balsam.cli.common.select_workflows` says.
 """
 
 from __future__ import annotations
@@ -26,16 +31,20 @@ from balsam.cli.common import (
     job_query,
     make_table,
     print_rows,
+    select_workflows,
     show,
+    workflow_names,
 )
 from balsam.cli.queues import list_queues
 from balsam.config import load_site
 from balsam.domain.states import JobState, parse_state
 from balsam.errors import NotFound, ValidationError
 from balsam.schemas.jobs import JobOut
-from balsam.schemas.queries import JobQuery, clause_from_kwargs
+from balsam.schemas.queries import clause_from_kwargs
 
 JOB_COLUMNS = ("ID", "NAME", "WORKFLOW", "APPLICATION", "STATE")
+#: The job fields behind :data:`JOB_COLUMNS` (never added twice by BALSAM_LS_FIELDS).
+JOB_COLUMN_FIELDS = ("job_id", "name", "workflow", "application", "state")
 
 
 @click.command("ls", cls=BalsamCommand)
@@ -46,9 +55,9 @@ JOB_COLUMNS = ("ID", "NAME", "WORKFLOW", "APPLICATION", "STATE")
     required=False,
 )
 @click.option("--name", help="Only names containing this text (case-insensitive).")
-@click.option("--id", "id_prefix", help="Only the job(s) whose id starts with this.")
+@click.option("--id", "id_prefix", help="Only the job(s) whose id contains this.")
 @click.option("--state", help="Only jobs in this state (or comma-separated states).")
-@click.option("--wf", help="Only jobs of this workflow.")
+@click.option("--wf", help="Only jobs of this workflow (else of those containing it).")
 @click.option("--by-states", is_flag=True, help="Count jobs per state.")
 @click.option("--history", is_flag=True, help="State history of each job, with messages.")
 @click.option("--verbose", "-v", is_flag=True, help="Every field, full ids.")
@@ -108,14 +117,21 @@ def job_conditions(
 
 
 def _list_jobs(backend: Backend, opts: dict[str, Any], view: str) -> None:
-    conditions = job_conditions(opts["name"], opts["id_prefix"], opts["state"], opts["wf"])
+    conditions = job_conditions(opts["name"], None, opts["state"], None)
     if opts["id_prefix"]:
-        _require_id_prefix(backend, conditions["job_id__startswith"])
+        # Any part of the id, as Balsam 0.5 matched it (a prefix is one such part).
+        part = opts["id_prefix"].strip().lower()
+        _require_id_part(backend, part)
+        conditions["job_id__contains"] = part
+    if opts["wf"]:
+        conditions["workflow__in"] = select_workflows(backend, opts["wf"])
     query = job_query(**conditions)
     if view == "by_states":
         show(_state_counts(backend.count_by_state(query)))
         return
-    jobs = backend.query_jobs(query)
+    fields = extra_fields(os.environ.get("BALSAM_LS_FIELDS", ""))
+    limit = ls_limit(os.environ.get("BALSAM_LS_LIMIT", ""))
+    jobs = backend.query_jobs(query.model_copy(update={"limit": limit}))
     width = 36 if opts["verbose"] else id_width(j.job_id for j in jobs)
     if view == "history":
         for job in jobs:
@@ -127,18 +143,51 @@ def _list_jobs(backend: Backend, opts: dict[str, Any], view: str) -> None:
             show(_job_fields_table(job))
     else:
         print_rows(
-            JOB_COLUMNS,
-            ((j.job_id[:width], j.name, j.workflow, j.application, j.state) for j in jobs),
+            (*JOB_COLUMNS, *(f.upper() for f in fields)),
+            (_job_row(j, width, fields) for j in jobs),
         )
+    if limit is not None and len(jobs) == limit:
+        hidden = backend.count_jobs(query) - limit
+        if hidden > 0:
+            click.echo(f"({hidden} more job(s) not shown: BALSAM_LS_LIMIT is {limit})")
 
 
-def _require_id_prefix(backend: Backend, prefix: str) -> None:
-    """NotFound when no job id starts with ``prefix``, as for every command taking an id.
+def _job_row(job: JobOut, width: int, fields: list[str]) -> list[str]:
+    cells = [job.job_id[:width], job.name, job.workflow, job.application, job.state]
+    return [*cells, *(format_value(getattr(job, f)) for f in fields)]
+
+
+def extra_fields(text: str) -> list[str]:
+    """The job fields named by ``BALSAM_LS_FIELDS`` (``a:b`` or ``a,b``), beyond the usual
+    columns; an unknown name is a one-line ValidationError."""
+    names = [n.strip() for n in text.replace(",", ":").split(":") if n.strip()]
+    for name in names:
+        if name not in JobOut.model_fields:
+            known = ", ".join(sorted(JobOut.model_fields))
+            raise ValidationError(f"BALSAM_LS_FIELDS names no job field {name!r} (fields: {known})")
+    return [n for n in dict.fromkeys(names) if n not in JOB_COLUMN_FIELDS]
+
+
+def ls_limit(text: str) -> int | None:
+    """``BALSAM_LS_LIMIT`` as a number of jobs (None when unset: list every job)."""
+    if not text.strip():
+        return None
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValidationError(f"BALSAM_LS_LIMIT must be a whole number above 0 (got {text!r})")
+    return limit
+
+
+def _require_id_part(backend: Backend, part: str) -> None:
+    """NotFound when no job id contains ``part``, as for every command taking an id.
 
     Other filters may still leave nothing to list (an empty table); a mistyped id may not.
     """
-    if backend.count_jobs(job_query(job_id__startswith=prefix)) == 0:
-        raise NotFound(f"no job with id {prefix!r}")
+    if backend.count_jobs(job_query(job_id__contains=part)) == 0:
+        raise NotFound(f"no job with id {part!r}")
 
 
 def _state_counts(counts: dict[str, int]) -> Any:
@@ -221,9 +270,10 @@ def _list_workflows(backend: Backend, name: str | None, wf: str | None) -> None:
     if name:
         conditions["workflow__icontains"] = name
     if wf:
-        conditions["workflow"] = wf
+        conditions["workflow__in"] = select_workflows(backend, wf)
     counts = {
-        w: backend.count_by_state(job_query(workflow=w)) for w in _workflows(backend, conditions)
+        w: backend.count_by_state(job_query(workflow=w))
+        for w in workflow_names(backend, conditions)
     }
     states = [s.value for s in JobState if any(c.get(s.value) for c in counts.values())]
     table = make_table("WORKFLOW", "JOBS", *states)
@@ -233,20 +283,6 @@ def _list_workflows(backend: Backend, name: str | None, wf: str | None) -> None:
         cells = [str(per_state.get(s, 0) or "") for s in states]
         table.add_row(workflow, str(sum(per_state.values())), *cells)
     show(table)
-
-
-def _workflows(backend: Backend, conditions: dict[str, Any]) -> list[str]:
-    """Distinct workflow names, in order: each found by one indexed query for the next name."""
-    names: list[str] = []
-    while True:
-        wanted = dict(conditions)
-        if names:
-            wanted["workflow__gt"] = names[-1]
-        query = JobQuery(clauses=[clause_from_kwargs(wanted)], order_by=["workflow"], limit=1)
-        found = backend.query_jobs(query)
-        if not found:
-            return names
-        names.append(found[0].workflow)
 
 
 @click.command("log", cls=BalsamCommand)

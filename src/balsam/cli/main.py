@@ -13,8 +13,11 @@ from balsam.domain.text import is_utf8
 from balsam.errors import BalsamError
 
 
+# -V as in Balsam 0.5, which printed "balsam VERSION".
 @click.group(cls=BalsamGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="balsam")
+@click.version_option(
+    None, "-V", "--version", package_name="balsam", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Balsam: run large campaigns of application runs on HPC machines."""
 

@@ -2,6 +2,11 @@
 
 ``modify ID state X`` is a validated state change (a reset such as READY or RESTART_READY, or a
 give-up such as FAILED); any other attribute is a job field, its VALUE read as the field's type.
+``modify --type apps NAME ATTR VALUE`` changes an app instead (Balsam 0.5's flag).
+
+``rm`` takes Balsam 0.5's spellings as well: ``rm job|app``, ``--force`` for ``--yes``, and
+``--wf-filter WF`` (jobs of workflow WF exactly: 0.5 itself matched exactly there, since a
+removal cannot be undone).
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ from typing import Any, get_origin
 import click
 
 from balsam.backends.base import Backend
-from balsam.cli.common import BalsamCommand, active_backend, job_query, make_table, show
+from balsam.cli.common import (
+    BalsamCommand,
+    active_backend,
+    job_query,
+    make_table,
+    show,
+    validated,
+)
 from balsam.domain.commands import parse_env_assignments
 from balsam.domain.states import parse_state
 from balsam.errors import InvalidTransition, NotFound, ValidationError
-from balsam.schemas.apps import AppOut
+from balsam.schemas.apps import AppOut, AppUpdate
 from balsam.schemas.jobs import JobFields
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
 
@@ -82,8 +94,19 @@ def _by_id(job_id: str) -> JobQuery:
 @click.argument("job_id", metavar="ID")
 @click.argument("attr")
 @click.argument("value")
-def modify_command(job_id: str, attr: str, value: str) -> None:
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["jobs", "apps"]),
+    default="jobs",
+    show_default=True,
+    help="Change a job, or an app (ID: its name or numeric id).",
+)
+def modify_command(job_id: str, attr: str, value: str, kind: str) -> None:
     """Set attribute ATTR of job ID (or unique prefix) to VALUE.
+
+    With --type apps, ID is an app's name (or numeric id) and ATTR one of executable,
+    description, preprocess, postprocess, envscript.
 
     ATTR "state" is a validated state change (READY, RESTART_READY, FAILED, USER_KILLED,
     JOB_FINISHED); other attributes are job fields, VALUE read as the field's type.
@@ -96,6 +119,9 @@ def modify_command(job_id: str, attr: str, value: str) -> None:
       balsam modify 3f2a data '{"mesh": [64, 64]}'
     """
     attr = attr.strip().replace("-", "_")
+    if kind == "apps":
+        _modify_app(job_id, attr, value)
+        return
     if attr == "state":
         try:
             state = parse_state(value)
@@ -113,35 +139,73 @@ def modify_command(job_id: str, attr: str, value: str) -> None:
     click.echo(f"Job {full_id[:8]} ({job.name}): {attr} = {getattr(job, attr)!r}")
 
 
+def _modify_app(ident: str, attr: str, value: str) -> None:
+    """Set field ``attr`` of the app named (or numbered) ``ident``."""
+    fields = sorted(AppUpdate.model_fields)
+    if attr not in fields:
+        raise ValidationError(f"unknown app attribute {attr!r} (one of: {', '.join(fields)})")
+    changes = validated(AppUpdate, {attr: value})
+    with active_backend() as (_site, backend):
+        app = _one_app(backend, ident)
+        changed = backend.update_app(app.name, changes)
+    click.echo(f"App {changed.name}: {attr} = {getattr(changed, attr)!r}")
+
+
+def _one_app(backend: Backend, ident: str) -> AppOut:
+    """The app named ``ident``, or numbered ``ident`` (as ``balsam ls apps`` shows)."""
+    named = backend.list_apps([clause_from_kwargs({"name": ident})])
+    if not named and ident.strip().isdigit():
+        named = backend.list_apps([clause_from_kwargs({"id": int(ident)})])
+    if not named:
+        raise NotFound(f"no application named {ident!r} (see 'balsam ls apps')")
+    return named[0]
+
+
 @click.command("rm", cls=BalsamCommand)
-@click.argument("objects", type=click.Choice(["jobs", "apps"]))
+@click.argument("objects", type=click.Choice(["jobs", "apps", "job", "app"]))
 @click.option("--name", help="Jobs whose name contains this text; the app with this name.")
 @click.option("--id", "ident", help="A job id (or unique prefix); an app's numeric id.")
+@click.option("--wf-filter", "wf", metavar="WF", help="Only jobs of workflow WF (exactly).")
 @click.option("--all", "everything", is_flag=True, help="Every job, or every app.")
-@click.option("--yes", "-y", is_flag=True, help="Remove without asking for confirmation.")
+@click.option(
+    "--yes", "-y", "--force", "yes", is_flag=True, help="Remove without asking for confirmation."
+)
 def rm_command(
-    objects: str, name: str | None, ident: str | None, everything: bool, yes: bool
+    objects: str,
+    name: str | None,
+    ident: str | None,
+    wf: str | None,
+    everything: bool,
+    yes: bool,
 ) -> None:
     """Remove jobs (with their history) or apps no job uses.
 
     \b
     Examples:
       balsam rm jobs --name hi
+      balsam rm jobs --wf-filter test --force
       balsam rm apps --name SayHello --yes
     """
-    if everything == bool(name or ident):
-        raise ValidationError("say what to remove: --name and/or --id, or --all")
+    apps = objects.startswith("app")
+    if apps and wf is not None:
+        raise ValidationError("--wf-filter selects jobs: it does not apply to 'balsam rm apps'")
+    if everything == bool(name or ident or wf):
+        raise ValidationError("say what to remove: --name, --id and/or --wf-filter, or --all")
     with active_backend() as (_site, backend):
-        if objects == "jobs":
-            _rm_jobs(backend, name, ident, yes)
-        else:
+        if apps:
             _rm_apps(backend, name, ident, yes)
+        else:
+            _rm_jobs(backend, name, ident, wf, yes)
 
 
-def _rm_jobs(backend: Backend, name: str | None, ident: str | None, yes: bool) -> None:
+def _rm_jobs(
+    backend: Backend, name: str | None, ident: str | None, wf: str | None, yes: bool
+) -> None:
     conditions: dict[str, Any] = {}
     if name:
         conditions["name__icontains"] = name
+    if wf:
+        conditions["workflow"] = wf
     if ident:
         conditions["job_id"] = backend.resolve_job_id(ident)
     query = job_query(**conditions)

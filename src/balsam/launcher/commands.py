@@ -14,7 +14,6 @@ site's ``gpu_visible_env`` variable (``CUDA_VISIBLE_DEVICES`` by default).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shlex
 import shutil
@@ -23,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balsam.config import Site
+from balsam.domain import jobenv
 from balsam.domain.commands import CommandError, render_command
+from balsam.domain.jobenv import balsam_variables
 from balsam.domain.states import JobState
 from balsam.platform.mpi import MpiLauncher, MpiRun
 from balsam.platform.processes import MARK_VARIABLE
@@ -40,14 +41,10 @@ def job_variables(
 ) -> dict[str, str]:
     """What a job's processes get on top of the launcher's environment: its own variables,
     and those Balsam 0.5 set (``BALSAM_PARENT_IDS`` a JSON list, as 0.5's text of it)."""
-    variables = {
-        **job.environ_vars,
-        "BALSAM_JOB_ID": job.job_id,
-        "BALSAM_DB_PATH": str(site.path),
-        "BALSAM_PARENT_IDS": json.dumps(list(job.parents)),
-        "BALSAM_LAUNCHER_NODES": str(launcher_nodes),
-        "OMP_NUM_THREADS": str(job.threads_per_rank),
-    }
+    own = balsam_variables(
+        job.job_id, str(site.path), job.parents, job.threads_per_rank, launcher_nodes
+    )
+    variables = {**job.environ_vars, **own}
     if mark:
         variables[MARK_VARIABLE] = mark
     return variables
@@ -55,11 +52,7 @@ def job_variables(
 
 def handler_variables(state: JobState | None) -> dict[str, str]:
     """What tells a postprocess it runs as the error or timeout handler (0.5's variables)."""
-    if state is JobState.RUN_ERROR:
-        return {"BALSAM_JOB_ERROR": "TRUE"}
-    if state is JobState.RUN_TIMEOUT:
-        return {"BALSAM_JOB_TIMEOUT": "TRUE"}
-    return {}
+    return jobenv.handler_variables(state is JobState.RUN_ERROR, state is JobState.RUN_TIMEOUT)
 
 
 def step_log_header(step: str, command: str, state: JobState | None) -> str:

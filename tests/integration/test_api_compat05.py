@@ -1,0 +1,161 @@
+"""Balsam 0.5's ``BalsamJob`` and ``ApplicationDefinition`` surface, on SQLite and PostgreSQL.
+
+What 0.5 user scripts call beyond the fields: the helpers on history, app and working
+directory, ``save(update_fields=...)``, a bare ``BalsamJob()`` filled in before its save,
+``ApplicationDefinition.objects.get_or_create(name=...)`` followed by the executable, and
+the ``dag`` functions that build workflows (``clone``, ``wf_from_template``, ``add_app``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from balsam.api import close_default_backend, use_backend
+from balsam.api.lookups import UnknownField
+from balsam.backends.base import Backend
+from balsam.config import Site
+from balsam.core.models import ApplicationDefinition, BalsamJob
+from balsam.domain.states import JobState
+from balsam.errors import InvalidTransition, ValidationError
+from balsam.launcher import dag
+from balsam.schemas.jobs import StateUpdate
+from balsam.schemas.sessions import ClaimRequest
+
+
+@pytest.fixture
+def api(site: Site, backend_of: Backend) -> Iterator[Backend]:
+    with use_backend(backend_of, site=site):
+        app, created = ApplicationDefinition.objects.get_or_create(name="Sim")
+        assert created and app.pk is None, "unsaved until it has an executable"
+        app.executable = "~/bin/sim --fast"
+        app.save()
+        yield backend_of
+    close_default_backend()
+
+
+def test_get_or_create_then_the_executable_registers_the_app(api: Backend) -> None:
+    stored = ApplicationDefinition.objects.get(name="Sim")
+    assert stored.executable == "~/bin/sim --fast"
+    again, created = ApplicationDefinition.objects.get_or_create(name="Sim")
+    assert not created and again.pk == stored.pk
+
+
+def test_a_bare_job_filled_in_then_saved(api: Backend) -> None:
+    job = BalsamJob(state="CREATED")
+    job.name, job.workflow, job.application = "bare", "w", "Sim"
+    job.num_nodes, job.ranks_per_node, job.args = 2, 4, "-n 8 ~/in.dat"
+    job.save()
+    assert job.state is JobState.PREPROCESSED
+    assert job.num_ranks == 8
+    home = str(Path.home())
+    assert job.app_cmd == f"{home}/bin/sim --fast -n 8 {home}/in.dat"
+    with pytest.raises(InvalidTransition):
+        BalsamJob(name="x", application="Sim", state="FAILED").save()
+
+
+def test_history_helpers_answer_as_0_5_did(api: Backend) -> None:
+    job = dag.add_job(name="h", workflow="w", application="Sim")
+    session = api.open_session("t", "host", 1)
+    api.claim_jobs(session.id, ClaimRequest())
+    api.record_updates(session.id, [StateUpdate(job_id=job.job_id or "", state=JobState.RUNNING)])
+    api.record_updates(session.id, [StateUpdate(job_id=job.job_id or "", state=JobState.RUN_DONE)])
+    lines = job.state_history.splitlines()
+    assert lines[0].startswith("[") and lines[0].endswith("CREATED] created")
+    assert job.get_recent_state_str().endswith("JOB_FINISHED]")
+    stamp = lines[0][1:].split(" CREATED")[0]
+    assert datetime.strptime(stamp, "%m-%d-%Y %H:%M:%S.%f")
+    times = job.get_state_times()
+    assert set(times) >= {"CREATED", "RUNNING", "RUN_DONE", "JOB_FINISHED"}
+    assert all(t.tzinfo is None for t in times.values())
+    runtime = job.runtime_seconds
+    assert runtime is not None and 0 <= runtime == pytest.approx(
+        (times["RUN_DONE"] - times["RUNNING"]).total_seconds()
+    )
+    fresh = dag.add_job(name="never_ran", workflow="w", application="Sim")
+    assert fresh.runtime_seconds is None
+
+
+def test_children_files_and_environment(api: Backend, site: Site) -> None:
+    parent = dag.add_job(
+        name="p", workflow="w", application="Sim", environ_vars={"A": "1"}, threads_per_rank=2
+    )
+    child = dag.add_job(name="c", workflow="w", application="Sim", parents=[parent])
+    assert parent.get_child_by_name("c") == child
+    with pytest.raises(ValueError, match="no child named 'x'"):
+        parent.get_child_by_name("x")
+    Path(parent.working_directory).mkdir(parents=True, exist_ok=True)
+    (Path(parent.working_directory) / "result.txt").write_text("42\n")
+    assert parent.read_file_in_workdir("result.txt") == "42\n"
+    with pytest.raises(ValueError, match=r"missing\.txt not found in working directory"):
+        parent.read_file_in_workdir("missing.txt")
+    envs = child.get_envs(error=True)
+    assert envs["BALSAM_JOB_ID"] == child.job_id and envs["BALSAM_JOB_ERROR"] == "TRUE"
+    assert envs["BALSAM_PARENT_IDS"] == f'["{parent.job_id}"]'
+    assert envs["BALSAM_DB_PATH"] == str(site.path)
+    assert parent.get_envs()["A"] == "1" and parent.get_envs()["OMP_NUM_THREADS"] == "2"
+
+
+def test_save_update_fields_writes_only_those(api: Backend) -> None:
+    job = dag.add_job(name="u", workflow="w", application="Sim", args="old")
+    job.args, job.num_nodes = "unsaved", 3
+    job.save(update_fields=["num_nodes"])
+    stored = BalsamJob.objects.get(pk=job.pk)
+    assert (stored.args, stored.num_nodes) == ("old", 3)
+    assert (job.args, job.num_nodes) == ("unsaved", 3), "the other edit stays on the object"
+    job.state = "USER_KILLED"
+    job.save(update_fields=["args"])
+    assert BalsamJob.objects.get(pk=job.pk).state is JobState.PREPROCESSED
+    job.save(update_fields=["state"])
+    assert BalsamJob.objects.get(pk=job.pk).state is JobState.USER_KILLED
+    with pytest.raises(UnknownField):
+        job.save(update_fields=["colour"])
+
+
+def test_a_user_may_reset_a_job_to_created_with_its_history_kept(api: Backend) -> None:
+    parent = dag.add_job(name="p", workflow="w", application="Sim")
+    child = dag.add_job(name="c", workflow="w", application="Sim", parents=[parent])
+    dag.kill(parent, recursive=False)
+    assert BalsamJob.objects.get(pk=child.pk).state is JobState.FAILED
+    parent.update_state("CREATED", "start over")
+    child.update_state("CREATED", "start over")
+    assert parent.state is JobState.PREPROCESSED
+    assert child.state is JobState.AWAITING_PARENTS
+    assert [e.to_state for e in child.history()].count("CREATED") == 2
+    with pytest.raises(InvalidTransition, match="RUNNING"):
+        child.update_state("RUNNING")
+
+
+def test_clone_add_app_and_a_workflow_from_a_template(api: Backend) -> None:
+    dag.add_app("Post", "python post.py", description="after")
+    assert {a.name for a in dag.get_apps()} == {"Sim", "Post"}
+    assert ApplicationDefinition.objects.get(name="Post").description == "after"
+    dag.add_app("Post", "python post2.py")
+    assert ApplicationDefinition.objects.get(name="Post").executable == "python post2.py"
+    with pytest.raises(ValidationError, match="no executable"):
+        dag.add_app("Nope", "no-such-program-here", checkexe=True)
+    first = dag.add_job(name="first", workflow="tpl", application="Sim", num_nodes=2)
+    dag.add_job(name="second", workflow="tpl", application="Post", parents=[first])
+    copy = dag.clone(first, name="copy")
+    assert copy.pk is None and (copy.num_nodes, copy.workflow) == (2, "tpl")
+    with pytest.raises(ValidationError, match="not job fields: colour"):
+        dag.clone(first, colour="red")
+    made = dag.wf_from_template("tpl", "run1", second={"args": "--fast"})
+    jobs = {j.name: j for j in made}
+    assert set(jobs) == {"first", "second"}
+    assert jobs["second"].args == "--fast"
+    assert jobs["second"].parents == [jobs["first"].job_id]
+    with pytest.raises(ValidationError, match="has jobs already"):
+        dag.wf_from_template("tpl", "run1")
+    with pytest.raises(ValidationError, match="no jobs in workflow"):
+        dag.wf_from_template("nothing", "run2")
+
+
+def test_database_paths(api: Backend, site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    assert dag.get_active_database() == str(site.path)
+    assert "Active balsam database path" in capsys.readouterr().out
+    assert dag.get_active_database(verbose=False) == str(site.path)
+    assert str(site.path) in dag.get_database_paths(verbose=False)
