@@ -159,3 +159,13 @@ def test_database_paths(api: Backend, site: Site, capsys: pytest.CaptureFixture[
     assert "Active balsam database path" in capsys.readouterr().out
     assert dag.get_active_database(verbose=False) == str(site.path)
     assert str(site.path) in dag.get_database_paths(verbose=False)
+
+
+def test_json_lookups_into_data_through_the_api(api: Backend) -> None:
+    for name, n in (("a", 1), ("b", 5), ("c", 9)):
+        dag.add_job(name=name, workflow="w", application="Sim", data={"n": n, "tag": name * 2})
+    assert {j.name for j in BalsamJob.objects.filter(data__n__gt=2)} == {"b", "c"}
+    assert BalsamJob.objects.get(data__tag="bb").name == "b"
+    assert {j.name for j in BalsamJob.objects.exclude(data__n__lte=5)} == {"c"}
+    with pytest.raises(ValidationError, match="compares numbers"):
+        BalsamJob.objects.filter(data__n__gt="x").count()

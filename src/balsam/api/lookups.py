@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from balsam.domain.states import JobState, parse_state
 from balsam.errors import ValidationError
 from balsam.schemas.jobs import INT_MAX
-from balsam.schemas.queries import Clause, Condition, Lookup, parse_lookup
+from balsam.schemas.queries import Clause, Condition, Lookup, parse_lookup, split_json_path
 
 #: Lookups whose value is compared as a whole (so a state name in them can be checked).
 _EQUALITY = (Lookup.EXACT, Lookup.IN)
@@ -49,10 +49,13 @@ def build_clause(
     conditions = []
     for key, value in kwargs.items():
         field, lookup = parse_lookup(key)
+        field, path = split_json_path(field)
         if field not in known:
             raise field_error(key, known)
         field = aliases.get(field, field)
-        conditions.append(Condition(field=field, lookup=lookup, value=_value(field, lookup, value)))
+        given = normalize(value) if path and lookup is not Lookup.IN else value
+        checked = given if path else _value(field, lookup, value)
+        conditions.append(Condition(field=field, lookup=lookup, value=checked, path=path))
     return Clause(conditions=conditions, negate=negate)
 
 

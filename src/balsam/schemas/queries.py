@@ -43,6 +43,8 @@ class Condition(BaseModel):
     field: str
     lookup: Lookup = Lookup.EXACT
     value: Any = None
+    #: Keys into a JSON field (``data__run__n`` -> field ``data``, path ``["run", "n"]``).
+    path: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _text_can_be_sent(self) -> Condition:
@@ -86,13 +88,26 @@ def parse_lookup(key: str) -> tuple[str, Lookup]:
         return key, Lookup.EXACT
 
 
+#: Fields holding JSON, into which ``FIELD__KEY`` looks up a key.
+JSON_FIELDS = frozenset({"data", "tags", "environ_vars"})
+
+
+def split_json_path(field: str) -> tuple[str, list[str]]:
+    """``("data", ["a", "b"])`` for ``data__a__b``; a field that is not JSON stays whole."""
+    head, _, rest = field.partition("__")
+    if head in JSON_FIELDS and rest:
+        return head, rest.split("__")
+    return field, []
+
+
 def clause_from_kwargs(kwargs: dict[str, Any], negate: bool = False) -> Clause:
-    """Build a clause from Django-style keyword arguments."""
+    """Build a clause from Django-style keyword arguments (``data__key__gt=1`` included)."""
     conditions = []
     for key, value in kwargs.items():
         field, lookup = parse_lookup(key)
+        field, path = split_json_path(field)
         try:
-            conditions.append(Condition(field=field, lookup=lookup, value=value))
+            conditions.append(Condition(field=field, lookup=lookup, value=value, path=path))
         except PydanticValidationError as exc:
             raise ValidationError(first_error(exc)) from None
     return Clause(conditions=conditions, negate=negate)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from balsam.errors import ValidationError
 from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
+from balsam.store.jsonpath import json_condition
 from balsam.store.tables import Base, JobRow
 
 #: Lookups valid on JSON columns: only equality and null checks make sense there.
@@ -27,8 +28,15 @@ def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
     """The SQL expression for one condition."""
     col = column_of(model, cond.field)
     value = cond.value
+    if cond.path:
+        if cond.field not in _JSON_FIELDS:
+            raise ValidationError(f"{cond.field!r} is not a JSON field: no key lookups into it")
+        return json_condition(col, cond.path, cond.lookup, value)
     if cond.field in _JSON_FIELDS and cond.lookup not in (Lookup.ISNULL,):
-        raise ValidationError(f"cannot filter on JSON field {cond.field!r}; use a tag filter")
+        raise ValidationError(
+            f"cannot filter on JSON field {cond.field!r} as a whole; look up a key in it "
+            f"({cond.field}__KEY=VALUE)"
+        )
     match cond.lookup:
         case Lookup.EXACT:
             return col.is_(None) if value is None else col == value

@@ -129,8 +129,15 @@ def _condition(columns: dict[str, Column], cond: Condition) -> Predicate:
     column = columns.get(name)
     if column is None or name.startswith("_"):
         raise ValidationError(f"unknown field {name!r} in query")
+    if cond.path:
+        if column.kind is not Kind.JSON:
+            raise ValidationError(f"{name!r} is not a JSON field: no key lookups into it")
+        return json_predicate(name, cond.path, cond.lookup, cond.value)
     if column.kind is Kind.JSON and cond.lookup is not Lookup.ISNULL:
-        raise ValidationError(f"cannot filter on JSON field {name!r}; use a tag filter")
+        raise ValidationError(
+            f"cannot filter on JSON field {name!r} as a whole; look up a key in it "
+            f"({name}__KEY=VALUE)"
+        )
     value = cond.value
     if cond.lookup is Lookup.ISNULL:
         wanted = bool(value)
@@ -287,3 +294,81 @@ def ordered(records: list[T], order: Ordering, query: JobQuery) -> list[T]:
         result.sort(key=lambda r: getattr(r, name), reverse=descending)
     end = None if query.limit is None else query.offset + query.limit
     return result[query.offset : end]
+
+
+# ---- key lookups into JSON fields (the rules of balsam.store.jsonpath) ----------------------
+
+_MISSING = object()
+
+
+def _at(record: Any, name: str, path: list[str]) -> Any:
+    value = getattr(record, name)
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _json_kind(value: Any) -> str | None:
+    if value is _MISSING:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    return "object" if isinstance(value, dict) else "array"
+
+
+def json_predicate(name: str, path: list[str], lookup: Lookup, value: Any) -> Predicate:
+    """``record.name[path] <lookup> value``; ValidationError as the SQL backends raise it."""
+    where = f"{'__'.join(path)}__{lookup.value}"
+    if lookup is Lookup.ISNULL:
+        wanted = bool(value)
+        return lambda r: (_json_kind(_at(r, name, path)) in (None, "null")) == wanted
+    if lookup in (Lookup.EXACT, Lookup.IN):
+        given = (
+            list(value)
+            if lookup is Lookup.IN and isinstance(value, list | tuple | set)
+            else [value]
+        )
+        tests = [_json_equals(name, path, v, where) for v in given]
+        return lambda r: any(t(r) for t in tests)
+    if lookup in _COMPARE:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"{where} compares numbers; got {value!r}")
+        op: Callable[[Any, Any], bool] = _COMPARE[lookup]
+
+        def compare(record: Any) -> Truth:
+            found = _at(record, name, path)
+            return op(found, value) if _json_kind(found) == "number" else None
+
+        return compare
+    if lookup in _LIKE:
+        if not isinstance(value, str):
+            raise ValidationError(f"{where} matches text; got {value!r}")
+        folds = lookup in (Lookup.IEXACT, Lookup.ICONTAINS, Lookup.ISTARTSWITH)
+
+        def like(record: Any) -> Truth:
+            found = _at(record, name, path)
+            if _json_kind(found) != "string":
+                return None
+            if folds:
+                return _folded_match(name, lookup, found, value)
+            return _matches(lookup, found, value)
+
+        return like
+    raise ValidationError(f"unsupported lookup {where!r}")
+
+
+def _json_equals(name: str, path: list[str], value: Any, where: str) -> Callable[[Any], bool]:
+    if value is None:
+        return lambda r: _json_kind(_at(r, name, path)) in (None, "null")
+    if isinstance(value, int | float | str):  # bool is an int
+        kind = _json_kind(value)
+        return lambda r: _json_kind(found := _at(r, name, path)) == kind and found == value
+    raise ValidationError(f"{where} compares a text, a number, a boolean or None; got {value!r}")
