@@ -169,3 +169,33 @@ def test_json_lookups_into_data_through_the_api(api: Backend) -> None:
     assert {j.name for j in BalsamJob.objects.exclude(data__n__lte=5)} == {"c"}
     with pytest.raises(ValidationError, match="compares numbers"):
         BalsamJob.objects.filter(data__n__gt="x").count()
+
+
+def test_the_0_5_reports_over_a_campaign(api: Backend) -> None:
+    from balsam.core.models import (
+        error_report,
+        process_job_times,
+        throughput_report,
+        utilization_report,
+    )
+
+    assert error_report() is None
+    made = [dag.add_job(name=f"r{i}", workflow="w", application="Sim") for i in range(4)]
+    session = api.open_session("t", "host", 1)
+    api.claim_jobs(session.id, ClaimRequest())
+    ends = [JobState.RUN_DONE, JobState.RUN_DONE, JobState.RUN_ERROR, JobState.RUN_DONE]
+    for job, end in zip(made, ends, strict=True):
+        job_id = job.job_id or ""
+        api.record_updates(session.id, [StateUpdate(job_id=job_id, state=JobState.RUNNING)])
+        api.record_updates(session.id, [StateUpdate(job_id=job_id, state=end)])
+    times = process_job_times()
+    assert len(times["RUNNING"]) == 4 and len(times["RUN_DONE"]) == 3
+    assert len(process_job_times(BalsamJob.objects.filter(name="r0"))["RUNNING"]) == 1
+    when, done = throughput_report()
+    assert done[-1] == 3 and done == sorted(done) and when == sorted(when)
+    when, running = utilization_report()
+    assert running[-1] == 0 and max(running) == 1 and len(when) == len(running)
+    report = error_report()
+    assert report is not None
+    edges, counts = report
+    assert sum(counts) == 1 and len(edges) == len(counts) + 1

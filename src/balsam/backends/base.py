@@ -141,6 +141,10 @@ class Backend(Protocol):
         """A job's state changes, oldest first."""
         ...
 
+    def events(self, query: JobQuery) -> list[EventOut]:
+        """The state changes of every job ``query`` selects, oldest first (one read)."""
+        ...
+
     # launcher sessions
     def open_session(
         self,

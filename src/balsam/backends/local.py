@@ -110,6 +110,9 @@ class LocalBackend:
     def history(self, job_id: str) -> list[EventOut]:
         return jobs.history(self.engine, job_id)
 
+    def events(self, query: JobQuery) -> list[EventOut]:
+        return jobs.events(self.engine, query)
+
     def open_session(
         self,
         label: str,

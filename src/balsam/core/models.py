@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from balsam.api.apps import App
 from balsam.api.jobs import Job
+from balsam.api.reports import (
+    error_report,
+    process_job_times,
+    throughput_report,
+    utilization_report,
+)
 from balsam.domain.states import (
     ACTIVE_STATES,
     RUNNABLE_STATES,
@@ -31,4 +37,8 @@ __all__ = [
     "ApplicationDefinition",
     "BalsamJob",
     "JobState",
+    "error_report",
+    "process_job_times",
+    "throughput_report",
+    "utilization_report",
 ]

@@ -395,6 +395,14 @@ def history(engine: Engine, job_id: str) -> list[EventOut]:
         return [EventOut.model_validate(r) for r in session.scalars(stmt)]
 
 
+def events(engine: Engine, query: JobQuery) -> list[EventOut]:
+    """The state changes of the jobs ``query`` selects, oldest first, in one read."""
+    with unit_of_work(engine, write=False) as session:
+        chosen = apply_job_query(select(JobRow.job_id), query).scalar_subquery()
+        stmt = select(EventRow).where(EventRow.job_id.in_(chosen)).order_by(EventRow.id)
+        return [EventOut.model_validate(r) for r in session.scalars(stmt)]
+
+
 def children_of(engine: Engine, job_id: str) -> list[str]:
     """Ids of jobs that depend on ``job_id``."""
     with unit_of_work(engine, write=False) as session:

@@ -294,6 +294,12 @@ def history(store: Store, job_id: str) -> list[EventOut]:
     return store.history(job_id)
 
 
+def events(store: Store, query: JobQuery) -> list[EventOut]:
+    """The state changes of the jobs ``query`` selects, oldest first."""
+    found = [e for job in paged(store, query) for e in store.history(job.job_id)]
+    return sorted(found, key=lambda e: e.timestamp)
+
+
 def children_of(store: Store, job_id: str) -> list[str]:
     """Ids of jobs that depend on ``job_id``."""
     return store.child_ids(job_id)

@@ -176,6 +176,11 @@ class MemoryBackend:
         with self._locked() as store:
             return memjobs.history(store, job_id)
 
+    def events(self, query: JobQuery) -> list[EventOut]:
+        """The state changes of every job ``query`` selects, oldest first."""
+        with self._locked() as store:
+            return memjobs.events(store, query)
+
     # launcher sessions
 
     def open_session(

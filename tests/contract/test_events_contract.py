@@ -1,0 +1,33 @@
+"""``Backend.events``: the history of every job a query selects, in one read, on every backend."""
+
+from __future__ import annotations
+
+from balsam.backends.base import Backend
+from balsam.domain.states import JobState
+from balsam.schemas import AppCreate, ClaimRequest, JobCreate, JobQuery, StateUpdate
+from balsam.schemas.queries import clause_from_kwargs
+
+S = JobState
+
+
+def test_events_of_the_selected_jobs_in_order(backend: Backend) -> None:
+    backend.create_app(AppCreate(name="A", executable="true"))
+    a, b, c = backend.create_jobs(
+        [
+            JobCreate(name=n, workflow=w, application="A")
+            for n, w in (("a", "x"), ("b", "x"), ("c", "y"))
+        ]
+    )
+    session = backend.open_session("t", "h", 1)
+    backend.claim_jobs(session.id, ClaimRequest(job_ids=[a.job_id]))
+    backend.record_updates(session.id, [StateUpdate(job_id=a.job_id, state=S.RUNNING)])
+    backend.record_updates(session.id, [StateUpdate(job_id=a.job_id, state=S.RUN_DONE)])
+    picked = backend.events(JobQuery(clauses=[clause_from_kwargs({"workflow": "x"})]))
+    assert {e.job_id for e in picked} == {a.job_id, b.job_id}
+    for job in (a, b):
+        mine = [(e.from_state, e.to_state) for e in picked if e.job_id == job.job_id]
+        assert mine == [(e.from_state, e.to_state) for e in backend.history(job.job_id)]
+    assert [e.timestamp for e in picked] == sorted(e.timestamp for e in picked)
+    assert len(backend.events(JobQuery())) == sum(len(backend.history(j.job_id)) for j in (a, b, c))
+    none = JobQuery(clauses=[clause_from_kwargs({"workflow": "nothing"})])
+    assert backend.events(none) == []
