@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -15,6 +17,17 @@ def _absolute(path: str) -> str:
     if not path:
         return path
     return str(Path(path).expanduser().absolute())
+
+
+def _python_script(command: str) -> str:
+    """A command whose program is a ``.py`` file, run by this installation's Python with the
+    script's absolute path, as Balsam 0.5's ``balsam app`` did (jobs run in their own
+    directories, and the script need not be executable)."""
+    words = command.split(maxsplit=1)
+    if not words or not words[0].endswith(".py"):
+        return command
+    rest = f" {words[1]}" if len(words) > 1 else ""
+    return f"{shlex.quote(sys.executable)} {shlex.quote(_absolute(words[0]))}{rest}"
 
 
 @click.command("app", cls=BalsamCommand)
@@ -46,9 +59,9 @@ def app_command(
         AppCreate,
         {
             "name": name,
-            "executable": executable,
-            "preprocess": preprocess,
-            "postprocess": postprocess,
+            "executable": _python_script(executable),
+            "preprocess": _python_script(preprocess),
+            "postprocess": _python_script(postprocess),
             "envscript": _absolute(envscript),
             "description": description,
         },
