@@ -152,3 +152,31 @@ def test_same_named_files_of_several_parents_are_all_kept(site: Site, backend_of
     (first,) = set(by_id8) - suffixed
     assert (workdir / "out.txt").read_text() == f"{by_id8[first].args}\n"
     assert sorted((workdir / "gather.out").read_text().split()) == ["p0", "p1", "p2"]
+
+
+def test_0_5_data_locations_local_and_scp_through_a_launcher(
+    site: Site, backend_of: Backend, tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("from local:\n")
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    add_app(backend_of, "Copy", "sh -c 'cat in.txt > result.txt'")
+    (job,) = add_jobs(
+        backend_of,
+        "Copy",
+        {
+            "name": "copy",
+            "stage_in_url": f"local:{tmp_path / 'in.txt'}",
+            "stage_out_files": "result.txt",
+            "stage_out_url": f"scp:{outbox}/",
+        },
+    )
+    (refused,) = add_jobs(
+        backend_of, "Copy", {"name": "grid", "stage_in_url": "gsiftp://grid.example/in.txt"}
+    )
+    run_all()
+    assert state_of(backend_of, job.job_id) is S.JOB_FINISHED
+    assert (outbox / "result.txt").read_text() == "from local:\n"
+    assert state_of(backend_of, refused.job_id) is S.FAILED
+    reason = [e.message for e in backend_of.history(refused.job_id)][-1]
+    assert "GridFTP (gsiftp://) is not supported" in reason

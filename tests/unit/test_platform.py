@@ -163,3 +163,41 @@ def test_batch_script_runs_the_launcher_in_the_site(tmp_path: Path) -> None:
         "--time-limit-minutes 0.05 --wf-filter test"
     )
     assert format_minutes(5.0) == "5"
+
+
+def test_balsam_05_local_urls_are_local_paths(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("x")
+    copied = transfer.stage_in_url(f"local:{tmp_path / 'in.txt'}", tmp_path, tmp_path / "job")
+    assert [p.name for p in copied] == ["in.txt"]
+    out = tmp_path / "out"
+    out.mkdir()
+    transfer.stage_out(tmp_path / "job", ["*.txt"], f"local:{out}", tmp_path)
+    assert (out / "in.txt").read_text() == "x"
+
+
+def test_gsiftp_is_refused_naming_what_to_use(tmp_path: Path) -> None:
+    with pytest.raises(transfer.TransferError, match=r"GridFTP \(gsiftp://\) is not supported"):
+        transfer.stage_in_url("gsiftp://host/path", tmp_path, tmp_path / "job")
+    with pytest.raises(transfer.TransferError, match="use scp:HOST:PATH"):
+        transfer.stage_out(tmp_path, ["*"], "gsiftp://host/path", tmp_path)
+
+
+def test_scp_urls_run_the_real_scp(tmp_path: Path) -> None:
+    """The real scp binary; with no ssh server here the source is this host's path (scp then
+    copies locally: the same argv a HOST:PATH gets, bar the host)."""
+    src = tmp_path / "remote"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.dat").write_text("a")
+    (src / "sub" / "b.dat").write_text("b")
+    job = tmp_path / "job"
+    copied = transfer.stage_in_url(f"scp:{src}/a.dat", tmp_path, job)
+    assert copied == [job / "a.dat"] and (job / "a.dat").read_text() == "a"
+    transfer.stage_in_url(f"scp:{src}/sub", tmp_path, job)
+    assert (job / "sub" / "b.dat").read_text() == "b"
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    sent = transfer.stage_out(job, ["*.dat", "sub"], f"scp:{outbox}/", tmp_path)
+    assert sorted(p.name for p in sent) == ["a.dat", "sub"]
+    assert (outbox / "sub" / "b.dat").read_text() == "b"
+    with pytest.raises(transfer.TransferError, match="scp failed"):
+        transfer.stage_in_url(f"scp:{src}/missing", tmp_path, job)

@@ -1,14 +1,18 @@
 """Moving a job's files on this machine: stage-in from parents and URLs, stage-out.
 
-Only local locations are handled here: plain paths (relative ones are taken from a base
-directory, the workflow database's) and ``file://`` URLs. Other schemes (``globus://``,
-``https://``, ...) are for the transfer adapters of the service; :func:`local_path` returns
-None for them so the caller can say so.
+Handled here: plain paths (relative ones are taken from a base directory, the workflow
+database's), ``file://`` URLs and Balsam 0.5's ``local:PATH``, and 0.5's ``scp:[USER@]HOST:PATH``
+through the ``scp`` command (``-p -r``: times, modes and directories kept; it uses the user's
+ssh keys and configuration, and never asks for a password: ``BatchMode``). 0.5's GridFTP
+(``gsiftp://``) is refused with the line naming what to use instead. Other schemes
+(``globus://``, ``https://``, ...) are for the transfer adapters of the service;
+:func:`local_path` returns None for them so the caller can say so.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -19,8 +23,20 @@ class TransferError(BalsamError):
     """A file could not be staged (missing source, unwritable destination, remote URL)."""
 
 
+#: How long one scp may take before the job's staging fails (a hung connection must not
+#: hold a job for ever).
+SCP_TIMEOUT_SECONDS = 3600.0
+SUPPORTED = "only local paths, file:// and local: URLs, and scp:HOST:PATH"
+GRIDFTP_REFUSAL = (
+    "GridFTP (gsiftp://) is not supported: use scp:HOST:PATH, or a Globus transfer "
+    "(globus://ENDPOINT/PATH) where the site has one"
+)
+
+
 def local_path(url: str, base: Path) -> Path | None:
     """The local path ``url`` names (relative to ``base``), or None for a remote URL."""
+    if url.startswith("local:"):
+        url = url.removeprefix("local:")
     parsed = urlparse(url)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -82,11 +98,39 @@ def copy_matching(
     return copied
 
 
+def _refuse_unsupported(url: str, what: str) -> None:
+    if url.startswith("gsiftp:"):
+        raise TransferError(f"cannot {what} {url}: {GRIDFTP_REFUSAL}")
+
+
+def scp(sources: list[str], destination: str) -> None:
+    """``scp -p -r SOURCES DESTINATION`` (TransferError with scp's own message)."""
+    argv = ["scp", "-p", "-r", "-o", "BatchMode=yes", "--", *sources, destination]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=SCP_TIMEOUT_SECONDS, check=False
+        )
+    except FileNotFoundError:
+        raise TransferError("cannot run scp: it is not installed on this host") from None
+    except subprocess.TimeoutExpired:
+        raise TransferError(f"scp to {destination} took over {SCP_TIMEOUT_SECONDS:g} s") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise TransferError(f"scp failed ({done.returncode}): {lines[-1] if lines else ''}")
+
+
 def stage_in_url(url: str, base: Path, dst_dir: Path) -> list[Path]:
-    """Copy a local file, or a local directory's contents, named by ``url`` into ``dst_dir``."""
+    """Copy a local file, or a local directory's contents, named by ``url`` into ``dst_dir``;
+    ``scp:`` URLs through scp."""
+    _refuse_unsupported(url, "stage in from")
+    if url.startswith("scp:"):
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        before = set(dst_dir.iterdir())
+        scp([url.removeprefix("scp:")], f"{dst_dir}/")
+        return sorted(set(dst_dir.iterdir()) - before) or [dst_dir]
     src = local_path(url, base)
     if src is None:
-        raise TransferError(f"cannot stage in from {url}: only local paths and file:// URLs")
+        raise TransferError(f"cannot stage in from {url}: {SUPPORTED}")
     if not src.exists():
         raise TransferError(f"cannot stage in from {url}: {src} does not exist")
     if src.is_dir():
@@ -99,10 +143,16 @@ def stage_in_url(url: str, base: Path, dst_dir: Path) -> list[Path]:
 
 
 def stage_out(src_dir: Path, patterns: list[str], url: str, base: Path) -> list[Path]:
-    """Copy the entries of ``src_dir`` matching ``patterns`` to the local ``url``."""
+    """Copy the entries of ``src_dir`` matching ``patterns`` to ``url`` (local, or scp:)."""
+    _refuse_unsupported(url, "stage out to")
+    if url.startswith("scp:"):
+        matched = sorted({p for pattern in patterns for p in src_dir.glob(pattern)})
+        if matched:
+            scp([str(p) for p in matched], url.removeprefix("scp:"))
+        return matched
     dst = local_path(url, base)
     if dst is None:
-        raise TransferError(f"cannot stage out to {url}: only local paths and file:// URLs")
+        raise TransferError(f"cannot stage out to {url}: {SUPPORTED}")
     try:
         return copy_matching(src_dir, patterns, dst)
     except OSError as exc:
