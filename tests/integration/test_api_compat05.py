@@ -199,3 +199,19 @@ def test_the_0_5_reports_over_a_campaign(api: Backend) -> None:
     assert report is not None
     edges, counts = report
     assert sum(counts) == 1 and len(edges) == len(counts) + 1
+
+
+def test_user_workdir_and_coschedule_num_nodes(api: Backend, site: Site, tmp_path: Path) -> None:
+    mine = tmp_path / "my_runs"
+    mine.mkdir()
+    job = BalsamJob(name="w", workflow="w", application="Sim", user_workdir=str(mine))
+    job.coschedule_num_nodes = 4
+    job.save()
+    assert job.working_directory == str(mine) and job.user_workdir == str(mine)
+    assert BalsamJob.objects.get(pk=job.pk).coschedule_num_nodes == 4
+    plain = dag.add_job(name="p", workflow="w", application="Sim")
+    assert plain.user_workdir == "" and plain.working_directory.startswith(str(site.path))
+    with pytest.raises(ValidationError, match="fixed when the job is created"):
+        job.user_workdir = "/elsewhere"
+    with pytest.raises(ValidationError, match="absolute path"):
+        BalsamJob(name="r", workflow="w", application="Sim", user_workdir="relative").save()

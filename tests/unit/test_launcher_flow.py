@@ -712,8 +712,12 @@ def test_a_run_error_with_an_error_handler_runs_the_handler(rig: Rig) -> None:
     assert rig.fleet.local.runs()[-1]["argv"] == ["echo", "post"]
     rig.run(job)
     rig.flush_all()
-    assert db(rig.backend, job) == (S.JOB_FINISHED, None)
-    assert (S.RUN_ERROR, S.POSTPROCESSED) in hops(rig.backend, job)
+    # The handler left the job in RUN_ERROR: it fixed nothing, so the job fails (0.5's rule).
+    assert db(rig.backend, job) == (S.FAILED, None)
+    assert entered(rig.backend, job, S.FAILED) == [
+        "the error handler exited 0 but left the job RUN_ERROR"
+    ]
+    assert (S.RUN_ERROR, S.POSTPROCESSED) not in hops(rig.backend, job)
 
 
 def test_a_run_error_without_a_handler_is_released_to_be_retried(rig: Rig) -> None:
@@ -854,22 +858,21 @@ def test_a_rerun_by_the_same_task_is_recorded_as_the_next_attempt(rig: Rig, tmp_
     assert second.startswith("attempt 2 on ")
 
 
-def test_a_handler_s_rerun_is_handed_back_and_claimed_again(rig: Rig) -> None:
+def test_a_handler_s_rerun_is_run_again_by_the_same_task(rig: Rig) -> None:
+    """The launcher waits for the answer to the handler's end: the handler moved the job,
+    so the launcher's FAILED is refused and it goes on from RESTART_READY itself."""
     (job,) = add(rig.backend, 1, app="Post", post_error_handler=True)
     _handler_asks_for_a_rerun(rig, job)
     result = rig.flush()
     assert [r.code for r in result.results] == [RefusalCode.STATE_CHANGED]
-    assert rig.state(job) is None
-    rig.flush_all()
-    assert db(rig.backend, job) == (S.RESTART_READY, None)
-    # The same launcher's next claim takes it again and runs it.
-    rig.claimer.soon()
-    assert [j.job_id for j in rig.claim()] == [job]
+    assert rig.state(job) is T.WAITING
+    assert db(rig.backend, job) == (S.RESTART_READY, rig.lease.session_id)
     rig.start()
     rig.run(job)
     rig.flush()
     assert rig.state(job) is T.POSTPROCESSING
     assert hops(rig.backend, job).count((S.RESTART_READY, S.RUNNING)) == 1
+    assert entered(rig.backend, job, S.FAILED) == []
 
 
 # ---- 4. stopping and recovery ----------------------------------------------------------------

@@ -62,7 +62,7 @@ READ_ONLY: tuple[str, ...] = (
     "session_id",
     "return_code",
 )
-_SETTABLE = frozenset((*FIELDS, "state"))
+_SETTABLE = frozenset((*FIELDS, "state", "user_workdir", "coschedule_num_nodes"))
 #: The bookkeeping a job object stores (``pk`` and the others are computed).
 READ_ONLY_SLOTS = (
     "job_id",
@@ -131,6 +131,7 @@ class Job:
         "_pending_parents",
         "_saved",
         "_new_id",
+        "_user_workdir",
     )
 
     DoesNotExist = JobDoesNotExist
@@ -189,6 +190,7 @@ class Job:
     def __init__(self, **fields: Any) -> None:
         parents = fields.pop("parents", ())
         state = fields.pop("state", None)
+        self._user_workdir = str(fields.pop("user_workdir", "") or "")
         unknown = sorted(set(fields) - set(FIELDS))
         if unknown:
             raise UnknownField(
@@ -217,6 +219,7 @@ class Job:
         job = cls.__new__(cls)
         object.__setattr__(job, "_pending_parents", [])
         object.__setattr__(job, "_new_id", None)
+        object.__setattr__(job, "_user_workdir", "")
         job._load(out)
         return job
 
@@ -309,6 +312,32 @@ class Job:
             )
         return str(site.job_dir(self._workdir))
 
+    @property
+    def user_workdir(self) -> str:
+        """Balsam 0.5's ``user_workdir``: the existing absolute directory the job runs in
+        instead of one under the workflow database ("" when it has its own); set before
+        the first save."""
+        if self.job_id is None:
+            return self._user_workdir
+        workdir = self._workdir or ""
+        return workdir if workdir.startswith("/") else ""
+
+    @user_workdir.setter
+    def user_workdir(self, value: str) -> None:
+        if self.job_id is not None:
+            raise ValidationError("user_workdir is fixed when the job is created")
+        self._user_workdir = str(value or "")
+
+    @property
+    def coschedule_num_nodes(self) -> int:
+        """Balsam 0.5's extra nodes to reserve beside the job; kept in ``data`` (only a
+        record: launchers do not reserve them)."""
+        return int(self.data.get("coschedule_num_nodes", 0))
+
+    @coschedule_num_nodes.setter
+    def coschedule_num_nodes(self, value: int) -> None:
+        self.data["coschedule_num_nodes"] = int(value)
+
     def __str__(self) -> str:
         return (
             f"{self.name} [{self.cute_id}] workflow={self.workflow} "
@@ -371,6 +400,8 @@ class Job:
             raise InvalidTransition("a new job starts CREATED; save it first, then set its state")
         values = self.compat_values(dict(zip(FIELDS, _field_values(self), strict=True)))
         values["parents"] = [job_id_of(p, backend) for p in self._pending_parents]
+        if self._user_workdir:
+            values["user_workdir"] = self._user_workdir
         # Chosen here, once: a create repeated after its answer was lost creates the job once.
         if self._new_id is None:
             object.__setattr__(self, "_new_id", str(uuid.uuid4()))

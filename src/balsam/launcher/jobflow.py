@@ -505,6 +505,14 @@ class JobFlow:
         if code != 0:
             self.fail(task, self._exit_text("postprocess", code, task, "postprocess.log"), now)
             return
+        if task.db_state in (S.RUN_ERROR, S.RUN_TIMEOUT):
+            # A handler decides what comes next by moving the job (RESTART_READY, ...): one
+            # that leaves it as it was fixed nothing, and the job fails, as in Balsam 0.5.
+            # If it did move the job, this update is refused and the job goes on from there.
+            which = "error" if task.db_state is S.RUN_ERROR else "timeout"
+            why = f"the {which} handler exited 0 but left the job {task.db_state.value}"
+            self.settle(task, self.record(task, S.FAILED, now, why), now)
+            return
         after = pending_step(settled(S.POSTPROCESSED, task.facts), task.facts)
         later = after in LATER_STEPS
         seq = self.record(task, S.POSTPROCESSED, now, release=not later)

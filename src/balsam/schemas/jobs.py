@@ -206,6 +206,16 @@ class JobCreate(JobFields):
 
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     parents: list[str] = Field(default_factory=list)
+    #: Balsam 0.5's ``user_workdir``: an existing absolute directory the job runs in instead
+    #: of one made under the workflow database (fixed at creation).
+    user_workdir: str = Field(default="", max_length=4096)
+
+    @field_validator("user_workdir")
+    @classmethod
+    def _absolute_workdir(cls, value: str) -> str:
+        if value and (not value.startswith("/") or "\x00" in value):
+            raise ValueError("user_workdir must be an absolute path")
+        return value.rstrip("/") or value
 
 
 class JobUpdate(BaseModel):

@@ -39,7 +39,9 @@ S = JobState
 #: that a chunk's tuples stay in the CPU cache and a huge call's memory stays flat.
 CHUNK = 2000
 #: The user's fields, as stored (parents are edges, job_id is the key).
-SPEC_FIELDS = tuple(name for name in JobCreate.model_fields if name not in ("parents", "job_id"))
+SPEC_FIELDS = tuple(
+    name for name in JobCreate.model_fields if name not in ("parents", "job_id", "user_workdir")
+)
 #: Columns of a new job row, in the order :func:`_row` gives its values.
 JOB_COLUMNS = (
     "job_id",
@@ -200,7 +202,7 @@ class JobMaker:
             state.value,
             self.now,
             self.now,
-            working_directory(spec.workflow, spec.name, job_id),
+            spec.user_workdir or working_directory(spec.workflow, spec.name, job_id),
             0,
             0,
             0,

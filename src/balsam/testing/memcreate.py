@@ -25,7 +25,9 @@ S = JobState
 #: Specs per chunk, as balsam.services.creation.CHUNK (a repeat is judged per chunk).
 CHUNK = 2000
 #: The user's fields, as stored (parents are edges, job_id is the key).
-SPEC_FIELDS = tuple(name for name in JobCreate.model_fields if name not in ("parents", "job_id"))
+SPEC_FIELDS = tuple(
+    name for name in JobCreate.model_fields if name not in ("parents", "job_id", "user_workdir")
+)
 _TEXT_FIELDS = tuple(
     name
     for name, column in columns_of_record(JobRecord).items()
@@ -166,7 +168,9 @@ class MemoryJobMaker:
             state=S.CREATED,
             state_timestamp=self.now,
             created_at=self.now,
-            working_directory=working_directory(spec.workflow, spec.name, job_id),
+            working_directory=(
+                spec.user_workdir or working_directory(spec.workflow, spec.name, job_id)
+            ),
             cpus_needed=request.cpus_per_node,
             gpus_needed=request.gpus_per_node,
         )

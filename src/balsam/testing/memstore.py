@@ -138,7 +138,8 @@ class Store:
         missing = (set(OUT_FIELDS) | set(JobCreate.model_fields)) - {
             f.name for f in fields(JobRecord)
         }
-        missing -= {"parents"}
+        # Parents are edges; user_workdir is stored as the job's working_directory.
+        missing -= {"parents", "user_workdir"}
         if missing:
             raise NotImplementedError(
                 f"MemoryBackend does not store job field(s) {', '.join(sorted(missing))} yet"
