@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 
 __version__ = "0.6.0"
 
-__all__ = ["BalsamError", "JobState", "__version__"]
+__all__ = ["BalsamError", "JobState", "__version__", "setup"]
+
+
+def setup() -> None:
+    """Balsam 0.5's ``balsam.setup()`` (Django's start-up): nothing to do here, kept so that
+    0.5 scripts calling it run unchanged."""
 
 
 def __getattr__(name: str) -> object:

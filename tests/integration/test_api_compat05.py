@@ -215,3 +215,39 @@ def test_user_workdir_and_coschedule_num_nodes(api: Backend, site: Site, tmp_pat
         job.user_workdir = "/elsewhere"
     with pytest.raises(ValidationError, match="absolute path"):
         BalsamJob(name="r", workflow="w", application="Sim", user_workdir="relative").save()
+
+
+def test_more_of_0_5s_job_helpers_and_names(api: Backend) -> None:
+    import balsam
+    from balsam.core import models
+
+    balsam.setup()
+    ApplicationDefinition(
+        name="Steps", executable="true", preprocess="echo pre", postprocess="echo post"
+    ).save()
+    parent = dag.add_job("parent", "w", "Steps", ranks_per_node=4, threads_per_rank=2)
+    child = dag.add_job("child", "w", "Sim", parents=[parent])
+    unsaved = dag.add_job("later", "w", "Sim", save=False)
+    assert unsaved.pk is None and BalsamJob.objects.filter(name="later").count() == 0
+    assert (parent.preprocess, parent.postprocess, parent.envscript) == (
+        "echo pre",
+        "echo post",
+        None,
+    )
+    assert parent.get_application().name == "Steps"
+    assert parent.required_num_cores == 8
+    assert child.get_parents_by_id() == [parent.job_id]
+    assert parent.get_children_by_id() == [child.job_id]
+    assert BalsamJob.parse_envstring("A=1:B=x=y") == {"A": "1", "B": "x=y"}
+    as_dict = parent.to_dict()
+    assert as_dict["name"] == "parent" and as_dict["state"] == "STAGED_IN"
+    assert BalsamJob.batch_update_state([parent, child.job_id], "USER_KILLED") == 2
+    assert BalsamJob.objects.get(name="child").state is JobState.USER_KILLED
+    other = dag.add_job("other", "w", "Sim")
+    unsaved.save()
+    dag.add_dependency(BalsamJob.objects.filter(name="other"), unsaved)
+    assert unsaved.get_parents_by_id() == [other.job_id]
+    with pytest.raises(ValidationError, match="needs one job"):
+        dag.add_dependency(BalsamJob.objects.filter(workflow="w"), other)
+    assert "JOB_FINISHED" in models.END_STATES and "RUN_DONE" in models.PROCESSABLE_STATES
+    assert issubclass(models.InvalidStateError, ValidationError)

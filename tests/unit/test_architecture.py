@@ -20,6 +20,7 @@ def test_import_layers_hold() -> None:
 
 
 def test_public_names() -> None:
-    assert sorted(balsam.__all__) == ["BalsamError", "JobState", "__version__"]
+    assert sorted(balsam.__all__) == ["BalsamError", "JobState", "__version__", "setup"]
+    balsam.setup()  # Balsam 0.5 scripts call it first: a no-op here
     for name in balsam.__all__:
         assert hasattr(balsam, name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +67,61 @@ def get_envs(job: Job, *, timeout: bool = False, error: bool = False) -> dict[st
     return {**job.environ_vars, **own, **handler_variables(error, timeout)}
 
 
+def required_num_cores(job: Job) -> int:
+    """Cores the job takes on a node in serial mode: ranks x threads / threads per core."""
+    return max(1, job.ranks_per_node * job.threads_per_rank // job.threads_per_core)
+
+
+def get_application(job: Job) -> App:
+    """The job's app (``App.DoesNotExist`` when it is not registered)."""
+    return App.objects.get(name=job.application)
+
+
+def app_preprocess(job: Job) -> str:
+    """The preprocess command of the job's app."""
+    return get_application(job).preprocess
+
+
+def app_postprocess(job: Job) -> str:
+    """The postprocess command of the job's app."""
+    return get_application(job).postprocess
+
+
+def app_envscript(job: Job) -> str | None:
+    """The app's envscript, when it names an existing file (else None, as in 0.5)."""
+    script = get_application(job).envscript
+    return script if script and os.path.isfile(script) else None
+
+
+def get_parents_by_id(job: Job) -> list[str]:
+    """The ids of the job's parents."""
+    return list(job.parents)
+
+
+def get_children_by_id(job: Job) -> list[str]:
+    """The ids of the jobs that wait for this one."""
+    return [child.job_id or "" for child in job.get_children()]
+
+
+def parse_envstring(text: str) -> dict[str, str]:
+    """0.5's ``"A=1:B=2"`` environment text as a dict."""
+    found: dict[str, str] = {}
+    for part in text.split(":"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip():
+            found[name.strip()] = value
+    return found
+
+
+def to_dict(job: Job) -> dict[str, object]:
+    """Every field and the bookkeeping (id, state, working directory), by name."""
+    from balsam.api.jobs import FIELDS
+
+    values: dict[str, object] = {name: getattr(job, name) for name in FIELDS}
+    values.update(job_id=job.job_id, state=job.state.value, parents=list(job.parents))
+    return values
+
+
 def state_history(job: Job) -> str:
     """Every state change, one ``[time STATE] message`` line each (0.5's text)."""
     return "\n".join(_history_line(e) for e in _events(job))
@@ -79,7 +134,7 @@ def get_recent_state_str(job: Job) -> str:
 
 
 def get_state_times(job: Job) -> dict[str, datetime]:
-    """When the job last entered each state it entered (naive local times)."""
+    """When the job last entered each state it entered (naive UTC times)."""
     return {e.to_state: _local(e.timestamp) for e in _events(job)}
 
 
@@ -106,8 +161,8 @@ def _events(job: Job) -> list[EventOut]:
 
 
 def _local(when: datetime) -> datetime:
-    """``when`` as a naive local time, as 0.5's history lines held it."""
-    return when.astimezone().replace(tzinfo=None)
+    """``when`` as a naive UTC time, as 0.5's history lines held it."""
+    return when.astimezone(UTC).replace(tzinfo=None)
 
 
 def _history_line(event: EventOut) -> str:

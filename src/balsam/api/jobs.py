@@ -148,6 +148,23 @@ class Job:
     get_envs = compat.get_envs
     get_recent_state_str = compat.get_recent_state_str
     get_state_times = compat.get_state_times
+    required_num_cores = property(compat.required_num_cores)
+    preprocess = property(compat.app_preprocess)
+    postprocess = property(compat.app_postprocess)
+    envscript = property(compat.app_envscript)
+    get_application = compat.get_application
+    get_parents_by_id = compat.get_parents_by_id
+    get_children_by_id = compat.get_children_by_id
+    parse_envstring = staticmethod(compat.parse_envstring)
+    to_dict = compat.to_dict
+
+    @classmethod
+    def batch_update_state(
+        cls, pk_list: Iterable[Any], new_state: JobState | str, message: str = ""
+    ) -> int:
+        """Balsam 0.5's: move the jobs of ``pk_list`` (ids or jobs) to ``new_state``."""
+        ids = [p.job_id if isinstance(p, Job) else str(p) for p in pk_list]
+        return JobQuerySet().filter(job_id__in=ids).update(state=new_state) if ids else 0
 
     name: str
     workflow: str

@@ -3,14 +3,14 @@
 
 They return what 0.5 returned, as plain lists where 0.5 gave numpy arrays (numpy is not a
 dependency; ``matplotlib``'s ``plot`` and ``numpy.asarray`` take either). Times are naive
-local datetimes, as 0.5's history text held them. The history is read in one backend call.
+UTC datetimes, as 0.5's history text held them. The history is read in one backend call.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ def process_job_times(qs: JobQuerySet | None = None) -> TimeData:
     query = JobQuery() if qs is None else qs.to_query()
     found: defaultdict[str, list[datetime]] = defaultdict(list)
     for event in get_backend().events(query):
-        found[event.to_state].append(event.timestamp.astimezone().replace(tzinfo=None))
+        found[event.to_state].append(event.timestamp.astimezone(UTC).replace(tzinfo=None))
     return found
 
 

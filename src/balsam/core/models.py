@@ -17,10 +17,12 @@ from balsam.api.reports import (
 )
 from balsam.domain.states import (
     ACTIVE_STATES,
+    PROCESSING_STATES,
     RUNNABLE_STATES,
     TERMINAL_STATES,
     JobState,
 )
+from balsam.errors import DependencyError, NotFound, ValidationError
 
 #: Balsam 0.x's name for a job.
 BalsamJob = Job
@@ -28,15 +30,27 @@ BalsamJob = Job
 ApplicationDefinition = App
 #: Every state name, in the order a job walks them (Balsam 0.x's ``STATES``).
 STATES: list[str] = [s.value for s in JobState]
+#: 0.5's names: the end states, and the states a launcher's step after a run waits in.
+END_STATES: list[str] = sorted(s.value for s in TERMINAL_STATES)
+PROCESSABLE_STATES: list[str] = sorted(s.value for s in PROCESSING_STATES)
+#: 0.5's exceptions, as the errors raised here for the same mistakes.
+InvalidStateError = ValidationError
+InvalidParentsError = DependencyError
+NoApplication = NotFound
 
 __all__ = [
     "ACTIVE_STATES",
+    "END_STATES",
+    "PROCESSABLE_STATES",
     "RUNNABLE_STATES",
     "STATES",
     "TERMINAL_STATES",
     "ApplicationDefinition",
     "BalsamJob",
+    "InvalidParentsError",
+    "InvalidStateError",
     "JobState",
+    "NoApplication",
     "error_report",
     "process_job_times",
     "throughput_report",

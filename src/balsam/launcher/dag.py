@@ -139,24 +139,48 @@ def _require_current_job() -> Job:
     return job
 
 
-def add_job(**fields: Any) -> Job:
-    """Create and save a job from ``fields`` (those of ``BalsamJob``, plus ``parents``)."""
+def add_job(
+    name: str | None = None,
+    workflow: str | None = None,
+    application: str | None = None,
+    *,
+    save: bool = True,
+    **fields: Any,
+) -> Job:
+    """Create and save a job from ``fields`` (those of ``BalsamJob``, plus ``parents``);
+    ``name``, ``workflow`` and ``application`` may come first by position, as in 0.5;
+    ``save=False`` returns it unsaved."""
+    for key, value in (("name", name), ("workflow", workflow), ("application", application)):
+        if value is not None:
+            fields[key] = value
     job = Job(**fields)
-    job.save()
+    if save:
+        job.save()
     return job
 
 
-def add_dependency(parent: JobRef, child: JobRef) -> None:
+def add_dependency(parent: JobRef | JobQuerySet, child: JobRef | JobQuerySet) -> None:
     """Make ``child`` wait for ``parent`` (jobs, full ids or unique id prefixes).
 
     Refuses a self-dependency or a cycle (:class:`balsam.errors.DependencyError`).
     """
     backend = get_backend()
+    parent, child = _one_job(parent), _one_job(child)
     backend.add_dependency(job_id_of(parent, backend), job_id_of(child, backend))
     if isinstance(child, Job):
         # The new edge may have sent the child back to AWAITING_PARENTS (or to FAILED, for a
         # failed parent): the object the caller holds must say what the database says.
         child.refresh_state()
+
+
+def _one_job(ref: JobRef | JobQuerySet) -> JobRef:
+    """The job a one-job query set holds (0.5 took those too); other references as given."""
+    if not isinstance(ref, JobQuerySet):
+        return ref
+    found = list(ref[:2])
+    if len(found) != 1:
+        raise ValidationError(f"a dependency needs one job, the query set holds {len(ref)}")
+    return found[0]
 
 
 def spawn_child(clone: bool = False, **fields: Any) -> Job:

@@ -87,6 +87,7 @@ class Dispatcher:
     ) -> tuple[dict[str, str], dict[str, str]]:
         """The job's own variables (with the GPUs it was given) and its full environment."""
         variables = commands.job_variables(job, self.site, self.mark, self.launcher_nodes)
+        variables["BALSAM_JOB_MODE"] = "mpi" if self.mpi_mode else "serial"
         gpu_var = self.platform.gpu_visible_env
         variables.update(commands.gpu_variables(job, gpus, gpu_var, self.environ))
         return variables, commands.job_environment(self.environ, variables)
