@@ -251,3 +251,11 @@ def test_more_of_0_5s_job_helpers_and_names(api: Backend) -> None:
         dag.add_dependency(BalsamJob.objects.filter(workflow="w"), other)
     assert "JOB_FINISHED" in models.END_STATES and "RUN_DONE" in models.PROCESSABLE_STATES
     assert issubclass(models.InvalidStateError, ValidationError)
+
+
+def test_set_parents_replaces_the_list_as_in_0_5(api: Backend) -> None:
+    parent = dag.add_job(name="p", workflow="w", application="Sim")
+    child = dag.add_job(name="c", workflow="w", application="Sim", parents=[parent])
+    assert child.state is JobState.AWAITING_PARENTS
+    child.set_parents([])
+    assert child.parents == [] and child.state is JobState.PREPROCESSED

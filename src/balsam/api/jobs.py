@@ -37,7 +37,6 @@ from balsam.domain.states import (
 from balsam.errors import (
     Ambiguous,
     ConfigError,
-    DependencyError,
     InvalidTransition,
     NotFound,
     ValidationError,
@@ -561,8 +560,9 @@ class Job:
     def set_parents(self, parents: Iterable[Job | str | uuid.UUID]) -> None:
         """Make this job depend on ``parents`` (jobs, ids or unique id prefixes).
 
-        Before the first save the list is stored and created with the job. After it, new
-        parents are added (cycles are refused); removing a parent is not possible.
+        Before the first save the list is stored and created with the job. After it, the
+        list replaces the parents, as in Balsam 0.5: new ones are added (cycles are refused),
+        those left out dropped, until a launcher holds the job (InvalidTransition after).
         """
         refs = list(parents)
         if self.job_id is None:
@@ -571,12 +571,10 @@ class Job:
         backend = get_backend()
         wanted = list(dict.fromkeys(job_id_of(p, backend) for p in refs))
         current = self._fetch(backend).parents
-        dropped = set(current) - set(wanted)
-        if dropped:
-            raise DependencyError(
-                f"job {self.name!r} is saved: parents can be added but not removed "
-                f"({len(dropped)} existing parent(s) missing from the list)"
-            )
+        # Balsam 0.5 replaced the list: parents left out are dropped (set_parents([]) too).
+        for parent_id in current:
+            if parent_id not in wanted:
+                backend.remove_dependency(parent_id, self.job_id)
         for parent_id in wanted:
             if parent_id not in current:
                 backend.add_dependency(parent_id, self.job_id)

@@ -125,6 +125,11 @@ class Backend(Protocol):
         """Make ``child_id`` wait for ``parent_id``."""
         ...
 
+    def remove_dependency(self, parent_id: str, child_id: str) -> None:
+        """Stop ``child_id`` waiting for ``parent_id`` (NotFound without that edge;
+        InvalidTransition once a launcher holds or ran the child)."""
+        ...
+
     def children_of(self, job_id: str) -> list[str]:
         """Ids of a job's children."""
         ...

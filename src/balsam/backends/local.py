@@ -98,6 +98,9 @@ class LocalBackend:
     def add_dependency(self, parent_id: str, child_id: str) -> None:
         jobs.add_dependency(self.engine, parent_id, child_id)
 
+    def remove_dependency(self, parent_id: str, child_id: str) -> None:
+        jobs.remove_dependency(self.engine, parent_id, child_id)
+
     def children_of(self, job_id: str) -> list[str]:
         return jobs.children_of(self.engine, job_id)
 

@@ -303,6 +303,28 @@ def add_dependency(engine: Engine, parent_id: str, child_id: str) -> None:
         _rewait(session, child, rows[parent_id])
 
 
+def remove_dependency(engine: Engine, parent_id: str, child_id: str) -> None:
+    """Stop ``child_id`` waiting for ``parent_id``; a child left waiting for nothing more
+    moves on (READY, and on through the steps it has nothing to do for)."""
+    with unit_of_work(engine) as session:
+        child = repo.jobs_by_id(session, [child_id], lock=True).get(child_id)
+        if child is None:
+            raise NotFound(f"no job with id {child_id!r}")
+        if parent_id not in repo.parent_ids(session, [child_id]).get(child_id, []):
+            raise NotFound(f"job {child.name} does not depend on {parent_id[:8]}")
+        if not _can_gain_parent(child):
+            raise InvalidTransition(f"job {child.name} is {child.state}: too late to drop a parent")
+        session.execute(
+            delete(JobParentRow).where(
+                JobParentRow.parent_id == parent_id, JobParentRow.child_id == child_id
+            )
+        )
+        if child.state == S.AWAITING_PARENTS:
+            engine_ = StateEngine(session)
+            engine_.settle(child, utcnow())
+            engine_.finish()
+
+
 def _can_gain_parent(child: JobRow) -> bool:
     """A job can wait for a new parent until a launcher holds it."""
     if child.state == S.AWAITING_PARENTS:

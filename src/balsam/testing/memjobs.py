@@ -209,6 +209,21 @@ def add_dependency(store: Store, parent_id: str, child_id: str) -> None:
     _rewait(store, child, parent)
 
 
+def remove_dependency(store: Store, parent_id: str, child_id: str) -> None:
+    """Stop ``child_id`` waiting for ``parent_id``; a child left waiting for nothing moves on."""
+    child = store.job(child_id)
+    if parent_id not in store.parents.get(child_id, []):
+        raise NotFound(f"job {child.name} does not depend on {parent_id[:8]}")
+    if not _can_gain_parent(child):
+        raise InvalidTransition(f"job {child.name} is {child.state}: too late to drop a parent")
+    store.parents[child_id].remove(parent_id)
+    store.children[parent_id].remove(child_id)
+    if child.state is S.AWAITING_PARENTS:
+        engine = MemoryStateEngine(store)
+        engine.settle(child, utcnow())
+        engine.finish()
+
+
 def _can_gain_parent(child: JobRecord) -> bool:
     """A job can wait for a new parent until a launcher holds it."""
     if child.state is S.AWAITING_PARENTS:

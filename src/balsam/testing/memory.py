@@ -156,6 +156,11 @@ class MemoryBackend:
         with self._locked() as store:
             memjobs.add_dependency(store, parent_id, child_id)
 
+    def remove_dependency(self, parent_id: str, child_id: str) -> None:
+        """Stop ``child_id`` waiting for ``parent_id``."""
+        with self._locked() as store:
+            memjobs.remove_dependency(store, parent_id, child_id)
+
     def children_of(self, job_id: str) -> list[str]:
         """Ids of a job's children."""
         with self._locked() as store:
