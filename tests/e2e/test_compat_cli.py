@@ -188,6 +188,7 @@ def test_wf_is_exact_when_the_workflow_exists_else_a_substring(
 
     assert names("sim") == ["a"]
     assert sorted(names("si")) == ["a", "b"]
+    assert sorted(names("SI")) == ["a", "b"], "ls matches the part regardless of case, as 0.5"
     assert names("nothing") == []
 
 

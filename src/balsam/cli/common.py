@@ -354,14 +354,16 @@ def workflow_names(backend: Backend, conditions: dict[str, Any]) -> list[str]:
         names.append(found[0].workflow)
 
 
-def select_workflows(backend: Backend, wf: str) -> list[str]:
+def select_workflows(backend: Backend, wf: str, ignore_case: bool = False) -> list[str]:
     """The workflows ``--wf WF`` / ``--wf-filter WF`` select: WF itself when a job has that
     workflow, else every workflow whose name contains WF (Balsam 0.5 matched substrings),
     else WF (nothing yet; jobs added to WF later are its).
 
     Exact first, so a new user's ``--wf sims`` never takes ``sims-old`` in too, while a 0.5
     user's ``--wf sim`` still finds ``sim_a`` and ``sim_b``.
+    ``ignore_case``: the substring is matched regardless of case (0.5's ``balsam ls --wf``).
     """
     if backend.count_jobs(job_query(workflow=wf)):
         return [wf]
-    return workflow_names(backend, {"workflow__contains": wf}) or [wf]
+    lookup = "workflow__icontains" if ignore_case else "workflow__contains"
+    return workflow_names(backend, {lookup: wf}) or [wf]

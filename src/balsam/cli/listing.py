@@ -124,7 +124,7 @@ def _list_jobs(backend: Backend, opts: dict[str, Any], view: str) -> None:
         _require_id_part(backend, part)
         conditions["job_id__contains"] = part
     if opts["wf"]:
-        conditions["workflow__in"] = select_workflows(backend, opts["wf"])
+        conditions["workflow__in"] = select_workflows(backend, opts["wf"], ignore_case=True)
     query = job_query(**conditions)
     if view == "by_states":
         show(_state_counts(backend.count_by_state(query)))
@@ -270,7 +270,7 @@ def _list_workflows(backend: Backend, name: str | None, wf: str | None) -> None:
     if name:
         conditions["workflow__icontains"] = name
     if wf:
-        conditions["workflow__in"] = select_workflows(backend, wf)
+        conditions["workflow__in"] = select_workflows(backend, wf, ignore_case=True)
     counts = {
         w: backend.count_by_state(job_query(workflow=w))
         for w in workflow_names(backend, conditions)
