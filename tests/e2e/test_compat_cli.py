@@ -355,3 +355,30 @@ def test_bcd_changes_into_a_jobs_directory(
     assert done.stderr == "balsam: error: no job with id 'zzzz'\n"
     done = shell(f"bcd {job.job_id[:8]}")
     assert (done.returncode, done.stderr) == (2, "bcd must be sourced: source bcd ID\n")
+
+
+def test_launcher_time_limit_zero_means_the_default(
+    site: Site, backend_of: Backend, hello: str
+) -> None:
+    (job,) = add_jobs(backend_of, hello, {"name": "z"})
+    done = launch("--consume-all", "--job-mode", "serial", "--time-limit-minutes", "0")
+    assert done.returncode == 0, done.stderr
+    assert backend_of.get_job(job.job_id).state is S.JOB_FINISHED
+    refused(run("launcher", "--consume-all", "--time-limit-minutes", "-1"), 2, "-1")
+
+
+def test_a_bare_balsam_service_starts_it(site: Site) -> None:
+    from balsam.batch_settings import QueueSettings
+    from balsam.config import load_settings, save_settings
+
+    current = load_settings(site.path)
+    current.queues = {"local": QueueSettings(max_nodes=1, max_wall_time_minutes=10)}
+    save_settings(site.path, current)
+    started = run("service")
+    assert started.returncode == 0, started.stderr
+    try:
+        status = run("service", "status")
+        assert "service: running" in status.stdout, status.stdout
+    finally:
+        assert run("service", "stop").returncode == 0
+    assert "not running" in run("service", "status").stdout

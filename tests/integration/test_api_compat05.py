@@ -259,3 +259,9 @@ def test_set_parents_replaces_the_list_as_in_0_5(api: Backend) -> None:
     assert child.state is JobState.AWAITING_PARENTS
     child.set_parents([])
     assert child.parents == [] and child.state is JobState.PREPROCESSED
+
+
+def test_values_and_distinct(api: Backend) -> None:
+    dag.add_job(name="v1", workflow="w", application="Sim", num_nodes=2)
+    rows = BalsamJob.objects.filter(name="v1").distinct().values("name", "num_nodes")
+    assert rows == [{"name": "v1", "num_nodes": 2}]

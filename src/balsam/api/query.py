@@ -200,6 +200,15 @@ class JobQuerySet(FetchedResults["Job"]):
             return [getattr(job, names[0]) for job in jobs]
         return [tuple(getattr(job, n) for n in names) for job in jobs]
 
+    def values(self, *fields: str) -> list[dict[str, Any]]:
+        """Field values of the matching jobs as dicts (Django's, for 0.5 scripts)."""
+        names = [ALIASES.get(f, f) for f in fields] or sorted(QUERY_FIELDS)
+        return [dict(zip(names, row, strict=True)) for row in self.values_list(*names)]
+
+    def distinct(self) -> JobQuerySet:
+        """The same set: jobs are never listed twice (Django's ``distinct()``, for 0.5)."""
+        return self
+
     # --- changes ----------------------------------------------------------------------------
 
     def update(self, **fields: Any) -> int:

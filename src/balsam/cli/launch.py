@@ -44,6 +44,8 @@ class FiniteFloatRange(click.FloatRange):
 
 JOB_MODES = click.Choice(["serial", "mpi"])
 POSITIVE_MINUTES = FiniteFloatRange(min=0, min_open=True, max=MAX_WALL_TIME_MINUTES)
+#: A launcher's limit: 0 means the default (the allocation's end), as in Balsam 0.5.
+LAUNCHER_MINUTES = FiniteFloatRange(min=0, max=MAX_WALL_TIME_MINUTES)
 NODE_COUNT = click.IntRange(min=1, max=MAX_NODES)
 
 
@@ -84,10 +86,10 @@ def _sched_flags(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 )
 @click.option(
     "--time-limit-minutes",
-    type=POSITIVE_MINUTES,
+    type=LAUNCHER_MINUTES,
     default=None,
     help="Stop jobs and exit after this many minutes (fractions allowed). "
-    "Default: the end of the Slurm allocation it runs in, else none.",
+    "Default (or 0, as in Balsam 0.5): the end of the allocation it runs in, else none.",
 )
 @click.option(
     "--limit-nodes",
@@ -153,7 +155,7 @@ def launcher(
         job_mode=JobMode(job_mode),
         workflows=[wf_filter] if wf_filter else [],
         consume_all=consume_all and not persistent,
-        time_limit_minutes=time_limit_minutes,
+        time_limit_minutes=time_limit_minutes or None,
         limit_nodes=limit_nodes,
         offset_nodes=offset_nodes,
         role=LauncherRole.PROCESSING if processing_only else LauncherRole.ALL,

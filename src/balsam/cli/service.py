@@ -42,9 +42,15 @@ class ServiceRunning(BalsamError):
     """Another service holds this database's lock."""
 
 
-@click.group("service", cls=BalsamGroup)
-def service_group() -> None:
-    """The service that keeps launchers queued for the work in the database."""
+@click.group("service", cls=BalsamGroup, invoke_without_command=True, no_args_is_help=False)
+@click.pass_context
+def service_group(ctx: click.Context) -> None:
+    """The service that keeps launchers queued for the work in the database.
+
+    A bare ``balsam service`` starts it in the background, as Balsam 0.5's did.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(service_start, foreground=False)
 
 
 @service_group.command("start")
