@@ -265,3 +265,18 @@ def test_values_and_distinct(api: Backend) -> None:
     dag.add_job(name="v1", workflow="w", application="Sim", num_nodes=2)
     rows = BalsamJob.objects.filter(name="v1").distinct().values("name", "num_nodes")
     assert rows == [{"name": "v1", "num_nodes": 2}]
+
+
+def test_dag_submit_submits_a_launcher_as_submit_launch_does(api: Backend) -> None:
+    from balsam.errors import SchedulerError
+
+    launch_id = dag.submit(project="proj", queue="local", nodes=1, wall_minutes=1)
+    (row,) = api.list_batch_jobs()
+    assert (row.scheduler_id, row.project, row.queue, row.num_nodes) == (
+        launch_id,
+        "proj",
+        "local",
+        1,
+    )
+    with pytest.raises(SchedulerError, match="--nodes"):
+        dag.submit(project="proj", queue="local", nodes=0)

@@ -290,6 +290,11 @@ class Job:
 
     @property
     def cute_id(self) -> str:
+        """Balsam 0.5's short label: ``[name | id8]`` (``[id8]`` without a name)."""
+        return f"[{self.name} | {self._id8}]" if self.name else f"[{self._id8}]"
+
+    @property
+    def _id8(self) -> str:
         """The first 8 characters of the id (what ``balsam ls`` shows)."""
         return self.job_id[:8] if self.job_id else "unsaved"
 
@@ -356,13 +361,13 @@ class Job:
 
     def __str__(self) -> str:
         return (
-            f"{self.name} [{self.cute_id}] workflow={self.workflow} "
+            f"{self.name} [{self._id8}] workflow={self.workflow} "
             f"app={self.application} state={self.state.value}"
         )
 
     def __repr__(self) -> str:
         return (
-            f"<{type(self).__name__} {self.cute_id} name={self.name!r} "
+            f"<{type(self).__name__} {self._id8} name={self.name!r} "
             f"workflow={self.workflow!r} state={self.state.value}>"
         )
 

@@ -339,5 +339,6 @@ def submit(
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
-        raise SchedulerError(lines[-1] if lines else f"submit-launch exited {done.returncode}")
+        line = lines[-1].removeprefix("balsam: error: ") if lines else ""
+        raise SchedulerError(line or f"submit-launch exited {done.returncode}")
     return done.stdout.split()[2]
