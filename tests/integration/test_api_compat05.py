@@ -280,3 +280,25 @@ def test_dag_submit_submits_a_launcher_as_submit_launch_does(api: Backend) -> No
     )
     with pytest.raises(SchedulerError, match="--nodes"):
         dag.submit(project="proj", queue="local", nodes=0)
+
+
+def test_0_5_details_the_doc_review_found(api: Backend) -> None:
+    from balsam.core import models
+
+    assert models.PROCESSABLE_STATES == [
+        "CREATED", "AWAITING_PARENTS", "READY", "STAGED_IN",
+        "RUN_DONE", "POSTPROCESSED", "RUN_TIMEOUT", "RUN_ERROR",
+    ]  # fmt: skip
+    job = dag.add_job("k", "w", "Sim", coschedule_num_nodes=3)
+    assert job.coschedule_num_nodes == 3 and job.to_dict()["working_directory"]
+    killed = dag.add_job("killed", "w", "Sim")
+    dag.kill(killed)
+    moved = BalsamJob.batch_update_state([job, killed], "FAILED", message="given up by script")
+    assert moved == 1
+    assert BalsamJob.objects.get(name="killed").state is JobState.USER_KILLED
+    last = BalsamJob.objects.get(name="k").history()[-1]
+    assert (last.to_state, last.message) == ("FAILED", "given up by script")
+    app, created = ApplicationDefinition.objects.get_or_create(
+        name="Dflt", defaults={"executable": "echo x", "description": "d"}
+    )
+    assert created and app.pk is not None and app.description == "d"

@@ -156,12 +156,15 @@ class AppQuerySet(FetchedResults["App"]):
 
         A new app given no executable is returned unsaved: Balsam 0.5 scripts set the
         executable next and then save() it, which creates it (an app needs an executable).
+        ``defaults`` (Django's): more fields for a new app only.
         """
         if "name" not in fields:
             raise ValidationError("get_or_create needs the app's name")
+        defaults = fields.pop("defaults", None) or {}
         try:
             return self.get(name=fields["name"]), False
         except AppDoesNotExist:
+            fields = {**defaults, **fields}
             if not fields.get("executable"):
                 return App(**fields), True
             return self.create(**fields), True

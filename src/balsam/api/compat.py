@@ -119,6 +119,8 @@ def to_dict(job: Job) -> dict[str, object]:
 
     values: dict[str, object] = {name: getattr(job, name) for name in FIELDS}
     values.update(job_id=job.job_id, state=job.state.value, parents=list(job.parents))
+    if job.job_id is not None:
+        values["working_directory"] = job.working_directory
     return values
 
 

@@ -161,9 +161,21 @@ class Job:
     def batch_update_state(
         cls, pk_list: Iterable[Any], new_state: JobState | str, message: str = ""
     ) -> int:
-        """Balsam 0.5's: move the jobs of ``pk_list`` (ids or jobs) to ``new_state``."""
+        """Balsam 0.5's: move the jobs of ``pk_list`` (ids or jobs) to ``new_state`` with
+        ``message`` in their history; USER_KILLED jobs are left alone, as in 0.5. Returns
+        how many moved."""
         ids = [p.job_id if isinstance(p, Job) else str(p) for p in pk_list]
-        return JobQuerySet().filter(job_id__in=ids).update(state=new_state) if ids else 0
+        try:
+            target = parse_state(str(new_state))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        backend = get_backend()
+        chosen = JobQuerySet().filter(job_id__in=ids).exclude(state=JobState.USER_KILLED)
+        moving = [job for job in chosen if job.state is not target]
+        check_moves([job._fetch(backend) for job in moving], target)
+        for job in moving:
+            backend.set_state(job.job_id or "", target, message or "set by user")
+        return len(moving)
 
     name: str
     workflow: str
@@ -207,6 +219,7 @@ class Job:
         parents = fields.pop("parents", ())
         state = fields.pop("state", None)
         self._user_workdir = str(fields.pop("user_workdir", "") or "")
+        coschedule = fields.pop("coschedule_num_nodes", None)
         unknown = sorted(set(fields) - set(FIELDS))
         if unknown:
             raise UnknownField(
@@ -228,6 +241,8 @@ class Job:
         if state is not None:
             # Balsam 0.5's BalsamJob(state="CREATED"): as if set before the first save.
             self.state = state
+        if coschedule is not None:
+            self.coschedule_num_nodes = coschedule
 
     @classmethod
     def from_out(cls, out: JobOut) -> Job:
@@ -335,9 +350,9 @@ class Job:
 
     @property
     def user_workdir(self) -> str:
-        """Balsam 0.5's ``user_workdir``: the existing absolute directory the job runs in
-        instead of one under the workflow database ("" when it has its own); set before
-        the first save."""
+        """Balsam 0.5's ``user_workdir``: the absolute directory the job runs in instead of
+        one under the workflow database ("" when it has its own; made by the launcher when
+        missing); set before the first save."""
         if self.job_id is None:
             return self._user_workdir
         workdir = self._workdir or ""

@@ -108,8 +108,9 @@ def modify_command(job_id: str, attr: str, value: str, kind: str) -> None:
     With --type apps, ID is an app's name (or numeric id) and ATTR one of executable,
     description, preprocess, postprocess, envscript.
 
-    ATTR "state" is a validated state change (READY, RESTART_READY, FAILED, USER_KILLED,
-    JOB_FINISHED); other attributes are job fields, VALUE read as the field's type.
+    ATTR "state" is a validated state change: any state but RUNNING and AWAITING_PARENTS
+    (CREATED starts the job over), and a RUNNING job only to USER_KILLED, FAILED or
+    JOB_FINISHED; other attributes are job fields, VALUE read as the field's type.
 
     \b
     Examples:

@@ -47,7 +47,7 @@ class ServiceRunning(BalsamError):
 def service_group(ctx: click.Context) -> None:
     """The service that keeps launchers queued for the work in the database.
 
-    A bare ``balsam service`` starts it in the background, as Balsam 0.5's did.
+    A bare 'balsam service' starts it in the background, as Balsam 0.5's did.
     """
     if ctx.invoked_subcommand is None:
         ctx.invoke(service_start, foreground=False)

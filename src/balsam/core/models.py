@@ -32,7 +32,12 @@ ApplicationDefinition = App
 STATES: list[str] = [s.value for s in JobState]
 #: 0.5's names: the end states, and the states a launcher's step after a run waits in.
 END_STATES: list[str] = sorted(s.value for s in TERMINAL_STATES)
-PROCESSABLE_STATES: list[str] = sorted(s.value for s in PROCESSING_STATES)
+PROCESSABLE_STATES: list[str] = [
+    s.value
+    for s in JobState
+    if s in PROCESSING_STATES or s in (JobState.CREATED, JobState.AWAITING_PARENTS)
+    or s in (JobState.READY, JobState.STAGED_IN)
+]
 #: 0.5's exceptions, as the errors raised here for the same mistakes.
 InvalidStateError = ValidationError
 InvalidParentsError = DependencyError

@@ -628,7 +628,11 @@ class JobFlow:
     def _refused(self, task: Task, result: UpdateResult, now: float) -> None:
         state = result.state
         why = f"state change refused ({result.code}): {result.reason}"
-        log.warning("%s", why, extra=job_extra(task.job_id))
+        expected = result.code is RefusalCode.STATE_CHANGED and task.child is None
+        # A job moved by its own pre/postprocess (a handler's RESTART_READY) is routine.
+        log.log(
+            logging.INFO if expected else logging.WARNING, "%s", why, extra=job_extra(task.job_id)
+        )
         grace = self.settings.kill_grace_seconds
         if result.code in (RefusalCode.NOT_HELD, RefusalCode.NOT_FOUND) or state is None:
             self.updates.drop(task.job_id)

@@ -206,8 +206,8 @@ class JobCreate(JobFields):
 
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     parents: list[str] = Field(default_factory=list)
-    #: Balsam 0.5's ``user_workdir``: an existing absolute directory the job runs in instead
-    #: of one made under the workflow database (fixed at creation).
+    #: Balsam 0.5's ``user_workdir``: an absolute directory the job runs in instead of one
+    #: made under the workflow database (made by the launcher if missing; fixed at creation).
     user_workdir: str = Field(default="", max_length=4096)
 
     @field_validator("user_workdir")
