@@ -26,6 +26,7 @@ from balsam.backends.base import Backend
 from balsam.backends.factory import open_backend
 from balsam.config import Site
 from balsam.platform.schedulers.slurm import BatchState, SlurmScheduler
+from balsam.schemas.jobs import JobOut
 from launchkit import (
     BALSAM,
     S,
@@ -113,30 +114,31 @@ def running(backend: Backend, count: int) -> bool:
     return sum(j.state is S.RUNNING for j in all_jobs(backend)) == count
 
 
-@pytest.mark.slow
-def test_jobs_cut_off_by_the_wall_time_finish_under_the_next_launcher(
-    slurm: SlurmCluster, site_backend: tuple[Site, Backend]
-) -> None:
-    _site, backend = site_backend
+def long_jobs(backend: Backend, prefix: str, count: int) -> list[JobOut]:
+    """``count`` jobs of SLOW_THEN_QUICK, two to a node."""
     add_app(backend, "Long", SLOW_THEN_QUICK)
-    jobs = add_jobs(
-        backend,
-        "Long",
-        *({"name": f"long{i}", "wall_time_minutes": 0, "node_packing_count": 2} for i in range(2)),
+    specs = (
+        {"name": f"{prefix}{i}", "wall_time_minutes": 0, "node_packing_count": 2}
+        for i in range(count)
     )
-    first = submit_launch("-t", "1", "-n", "1", "--job-mode", "serial")
-    wait_until(lambda: running(backend, 2), 60, interval=0.3, what="the runs to start")
-    # The launcher ends the runs before Slurm ends the allocation: timeouts, to be rerun.
-    assert wait_batch_ended(slurm, first) in (BatchState.FINISHED, BatchState.GONE)
-    for job in jobs:
-        after = backend.get_job(job.job_id)
-        assert after.state is S.RESTART_READY and after.timeout_count == 1, after.state
+    return add_jobs(backend, "Long", *specs)
+
+
+def start_running(backend: Backend, count: int, *args: str) -> str:
+    """Submit a launcher; its batch job's id once ``count`` runs have started."""
+    batch = submit_launch(*args, "--job-mode", "serial")
+    wait_until(lambda: running(backend, count), 60, interval=0.3, what="the runs to start")
+    return batch
+
+
+def next_launcher_finishes(backend: Backend, jobs: list[JobOut], first: str) -> None:
+    """A second launcher finishes every job, each run once under ``first`` and once under it."""
     second = submit_launch("-t", "3", "-n", "1", "--job-mode", "serial")
     wait_until(
         lambda: {j.state for j in all_jobs(backend)} == {S.JOB_FINISHED},
         120,
         interval=0.5,
-        what=lambda: f"the reruns to finish: {slurm.diagnostics()}",
+        what=lambda: f"the jobs to finish: {[j.state for j in all_jobs(backend)]}",
     )
     for job in jobs:
         assert runs_by_batch(backend, job.job_id) == [first, second]
@@ -144,18 +146,27 @@ def test_jobs_cut_off_by_the_wall_time_finish_under_the_next_launcher(
 
 
 @pytest.mark.slow
+def test_jobs_cut_off_by_the_wall_time_finish_under_the_next_launcher(
+    slurm: SlurmCluster, site_backend: tuple[Site, Backend]
+) -> None:
+    _site, backend = site_backend
+    jobs = long_jobs(backend, "long", 2)
+    first = start_running(backend, 2, "-t", "1", "-n", "1")
+    # The launcher ends the runs before Slurm ends the allocation: timeouts, to be rerun.
+    assert wait_batch_ended(slurm, first) in (BatchState.FINISHED, BatchState.GONE)
+    for job in jobs:
+        after = backend.get_job(job.job_id)
+        assert after.state is S.RESTART_READY and after.timeout_count == 1, after.state
+    next_launcher_finishes(backend, jobs, first)
+
+
+@pytest.mark.slow
 def test_a_launcher_scancelled_mid_run_leaves_its_jobs_to_the_next_one(
     slurm: SlurmCluster, site_backend: tuple[Site, Backend]
 ) -> None:
     _site, backend = site_backend
-    add_app(backend, "Long", SLOW_THEN_QUICK)
-    jobs = add_jobs(
-        backend,
-        "Long",
-        *({"name": f"cut{i}", "wall_time_minutes": 0, "node_packing_count": 2} for i in range(4)),
-    )
-    first = submit_launch("-t", "5", "-n", "2", "--job-mode", "serial")
-    wait_until(lambda: running(backend, 4), 60, interval=0.3, what="the runs to start")
+    jobs = long_jobs(backend, "cut", 4)
+    first = start_running(backend, 4, "-t", "5", "-n", "2")
     slurm.run("scancel", first)
     wait_batch_ended(slurm, first, timeout=60)
     # Nothing is left running in the name of a batch job that is gone.
@@ -165,16 +176,7 @@ def test_a_launcher_scancelled_mid_run_leaves_its_jobs_to_the_next_one(
         interval=0.5,
         what=lambda: f"the cut runs to be let go: {[j.state for j in all_jobs(backend)]}",
     )
-    second = submit_launch("-t", "3", "-n", "1", "--job-mode", "serial")
-    wait_until(
-        lambda: {j.state for j in all_jobs(backend)} == {S.JOB_FINISHED},
-        120,
-        interval=0.5,
-        what=lambda: f"the jobs to finish: {[j.state for j in all_jobs(backend)]}",
-    )
-    for job in jobs:
-        assert runs_by_batch(backend, job.job_id) == [first, second]
-        assert finished_once(backend, job.job_id)
+    next_launcher_finishes(backend, jobs, first)
 
 
 @pytest.mark.slow
@@ -183,14 +185,8 @@ def test_a_launcher_that_dies_without_a_word_is_recovered_from_its_expired_lease
 ) -> None:
     """SIGKILL of the launcher and its runs, as when its node crashes: nothing is handed back."""
     site, backend = site_backend
-    add_app(backend, "Long", SLOW_THEN_QUICK)
-    jobs = add_jobs(
-        backend,
-        "Long",
-        *({"name": f"kill{i}", "wall_time_minutes": 0, "node_packing_count": 2} for i in range(2)),
-    )
-    first = submit_launch("-t", "5", "-n", "1", "--job-mode", "serial")
-    wait_until(lambda: running(backend, 2), 60, interval=0.3, what="the runs to start")
+    jobs = long_jobs(backend, "kill", 2)
+    first = start_running(backend, 2, "-t", "5", "-n", "1")
     (launcher_log,) = (site.path / "log").glob("launcher_*.log")
     launcher_pid = int(launcher_log.stem.rsplit("_", 1)[1])
     os.kill(launcher_pid, signal.SIGKILL)
@@ -199,16 +195,8 @@ def test_a_launcher_that_dies_without_a_word_is_recovered_from_its_expired_lease
     wait_batch_ended(slurm, first, timeout=60)
     # The jobs still say RUNNING: only the lease's expiry tells another launcher they are lost.
     assert all(j.state is S.RUNNING for j in all_jobs(backend))
-    second = submit_launch("-t", "3", "-n", "1", "--job-mode", "serial")
-    wait_until(
-        lambda: {j.state for j in all_jobs(backend)} == {S.JOB_FINISHED},
-        120,
-        interval=0.5,
-        what=lambda: f"the jobs to finish: {[j.state for j in all_jobs(backend)]}",
-    )
+    next_launcher_finishes(backend, jobs, first)
     for job in jobs:
-        assert runs_by_batch(backend, job.job_id) == [first, second]
-        assert finished_once(backend, job.job_id)
         after = backend.get_job(job.job_id)
         assert (after.lost_count, after.timeout_count, after.error_count) == (1, 0, 0)
 
