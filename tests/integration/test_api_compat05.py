@@ -302,3 +302,8 @@ def test_0_5_details_the_doc_review_found(api: Backend) -> None:
         name="Dflt", defaults={"executable": "echo x", "description": "d"}
     )
     assert created and app.pk is not None and app.description == "d"
+
+
+def test_an_apps_cute_id(api: Backend) -> None:
+    app = ApplicationDefinition.objects.get(name="Sim")
+    assert app.cute_id == f"[Sim | {app.pk}]"

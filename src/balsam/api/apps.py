@@ -243,6 +243,11 @@ class App:
         """The app's database id, None before the first save."""
         return self.id
 
+    @property
+    def cute_id(self) -> str:
+        """Balsam 0.5's short label of an app: ``[name | id]``."""
+        return f"[{self.name} | {self.id}]"
+
     def __str__(self) -> str:
         return f"{self.name}: {self.executable}"
 
