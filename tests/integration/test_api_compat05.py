@@ -307,3 +307,18 @@ def test_0_5_details_the_doc_review_found(api: Backend) -> None:
 def test_an_apps_cute_id(api: Backend) -> None:
     app = ApplicationDefinition.objects.get(name="Sim")
     assert app.cute_id == f"[Sim | {app.pk}]"
+
+
+def test_0_5_history_text_helpers_read_the_history_text(api: Backend) -> None:
+    from balsam.core import models
+
+    job = dag.add_job(name="h", workflow="w", application="Sim")
+    found = models.STATE_TIME_PATTERN.findall(job.state_history)
+    assert [state for _, state in found][:2] == ["CREATED", "READY"]
+    when = models.from_time_string(found[0][0])
+    assert when == job.get_state_times()["CREATED"]
+    line = models.history_line("FAILED", "by hand")
+    assert models.STATE_TIME_PATTERN.match(line) and line.endswith("FAILED] by hand")
+    models.validate_state("RUN_DONE")
+    with pytest.raises(models.InvalidStateError, match="not a valid job state"):
+        models.validate_state("run_done")
