@@ -170,11 +170,13 @@ class Job:
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
         backend = get_backend()
-        chosen = JobQuerySet().filter(job_id__in=ids).exclude(state=JobState.USER_KILLED)
-        moving = [job for job in chosen if job.state is not target]
-        check_moves([job._fetch(backend) for job in moving], target)
+        # One read of the jobs as stored: checked all before any is moved.
+        found = backend.query_jobs(JobQuery(clauses=[clause_from_kwargs({"job_id__in": ids})]))
+        spared = (JobState.USER_KILLED, target)
+        moving = [job for job in found if job.state not in spared]
+        check_moves(moving, target)
         for job in moving:
-            backend.set_state(job.job_id or "", target, message or "set by user")
+            backend.set_state(job.job_id, target, message or "set by user")
         return len(moving)
 
     name: str

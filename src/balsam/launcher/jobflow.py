@@ -400,6 +400,8 @@ class JobFlow:
     def decide_signalled(self, now: float) -> None:
         """Runs killed by a signal whose wait is over, with the launcher still going: the
         signal was the job's own business (or its error), recorded as any failed run."""
+        if not self.signalled:
+            return
         for job_id in self.signalled.due(now):
             held = self.signalled.take(job_id)
             self._run_exited(self.tasks[job_id], held.code, now)

@@ -16,15 +16,16 @@ from dataclasses import dataclass
 
 from balsam.launcher.children import Child
 
-#: Signals a batch system or an operator ends processes with.
-TERMINATION_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP})
+#: Signals a batch system or an operator ends processes with (their numbers).
+TERMINATION_SIGNALS = frozenset(
+    int(s) for s in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP)
+)
 
 
 def by_termination_signal(code: int) -> bool:
     """True when exit ``code`` says a termination signal ended the command: ``-N`` when the
     command itself died of it, ``128 + N`` when a shell wrapping it reported that death."""
-    number = -code if code < 0 else code - 128
-    return number in {int(s) for s in TERMINATION_SIGNALS}
+    return (-code if code < 0 else code - 128) in TERMINATION_SIGNALS
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class SignalledRuns:
 
     def hold(self, job_id: str, child: Child, code: int, now: float) -> bool:
         """Hold the run's end if a termination signal caused it; False when it did not."""
-        if self.wait_seconds <= 0 or not by_termination_signal(code):
+        # Called at every run's end: a clean exit costs one comparison.
+        if code == 0 or self.wait_seconds <= 0 or not by_termination_signal(code):
             return False
         self._held[job_id] = HeldExit(child, code, now + self.wait_seconds)
         return True

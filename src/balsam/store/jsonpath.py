@@ -23,6 +23,7 @@ from sqlalchemy.types import Float, Text
 
 from balsam.errors import ValidationError
 from balsam.schemas.queries import Lookup
+from balsam.store.likes import LIKE_LOOKUPS, like_sql
 
 
 class _JsonAt(FunctionElement[Any]):
@@ -125,16 +126,6 @@ def _text_pg(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
     return f"(CASE WHEN json_typeof({col} #> {path}) = 'string' THEN {col} #>> {path} END)"
 
 
-_LIKE = {
-    Lookup.IEXACT: ("", "", True),
-    Lookup.CONTAINS: ("%", "%", False),
-    Lookup.ICONTAINS: ("%", "%", True),
-    Lookup.STARTSWITH: ("", "%", False),
-    Lookup.ISTARTSWITH: ("", "%", True),
-    Lookup.ENDSWITH: ("%", "", False),
-}
-
-
 def json_condition(
     column: ColumnElement[Any] | InstrumentedAttribute[Any],
     path: list[str],
@@ -157,13 +148,10 @@ def json_condition(
         compare = {Lookup.GT: number > value, Lookup.GTE: number >= value}
         compare.update({Lookup.LT: number < value, Lookup.LTE: number <= value})
         return compare[lookup]
-    if lookup in _LIKE:
+    if lookup in LIKE_LOOKUPS:
         if not isinstance(value, str):
             raise ValidationError(f"{where} matches text; got {value!r}")
-        before, after, fold = _LIKE[lookup]
-        pattern = f"{before}{_escape(value)}{after}"
-        text = json_text(column, path)
-        return text.ilike(pattern, escape="\\") if fold else text.like(pattern, escape="\\")
+        return like_sql(json_text(column, path), lookup, value)
     raise ValidationError(f"unsupported lookup {where!r}")
 
 
@@ -188,7 +176,3 @@ def _equals(
     if isinstance(value, str):
         return json_text(column, path) == value
     raise ValidationError(f"{where} compares a text, a number, a boolean or None; got {value!r}")
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from balsam.errors import ValidationError
 from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
 from balsam.store.jsonpath import json_condition
+from balsam.store.likes import LIKE_LOOKUPS, like_sql
 from balsam.store.tables import Base, JobRow
 
 #: Lookups valid on JSON columns: only equality and null checks make sense there.
@@ -40,18 +41,8 @@ def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
     match cond.lookup:
         case Lookup.EXACT:
             return col.is_(None) if value is None else col == value
-        case Lookup.IEXACT:
-            return col.ilike(_escape(str(value)), escape="\\")
-        case Lookup.CONTAINS:
-            return col.like(f"%{_escape(str(value))}%", escape="\\")
-        case Lookup.ICONTAINS:
-            return col.ilike(f"%{_escape(str(value))}%", escape="\\")
-        case Lookup.STARTSWITH:
-            return col.like(f"{_escape(str(value))}%", escape="\\")
-        case Lookup.ISTARTSWITH:
-            return col.ilike(f"{_escape(str(value))}%", escape="\\")
-        case Lookup.ENDSWITH:
-            return col.like(f"%{_escape(str(value))}", escape="\\")
+        case lookup if lookup in LIKE_LOOKUPS:
+            return like_sql(col, lookup, str(value))
         case Lookup.IN:
             values = list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
             return col.in_(values) if values else false()
@@ -66,10 +57,6 @@ def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
         case Lookup.ISNULL:
             return col.is_(None) if value else col.is_not(None)
     raise ValidationError(f"unsupported lookup {cond.lookup!r}")
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def clause_sql(model: type[Base], clause: Clause) -> ColumnElement[bool]:
