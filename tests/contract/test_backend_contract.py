@@ -100,6 +100,31 @@ def test_finished_run_reaches_job_finished_and_frees_child(backend: Backend, app
     assert backend.get_job(parent.job_id).return_code == 0
 
 
+def test_a_parent_frees_every_child_of_a_large_fan_out(backend: Backend, app: str) -> None:
+    # More children than one look-up chunk (500), one of them also waiting for a second parent.
+    (parent,) = backend.create_jobs([job("p")])
+    (other,) = backend.create_jobs([job("o")])
+    backend.create_jobs([job(f"c{i}", parents=[parent.job_id], input_files="") for i in range(600)])
+    backend.create_jobs([job("both", parents=[parent.job_id, other.job_id], input_files="")])
+    assert run_to(backend, parent.job_id, S.RUN_DONE) == []
+    after = states(backend)
+    assert {after[f"c{i}"] for i in range(600)} == {"PREPROCESSED"}
+    assert after["both"] == "AWAITING_PARENTS"
+    assert run_to(backend, other.job_id, S.RUN_DONE) == []
+    assert states(backend)["both"] == "PREPROCESSED"
+
+
+def test_a_failed_parent_fails_a_diamond_below_it(backend: Backend, app: str) -> None:
+    (top,) = backend.create_jobs([job("top")])
+    (left,) = backend.create_jobs([job("left", parents=[top.job_id])])
+    (right,) = backend.create_jobs([job("right", parents=[top.job_id])])
+    (bottom,) = backend.create_jobs([job("bottom", parents=[left.job_id, right.job_id])])
+    run_to(backend, top.job_id, S.RUN_ERROR, rc=1)
+    assert states(backend) == {"top": "FAILED", "left": "FAILED", "right": "FAILED",
+                               "bottom": "FAILED"}
+    assert len([e for e in backend.history(bottom.job_id) if e.to_state == "FAILED"]) == 1
+
+
 def test_child_with_inputs_from_parent_stops_at_ready_for_stage_in(
     backend: Backend, app: str
 ) -> None:

@@ -80,6 +80,20 @@ def parent_states(session: Session, child_id: str) -> list[str]:
     return list(session.scalars(stmt))
 
 
+def parent_states_by_child(session: Session, child_ids: Sequence[str]) -> dict[str, list[str]]:
+    """States of every parent of each of ``child_ids`` (one query per 500 children)."""
+    found: dict[str, list[str]] = {child: [] for child in child_ids}
+    for start in range(0, len(child_ids), 500):
+        stmt = (
+            select(JobParentRow.child_id, JobRow.state)
+            .join(JobRow, JobParentRow.parent_id == JobRow.job_id)
+            .where(JobParentRow.child_id.in_(child_ids[start : start + 500]))
+        )
+        for child, state in session.execute(stmt):
+            found[child].append(state)
+    return found
+
+
 def add_edges(session: Session, edges: Sequence[tuple[str, str]]) -> None:
     """Insert (parent, child) dependency edges."""
     if edges:
