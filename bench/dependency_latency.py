@@ -145,7 +145,9 @@ def chain_figures(found: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
-def fanout_figures(found: dict[str, dict[str, float]], args: argparse.Namespace) -> dict[str, float]:
+def fanout_figures(
+    found: dict[str, dict[str, float]], args: argparse.Namespace
+) -> dict[str, float]:
     """Parent end -> first child start, -> every slot busy, -> last child start (ms)."""
     end = found["j0"]["end"]
     starts = sorted(t["start"] for name, t in found.items() if name != "j0")
