@@ -32,6 +32,7 @@ from balsam.domain.resources import why_cannot_fit
 from balsam.domain.states import TERMINAL_STATES, JobState, JobStep, pending_step, settled
 from balsam.errors import BalsamError
 from balsam.launcher import commands, staging
+from balsam.launcher.appcache import AppCache
 from balsam.launcher.children import Child, ChildProcesses, Step
 from balsam.launcher.claims import Claimer
 from balsam.launcher.dispatch import SEND_ERRORS, Dispatcher, why_not_sent
@@ -44,7 +45,6 @@ from balsam.launcher.tasks import WITH_COMMAND, StopCause, Task, TaskState
 from balsam.launcher.updates import UpdateBuffer
 from balsam.schemas.apps import AppOut
 from balsam.schemas.jobs import JobOut, RefusalCode, UpdateResult
-from balsam.schemas.queries import clause_from_kwargs
 
 log = logging.getLogger(__name__)
 job_lines = JobLines(__name__)
@@ -81,6 +81,7 @@ class JobFlow:
         self.dispatch = dispatcher
         self.stager = stager
         self.tasks: dict[str, Task] = {}
+        self.apps = AppCache(backend)
         #: Claimed jobs whose apps could not be looked up yet (retried each turn).
         self.unadmitted: list[JobOut] = []
         #: The launcher is stopping: no new step starts.
@@ -148,7 +149,7 @@ class JobFlow:
         jobs = self.unadmitted + jobs
         self.unadmitted = []
         try:
-            apps = self._apps_for(jobs)
+            apps = self.apps.apps_for((job.application for job in jobs), now)
         except BalsamError as exc:
             log.warning("cannot look up the apps of %d claimed job(s): %s", len(jobs), exc)
             self.unadmitted = jobs
@@ -175,13 +176,6 @@ class JobFlow:
         if self.unadmitted:
             self.admit([], now)
 
-    def _apps_for(self, jobs: list[JobOut]) -> dict[str, AppOut]:
-        """The apps these jobs run (one query; fresh, so app edits take effect)."""
-        if not jobs:
-            return {}
-        names = sorted({j.application for j in jobs})
-        clause = clause_from_kwargs({"name__in": names})
-        return {app.name: app for app in self.backend.list_apps([clause])}
 
     def never_runs_here(self, task: Task) -> str | None:
         """Why a job the claim gave can still not run here (odd nodes, no MPI), or None."""
