@@ -253,3 +253,44 @@ def test_a_closed_sessions_id_is_never_given_to_another(backend: Backend, app: s
     with pytest.raises(NotFound):
         backend.heartbeat(first.id)
     assert [s.id for s in backend.list_sessions()] == [second.id]
+
+
+def test_updates_and_a_claim_in_one_call_free_and_take_the_children(
+    backend: Backend, app: str
+) -> None:
+    parent, child = ids(), ids()
+    backend.create_jobs([spec("p", job_id=parent), spec("c", job_id=child, parents=[parent])])
+    sess = backend.open_session("t", "host", 1)
+    (claimed,) = backend.claim_jobs(sess.id, ClaimRequest(limit=5, claim_seq=1))
+    assert claimed.job_id == parent
+    updates = [
+        StateUpdate(job_id=parent, state=S.RUNNING, seq=2),
+        StateUpdate(job_id=parent, state=S.RUN_DONE, return_code=0, seq=3, release=True),
+    ]
+    first = backend.record_and_claim(sess.id, updates, ClaimRequest(limit=5, claim_seq=4))
+    assert [r.outcome for r in first.results] == [UpdateOutcome.APPLIED] * 2
+    assert first.results[-1].state is S.JOB_FINISHED
+    # The child was freed by the same call's updates, and claimed by its claim.
+    assert [(j.job_id, j.state) for j in first.jobs] == [(child, S.READY)]
+    again = backend.record_and_claim(sess.id, updates, ClaimRequest(limit=5, claim_seq=4))
+    assert [r.outcome for r in again.results] == [UpdateOutcome.DUPLICATE] * 2
+    assert [j.job_id for j in again.jobs] == [child]
+    assert len([h for h in history(backend, parent) if h[1] == "RUN_DONE"]) == 1
+
+
+def test_updates_and_a_claim_of_an_ended_session_do_nothing(backend: Backend, app: str) -> None:
+    job = ids()
+    backend.create_jobs([spec("j", job_id=job), spec("other")])
+    sess = backend.open_session("t", "host", 1)
+    backend.claim_jobs(sess.id, ClaimRequest(limit=1, claim_seq=1))
+    backend.close_session(sess.id)
+    with pytest.raises(NotFound):
+        backend.record_and_claim(
+            sess.id,
+            [StateUpdate(job_id=job, state=S.RUNNING, seq=2)],
+            ClaimRequest(limit=5, claim_seq=3),
+        )
+    assert {j.name: (j.state, j.session_id) for j in backend.query_jobs(JobQuery())} == {
+        "j": (S.PREPROCESSED, None),
+        "other": (S.PREPROCESSED, None),
+    }

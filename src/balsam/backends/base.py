@@ -15,10 +15,11 @@ work was committed (a dropped connection, a server restarting):
 * ``open_session`` with a ``client_key`` returns the session the first call opened;
 * ``create_batch_job`` with a ``client_key`` returns the row the first call made, and
   ``update_batch_job`` sets values (a repeat sets them again);
-* ``claim_jobs``, ``record_updates`` and ``release_jobs`` carry a number from the session's
-  call counter (``ClaimRequest.claim_seq``, ``StateUpdate.seq``, ``seq``): a repeated claim
-  returns what the first took, a repeated update is reported as a duplicate (see
-  :class:`UpdateResult`), and a repeated release leaves alone a job claimed again since.
+* ``claim_jobs``, ``record_updates``, ``record_and_claim`` and ``release_jobs`` carry a
+  number from the session's call counter (``ClaimRequest.claim_seq``, ``StateUpdate.seq``,
+  ``seq``): a repeated claim returns what the first took, a repeated update is reported as
+  a duplicate (see :class:`UpdateResult`), and a repeated release leaves alone a job claimed
+  again since.
 
 Failures raise :class:`~balsam.errors.BalsamError`; those that a repeat may cure are
 :class:`~balsam.errors.TransientError` (see :mod:`balsam.errors`).
@@ -49,7 +50,7 @@ from balsam.schemas.jobs import (
 )
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.service import ServiceLockOut
-from balsam.schemas.sessions import ClaimRequest, SessionOut
+from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 
 
 class Backend(Protocol):
@@ -189,6 +190,13 @@ class Backend(Protocol):
 
     def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[UpdateResult]:
         """Apply buffered state changes; one result per update, in order."""
+        ...
+
+    def record_and_claim(
+        self, session_id: int, updates: list[StateUpdate], request: ClaimRequest
+    ) -> RecordedAndClaimed:
+        """``record_updates`` then ``claim_jobs`` in one call and one transaction (NotFound:
+        the lease expired, and neither part was done)."""
         ...
 
     def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:

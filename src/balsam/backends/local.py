@@ -27,7 +27,7 @@ from balsam.schemas.jobs import (
 )
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.service import ServiceLockOut
-from balsam.schemas.sessions import ClaimRequest, SessionOut
+from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 from balsam.services import apps, batchjobs, jobs, service_lock, sessions
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
@@ -146,6 +146,11 @@ class LocalBackend:
 
     def record_updates(self, session_id: int, updates: list[StateUpdate]) -> list[UpdateResult]:
         return sessions.record_updates(self.engine, session_id, updates)
+
+    def record_and_claim(
+        self, session_id: int, updates: list[StateUpdate], request: ClaimRequest
+    ) -> RecordedAndClaimed:
+        return sessions.record_and_claim(self.engine, session_id, updates, request)
 
     def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
         sessions.release_jobs(self.engine, session_id, job_ids, seq)

@@ -28,6 +28,7 @@ from balsam.launcher.options import LauncherOptions, LauncherRole
 from balsam.launcher.placement import NodePool
 from balsam.launcher.processing import ProcessingSplit
 from balsam.launcher.rates import RateMeter
+from balsam.launcher.updates import FlushResult
 from balsam.platform.schedulers.base import MAX_NODES
 from balsam.schemas.jobs import JobOut
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
@@ -184,24 +185,50 @@ class Claimer:
 
     def claim(self, now: float, waiting: int) -> list[JobOut] | None:
         """Claim what fits; None when the session is gone (NotFound)."""
-        budget = self.budget(waiting)
-        request = self.request(now, budget)
+        return self.send(now, self.prepare(now, waiting))
+
+    def prepare(self, now: float, waiting: int) -> ClaimRequest:
+        """The claim to send now with ``waiting`` jobs held and not started (sent by
+        :meth:`send`, or along with the launcher's updates, then :meth:`took` or
+        :meth:`failed`)."""
+        return self.request(now, self.budget(waiting))
+
+    def send(self, now: float, request: ClaimRequest) -> list[JobOut] | None:
+        """Send ``request`` on its own; the jobs taken, None when the session is gone."""
         try:
             jobs = self.backend.claim_jobs(self.lease.session_id, request)
         except NotFound:
             self._unanswered = 0
             return None
         except BalsamError as exc:
-            wait = self.backoff.failed(now)
-            log.warning("cannot claim jobs, will retry in %.1f s: %s", wait, exc)
-            self.next_claim = self.backoff.next_at
+            self.failed(now, exc)
             return []
+        return self.took(now, request, jobs)
+
+    def answer(self, now: float, request: ClaimRequest, sent: FlushResult) -> list[JobOut] | None:
+        """The jobs ``request`` took: with the updates of the flush ``sent``, or, when it did
+        not go with them, sent now on its own (None: the session is gone)."""
+        if not sent.claim_sent:
+            return self.send(now, request)
+        if sent.claimed is None:
+            self.failed(now, sent.error or BalsamError("no answer"))
+            return []
+        return self.took(now, request, sent.claimed)
+
+    def failed(self, now: float, exc: BalsamError) -> None:
+        """The claim got no answer: it is repeated, with the same number, after a pause."""
+        wait = self.backoff.failed(now)
+        log.warning("cannot claim jobs, will retry in %.1f s: %s", wait, exc)
+        self.next_claim = self.backoff.next_at
+
+    def took(self, now: float, request: ClaimRequest, jobs: list[JobOut]) -> list[JobOut]:
+        """The claim was answered with ``jobs``: note what it says of the backlog."""
         self._unanswered = 0
         self.backoff.reset()
         runs = sum(1 for job in jobs if job.state not in PROCESSING_STATES)
         if request.processing_limit and runs == len(jobs):
             self._next_processing = now + PROCESSING_POLL_SECONDS
-        self.drained = runs < budget
+        self.drained = runs < request.limit
         self.next_claim = now + IDLE_POLL_SECONDS if self.drained else now
         if jobs:
             log.info("claimed %d job(s)", len(jobs))

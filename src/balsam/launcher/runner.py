@@ -58,6 +58,7 @@ from balsam.platform.mpi import MpiLauncher, find_mpi_launcher, search_path
 from balsam.platform.nodes import discover_nodes, local_hostname, node_index
 from balsam.platform.processes import kill_marked
 from balsam.platform.walltime import allocation_minutes_left
+from balsam.schemas.sessions import ClaimRequest
 
 log = logging.getLogger(__name__)
 
@@ -392,11 +393,12 @@ class Launcher:
     # ---- claims and state changes ------------------------------------------------------------
 
     def _claim(self, now: float) -> None:
-        # Finished jobs first: they may free their children for this very claim.
-        self.flush(now)
-        if not self.lease.session_id:
+        # Finished jobs first, in the same call: they may free their children for this claim.
+        request = self.claimer.prepare(now, self._waiting())
+        sent = self.flush(now, claim=request)
+        if not self.lease.session_id or sent.lost:
             return
-        jobs = self.claimer.claim(now, self._waiting())
+        jobs = self.claimer.answer(now, request, sent)
         if jobs is None:
             self._lost_lease(now)
             return
@@ -421,9 +423,10 @@ class Launcher:
             return False
         return not len(self.flow) and not len(self.updates) and not len(self.children)
 
-    def flush(self, now: float) -> FlushResult:
-        """Write the buffered state changes now and act on the answers."""
-        result = self.updates.flush(now)
+    def flush(self, now: float, claim: ClaimRequest | None = None) -> FlushResult:
+        """Write the buffered state changes now (with ``claim``, if any, in the same call) and
+        act on the answers; the jobs the claim took are the caller's."""
+        result = self.updates.flush(now, claim)
         if result.lost:
             log.error("session %d expired: its jobs were handed to others", self.lease.session_id)
             self._lost_lease(now)

@@ -20,7 +20,8 @@ from balsam.backends.base import Backend
 from balsam.domain.states import JobState
 from balsam.errors import BalsamError, NotFound
 from balsam.launcher.backoff import Backoff
-from balsam.schemas.jobs import StateUpdate, UpdateResult
+from balsam.schemas.jobs import JobOut, StateUpdate, UpdateResult
+from balsam.schemas.sessions import ClaimRequest
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,12 @@ class FlushResult:
     lost: bool = False
     #: The database refused the call for good (not transient): the launcher must stop.
     broken: str = ""
+    #: A claim went along with the updates (:meth:`UpdateBuffer.flush`'s ``claim``).
+    claim_sent: bool = False
+    #: What that claim took (None when it got no answer).
+    claimed: list[JobOut] | None = None
+    #: Why the call got no answer (with ``failed``).
+    error: BalsamError | None = None
 
 
 class UpdateBuffer:
@@ -135,26 +142,39 @@ class UpdateBuffer:
         """When the buffer should be flushed, or None when it is empty."""
         return self._due if len(self) else None
 
-    def flush(self, now: float) -> FlushResult:
-        """Send every queued update in one call, then the releases; keep them on failure."""
+    def flush(self, now: float, claim: ClaimRequest | None = None) -> FlushResult:
+        """Send every queued update in one call, then the releases; keep them on failure.
+
+        ``claim``: a claim to send in the same call when there are updates to send (one
+        transaction instead of two; the children the updates free can be claimed at once).
+        """
         if not len(self) or not self.session_id:
             return FlushResult()
         batch = self.pending
+        claimed: list[JobOut] | None = None
         try:
-            results = self.backend.record_updates(self.session_id, batch) if batch else []
+            if batch and claim is not None:
+                answer = self.backend.record_and_claim(self.session_id, batch, claim)
+                results, claimed = answer.results, answer.jobs
+            else:
+                results = self.backend.record_updates(self.session_id, batch) if batch else []
         except NotFound:
             return FlushResult(lost=True)
         except BalsamError as exc:
-            return self._failed(exc, now, len(batch))
+            outcome = self._failed(exc, now, len(batch))
+            outcome.claim_sent = bool(batch) and claim is not None
+            return outcome
         self.pending = self.pending[len(batch) :]
+        sent = claimed is not None
         failure = self._send_releases()
         if failure is not None:
             outcome = self._failed(failure, now, len(self))
             outcome.results, outcome.failed = results, False
+            outcome.claim_sent, outcome.claimed, outcome.error = sent, claimed, None
             return outcome
         self.backoff.reset()
         self._due = now + self.interval if len(self) else None
-        return FlushResult(results=results)
+        return FlushResult(results=results, claim_sent=sent, claimed=claimed)
 
     def _send_releases(self) -> BalsamError | None:
         """Send the queued releases (after the updates: a release ends the hold they need)."""
@@ -177,8 +197,8 @@ class UpdateBuffer:
     def _failed(self, exc: BalsamError, now: float, size: int) -> FlushResult:
         if not exc.transient:
             log.error("the workflow database refused %d state change(s): %s", size, exc)
-            return FlushResult(failed=True, broken=str(exc))
+            return FlushResult(failed=True, broken=str(exc), error=exc)
         wait = self.backoff.failed(now)
         log.warning("cannot record %d state change(s), will retry in %.1f s: %s", size, wait, exc)
         self._due = self.backoff.next_at
-        return FlushResult(failed=True)
+        return FlushResult(failed=True, error=exc)

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from balsam.domain.states import JobState
+from balsam.schemas.jobs import JobOut, UpdateResult
 
 
 class SessionOut(BaseModel):
@@ -58,3 +59,11 @@ class ClaimRequest(BaseModel):
     processing_limit: int = Field(default=0, ge=0)
     states: list[JobState] = Field(default_factory=list)
     claim_seq: int = Field(default=0, ge=0)
+
+
+class RecordedAndClaimed(BaseModel):
+    """The answer to ``record_and_claim``: one result per update, in order, then the jobs the
+    claim took (after the updates, so children they freed can be among them)."""
+
+    results: list[UpdateResult] = Field(default_factory=list)
+    jobs: list[JobOut] = Field(default_factory=list)

@@ -23,7 +23,7 @@ from balsam.schemas.jobs import (
     UpdateOutcome,
     UpdateResult,
 )
-from balsam.schemas.sessions import ClaimRequest, SessionOut
+from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 from balsam.services.jobs import job_outs, select_outs
 from balsam.services.state_engine import AnyJob, StateEngine
 from balsam.store import repository as repo
@@ -198,25 +198,46 @@ def claim_jobs(engine: Engine, session_id: int, req: ClaimRequest) -> list[JobOu
     """
     with unit_of_work(engine) as session:
         _open_row(session, session_id)
-        if req.claim_seq:
-            replayed = _replay_claim(session, session_id, req.claim_seq)
-            if replayed:
-                return replayed
+        return _claim(session, is_sqlite(engine), session_id, req)
+
+
+def record_and_claim(
+    engine: Engine, session_id: int, updates: list[StateUpdate], req: ClaimRequest
+) -> RecordedAndClaimed:
+    """:func:`record_updates`, then :func:`claim_jobs`, in one transaction.
+
+    A launcher that has finished jobs to report and room for more sends both at once: one
+    commit instead of two, and the children its finished jobs free are claimable in the same
+    call (a dependency chain's next step starts without another round trip). Repeats are safe
+    as for each part: updates are reported as duplicates, the claim's ``claim_seq`` replays.
+    """
+    with unit_of_work(engine) as session:
+        _open_row(session, session_id)
         sqlite = is_sqlite(engine)
-        jobs = _claim_runnable(session, req, sqlite, session_id) if req.limit else []
-        if req.processing_limit:
-            jobs += _claim_processing(session, req, sqlite, session_id)
-        if jobs:
-            session.execute(
-                update(JobRow)
-                .where(JobRow.job_id.in_([job.job_id for job in jobs]))
-                .values(
-                    session_id=session_id,
-                    update_session=session_id if req.claim_seq else None,
-                    update_seq=req.claim_seq or None,
-                )
+        results = _record(session, sqlite, session_id, updates)
+        jobs = _claim(session, sqlite, session_id, req)
+        return RecordedAndClaimed.model_construct(results=results, jobs=jobs)
+
+
+def _claim(session: Session, sqlite: bool, session_id: int, req: ClaimRequest) -> list[JobOut]:
+    if req.claim_seq:
+        replayed = _replay_claim(session, session_id, req.claim_seq)
+        if replayed:
+            return replayed
+    jobs = _claim_runnable(session, req, sqlite, session_id) if req.limit else []
+    if req.processing_limit:
+        jobs += _claim_processing(session, req, sqlite, session_id)
+    if jobs:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.job_id.in_([job.job_id for job in jobs]))
+            .values(
+                session_id=session_id,
+                update_session=session_id if req.claim_seq else None,
+                update_seq=req.claim_seq or None,
             )
-        return jobs
+        )
+    return jobs
 
 
 def _replay_claim(session: Session, session_id: int, claim_seq: int) -> list[JobOut]:
@@ -323,12 +344,17 @@ def record_updates(
     refuses, are refused with a code saying which (see :class:`RefusalCode`).
     """
     with unit_of_work(engine) as session:
-        # Locked on PostgreSQL: a user's kill committed meanwhile is seen, not overwritten.
-        lock = not is_sqlite(engine)
-        rows = state_rows(session, [u.job_id for u in updates], lock=lock)
-        engine_ = StateEngine(session)
-        results = [_apply(engine_, rows.get(upd.job_id), session_id, upd) for upd in updates]
-        engine_.finish()
+        return _record(session, is_sqlite(engine), session_id, updates)
+
+
+def _record(
+    session: Session, sqlite: bool, session_id: int, updates: list[StateUpdate]
+) -> list[UpdateResult]:
+    # Locked on PostgreSQL: a user's kill committed meanwhile is seen, not overwritten.
+    rows = state_rows(session, [u.job_id for u in updates], lock=not sqlite)
+    engine_ = StateEngine(session)
+    results = [_apply(engine_, rows.get(upd.job_id), session_id, upd) for upd in updates]
+    engine_.finish()
     return results
 
 

@@ -41,7 +41,7 @@ from balsam.schemas.jobs import (
 )
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.service import ServiceLockOut
-from balsam.schemas.sessions import ClaimRequest, SessionOut
+from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 from balsam.testing import memapps, membatch, memjobs, memservice, memsessions
 from balsam.testing.memstore import Store
 
@@ -234,6 +234,16 @@ class MemoryBackend:
         """Apply buffered state changes; one result per update, in order."""
         with self._locked() as store:
             return memsessions.record_updates(store, session_id, updates)
+
+    def record_and_claim(
+        self, session_id: int, updates: list[StateUpdate], request: ClaimRequest
+    ) -> RecordedAndClaimed:
+        """Apply buffered state changes, then claim, at once (NotFound: neither was done)."""
+        with self._locked() as store:
+            store.session(session_id)
+            results = memsessions.record_updates(store, session_id, updates)
+            jobs = memsessions.claim_jobs(store, session_id, request)
+            return RecordedAndClaimed(results=results, jobs=jobs)
 
     def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
         """Stop holding jobs (``seq``: the call's number; jobs claimed since keep their hold)."""
