@@ -131,7 +131,10 @@ def _listening(site: Site) -> bool:
     try:
         with engine.connect() as conn:
             found = conn.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN balsam_jobs%'")
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN balsam_jobs%'"
+                    " AND datname = current_database()"
+                )
             ).scalar_one()
     finally:
         engine.dispose()
