@@ -97,3 +97,37 @@ def test_bad_input_is_one_line_and_changes_nothing(site: Site, backend_of: Backe
         assert len(done.stderr.splitlines()) == 1, (args, done.stderr)
         assert text in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert backend_of.change_marker() == marker
+
+
+def test_a_terminal_gets_a_progress_bar(site: Site, backend_of: Backend) -> None:
+    """stderr on a pseudo-terminal: Rich draws the bar (N/M done); stdout stays empty."""
+    import os
+    import pty
+
+    _jobs(backend_of, "exit 0", "exit 0")
+    backend_of.kill_jobs(_jobs(backend_of, "exit 0")[0])
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [BALSAM, "wait", "--wf", "test", "--timeout", "0.5"],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=60,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 124 and done.stdout == ""
+    screen = shown.decode()
+    assert "1/3" in screen and "USER_KILLED" in screen and "━" in screen
+    assert "timed out after 0.5 s: 2 of 3 jobs have not ended (1 USER_KILLED)" in screen
