@@ -24,3 +24,27 @@ def test_public_names() -> None:
     balsam.setup()  # Balsam 0.5 scripts call it first: a no-op here
     for name in balsam.__all__:
         assert hasattr(balsam, name)
+
+
+def test_api_public_names() -> None:
+    import balsam.api
+
+    assert sorted(balsam.api.__all__) == [
+        "ALL_COMPLETED",
+        "App",
+        "AppQuerySet",
+        "BackendScope",
+        "DoneAndNotDone",
+        "FIRST_COMPLETED",
+        "Job",
+        "JobQuerySet",
+        "UnknownField",
+        "close_default_backend",
+        "get_backend",
+        "get_site",
+        "use_backend",
+    ]
+    for name in balsam.api.__all__:
+        assert hasattr(balsam.api, name)
+    assert balsam.api.ALL_COMPLETED == "ALL_COMPLETED"  # concurrent.futures' spellings
+    assert balsam.api.FIRST_COMPLETED == "FIRST_COMPLETED"

@@ -20,11 +20,15 @@ from balsam.api.context import (
 from balsam.api.jobs import Job
 from balsam.api.lookups import UnknownField
 from balsam.api.query import JobQuerySet
+from balsam.api.waiting import ALL_COMPLETED, FIRST_COMPLETED, DoneAndNotDone
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
     "App",
     "AppQuerySet",
     "BackendScope",
+    "DoneAndNotDone",
     "Job",
     "JobQuerySet",
     "UnknownField",

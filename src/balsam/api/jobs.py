@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from balsam.api import compat
+from balsam.api import compat, waiting
 from balsam.api.context import get_backend, get_site
 from balsam.api.lookups import UnknownField
 from balsam.api.query import JobQuerySet, check_moves, require_user_settable
@@ -108,11 +108,32 @@ _DEFAULTS = tuple(
 )
 
 
-class _Objects:
-    """``Job.objects``: a fresh query set over all jobs on each access."""
+class JobManager(JobQuerySet):
+    """``Job.objects``: a query set over all jobs, and waiting for jobs to end
+    (:mod:`balsam.api.waiting`)."""
 
-    def __get__(self, obj: object, owner: type[Any]) -> JobQuerySet:
-        return JobQuerySet()
+    def wait(
+        self,
+        jobs: Iterable[Job | str | uuid.UUID],
+        timeout: float | None = None,
+        return_when: str = waiting.ALL_COMPLETED,
+    ) -> waiting.DoneAndNotDone:
+        """Wait until ``jobs`` have all ended (or, with ``return_when=FIRST_COMPLETED``, one
+        has) or ``timeout`` seconds passed; returns ``(done, not_done)``."""
+        return waiting.wait(jobs, timeout, return_when)
+
+    def as_completed(
+        self, jobs: Iterable[Job | str | uuid.UUID], timeout: float | None = None
+    ) -> Iterator[Job]:
+        """Yield ``jobs`` as they end; TimeoutError if some have not after ``timeout`` s."""
+        return waiting.as_completed(jobs, timeout)
+
+
+class _Objects:
+    """``Job.objects``: a fresh manager (a query set over all jobs) on each access."""
+
+    def __get__(self, obj: object, owner: type[Any]) -> JobManager:
+        return JobManager()
 
 
 class Job:

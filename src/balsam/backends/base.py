@@ -256,6 +256,17 @@ class Backend(Protocol):
         """Ask the holder of ``name`` to stop; the lock, None when unheld."""
         ...
 
+    # the change signal
+    def change_marker(self) -> int:
+        """The id of the newest job event (0 when none): it moves whenever any job's state
+        changes (one index lookup, cheap enough to read on every launcher turn)."""
+        ...
+
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        """Block until the marker differs from ``after`` (returns the new marker) or for
+        ``timeout`` seconds (returns the marker then); see docs/waiting.md."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

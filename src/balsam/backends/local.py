@@ -29,6 +29,7 @@ from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.service import ServiceLockOut
 from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 from balsam.services import apps, batchjobs, jobs, service_lock, sessions
+from balsam.services.changes import ChangeSignal
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 
@@ -38,6 +39,7 @@ class LocalBackend:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._changes = ChangeSignal(engine)
 
     @classmethod
     def from_url(cls, url: str, migrate: bool = False) -> LocalBackend:
@@ -206,5 +208,12 @@ class LocalBackend:
     def request_service_stop(self, name: str) -> ServiceLockOut | None:
         return service_lock.request_stop(self.engine, name)
 
+    def change_marker(self) -> int:
+        return self._changes.marker()
+
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        return self._changes.wait_for_change(after, timeout)
+
     def close(self) -> None:
+        self._changes.close()
         self.engine.dispose()

@@ -1,4 +1,4 @@
-"""The user-facing commands: apps, jobs, dependencies, listing, changes, removal, logs."""
+"""The user-facing commands: apps, jobs, dependencies, listing, changes, removal, logs, wait."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from balsam.cli.jobs import (
 )
 from balsam.cli.listing import log_command, ls_command
 from balsam.cli.modify import modify_command, rm_command
+from balsam.cli.wait import wait_command
 
 COMMANDS: list[click.Command] = [
     app_command,
@@ -28,4 +29,5 @@ COMMANDS: list[click.Command] = [
     mkchild_command,
     make_dummies_command,
     log_command,
+    wait_command,
 ]

@@ -32,6 +32,7 @@ from balsam.errors import AlreadyExists, NotFound, ValidationError
 from balsam.schemas.jobs import INT_MAX, JobCreate
 from balsam.store import repository as repo
 from balsam.store.bulk import insert_rows
+from balsam.store.changes import notify_job_change
 from balsam.store.tables import EVENTS, JOB_PARENTS, JOBS, utcnow
 
 S = JobState
@@ -119,6 +120,7 @@ class JobMaker:
         insert_rows(self.session, JOBS, JOB_COLUMNS, rows)
         insert_rows(self.session, JOB_PARENTS, EDGE_COLUMNS, edges)
         insert_rows(self.session, EVENTS, EVENT_COLUMNS, events)
+        notify_job_change(self.session)
 
     def _is_repeat(self, specs: list[JobCreate], ids: list[str]) -> bool:
         """True when this chunk's jobs exist already because the same call was made before."""

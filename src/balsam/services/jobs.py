@@ -33,6 +33,7 @@ from balsam.schemas.queries import JobQuery
 from balsam.services.creation import JobMaker, Repeat
 from balsam.services.state_engine import StateEngine
 from balsam.store import repository as repo
+from balsam.store.changes import notify_job_change
 from balsam.store.engine import unit_of_work
 from balsam.store.queries import apply_job_query, where_sql
 from balsam.store.tables import JOBS, EventRow, JobParentRow, JobRow, utcnow
@@ -406,6 +407,8 @@ def note_jobs(engine: Engine, job_ids: list[str], message: str) -> int:
             if latest.get(jid) != message
         ]
         repo.add_events(session, events)
+        if events:
+            notify_job_change(session)
         return len(events)
 
 

@@ -27,6 +27,7 @@ from balsam.domain.states import (
 )
 from balsam.errors import InvalidTransition
 from balsam.store import repository as repo
+from balsam.store.changes import notify_job_change
 from balsam.store.staterows import StateRow, state_rows, write_state_rows
 from balsam.store.tables import AppRow, JobRow, utcnow
 
@@ -119,6 +120,8 @@ class StateEngine:
         # children themselves are ORM rows, written by the session's flush).
         self._write_plain()
         self._propagate()
+        if self._events:
+            notify_job_change(self.session)
         repo.add_events(self.session, self._events)
         self._events = []
 

@@ -74,6 +74,7 @@ class MemoryJobMaker:
             self.store.add_edge(parent, child)
         for job_id, event in self._events:
             self.store.events.setdefault(job_id, []).append(event)
+            self.store.last_event_id += 1
 
     def _add_chunk(self, specs: list[JobCreate]) -> None:
         ids = [spec.job_id or str(uuid.uuid4()) for spec in specs]

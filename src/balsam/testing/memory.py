@@ -17,6 +17,7 @@ models: changing one never changes the store.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._store = Store()
         self._lock = threading.Lock()
+        #: Notified (under the lock) when a call moved the change marker.
+        self._changed = threading.Condition(self._lock)
         self._owner: int | None = None
 
     @contextmanager
@@ -62,10 +65,13 @@ class MemoryBackend:
             raise NotImplementedError("MemoryBackend called from inside one of its own calls")
         with self._lock:
             self._owner = threading.get_ident()
+            marker = self._store.last_event_id
             try:
                 yield self._store
             finally:
                 self._owner = None
+                if self._store.last_event_id != marker:
+                    self._changed.notify_all()
 
     # apps
 
@@ -322,6 +328,24 @@ class MemoryBackend:
         """Ask the lock's holder to stop."""
         with self._locked() as store:
             return memservice.request_stop(store, name)
+
+    # the change signal
+
+    def change_marker(self) -> int:
+        """The id of the newest job event (0 when none)."""
+        with self._locked() as store:
+            return store.last_event_id
+
+    def wait_for_change(self, after: int, timeout: float) -> int:
+        """The marker, as soon as it differs from ``after`` or once ``timeout`` s passed."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._changed:
+            while self._store.last_event_id == after:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            return self._store.last_event_id
 
     def close(self) -> None:
         """Nothing to release: like LocalBackend's, the backend still works afterwards."""

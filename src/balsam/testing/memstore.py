@@ -132,6 +132,8 @@ class Store:
     last_app_id: int = 0
     last_session_id: int = 0
     last_batch_job_id: int = 0
+    #: The id of the newest job event (the change marker; events have no other id here).
+    last_event_id: int = 0
 
     def __post_init__(self) -> None:
         # A job field added to the schemas but not to JobRecord: say so now, not mid-test.
@@ -182,6 +184,7 @@ class Store:
     def add_event(self, job_id: str, old: str, new: str, message: str, when: datetime) -> None:
         """Append one row to a job's history."""
         self.events.setdefault(job_id, []).append(EventRecord(when, str(old), str(new), message))
+        self.last_event_id += 1
 
     def insert_job(self, job: JobRecord) -> None:
         """Add a new job (its edges and events are added separately)."""
