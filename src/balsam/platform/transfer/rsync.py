@@ -78,6 +78,9 @@ def run_rsync(sources: list[str], destination: str, settings: TransferSettings) 
 def _first_error(lines: list[str]) -> str:
     """The line that says what went wrong (rsync ends with a summary line of its own)."""
     for line in lines:
+        if any(word in line for word in _REFUSED):
+            return line.strip()
+    for line in lines:
         if "@ERROR" in line or "No such file" in line or "failed" in line.lower():
             return line.strip()
     return ""
