@@ -10,7 +10,7 @@ import pytest
 
 from balsam.platform import transfer
 from balsam.transfer_settings import TransferSettings
-from transferkit import FileServer, file_server  # noqa: F401
+from transferkit import FileServer, free_port
 
 FAST = TransferSettings(max_retries=3, retry_backoff_seconds=0.01, connect_timeout_seconds=2)
 BIG = os.urandom(3 << 20)
@@ -37,7 +37,9 @@ def test_a_checksum_mismatch_fails_and_leaves_no_file(
     (file_server.root / "x.dat").write_bytes(b"the real bytes")
     wrong = hashlib.sha256(b"other bytes").hexdigest()
     with pytest.raises(transfer.TransferError, match="failed its sha256 check") as err:
-        transfer.stage_in_url(file_server.url(f"x.dat#sha256={wrong}"), tmp_path, tmp_path / "j", FAST)
+        transfer.stage_in_url(
+            file_server.url(f"x.dat#sha256={wrong}"), tmp_path, tmp_path / "j", FAST
+        )
     assert "gave up" not in str(err.value)
     assert list((tmp_path / "j").iterdir()) == []
 
@@ -76,8 +78,6 @@ def test_503s_beyond_the_retry_bound_fail(tmp_path: Path, file_server: FileServe
 
 
 def test_nothing_listening_is_retried_then_fails(tmp_path: Path) -> None:
-    from transferkit import free_port
-
     url = f"http://127.0.0.1:{free_port()}/x"
     with pytest.raises(transfer.TransferError, match="gave up after 4 tries"):
         transfer.stage_in_url(url, tmp_path, tmp_path / "j", FAST)

@@ -10,7 +10,7 @@ import pytest
 from balsam.platform import transfer
 from balsam.platform.transfer.rsync import rsync_argv
 from balsam.transfer_settings import TransferSettings
-from transferkit import RsyncDaemon, Sshd, free_port, rsync_daemon, sshd  # noqa: F401
+from transferkit import RsyncDaemon, Sshd, free_port
 
 FAST = TransferSettings(max_retries=2, retry_backoff_seconds=0.01, connect_timeout_seconds=2)
 

@@ -95,10 +95,20 @@ def _token_fields(tokens: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: globus-sdk's own retries of one call (a 401 refresh, a 5xx, a lost connection): few, since
+#: a transient failure costs the job one of Balsam's bounded retries (``transfer.max_retries``).
+SDK_RETRIES = 1
+
+
 def transfer_client(settings: TransferSettings) -> globus_sdk.TransferClient:
     """A TransferClient with the saved tokens (``GLOBUS_SDK_ENVIRONMENT`` and
     ``GLOBUS_SDK_SERVICE_URL_TRANSFER`` choose the server, as globus-sdk documents)."""
-    return _sdk().TransferClient(authorizer=authorizer(settings))  # type: ignore[no-any-return]
+    sdk = _sdk()
+    from globus_sdk.transport import RetryConfig
+
+    return sdk.TransferClient(  # type: ignore[no-any-return]
+        authorizer=authorizer(settings), retry_config=RetryConfig(max_retries=SDK_RETRIES)
+    )
 
 
 def login(
