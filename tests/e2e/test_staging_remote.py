@@ -9,15 +9,30 @@ GLOBUS_SDK_SERVICE_URL_TRANSFER.
 from __future__ import annotations
 
 import hashlib
+import stat
+import subprocess
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from balsam.backends.base import Backend
 from balsam.config import Site
 from balsam.platform.transfer import globus_auth
 from globus_standin import GlobusStandIn
-from launchkit import S, add_app, add_jobs, entered, job_dir, launch, settings, state_of
+from launchkit import (
+    BALSAM,
+    S,
+    add_app,
+    add_jobs,
+    balsam,
+    entered,
+    job_dir,
+    launch,
+    settings,
+    state_of,
+)
 from transferkit import FileServer, RsyncDaemon, free_port
 
 FAST = {"max_retries": 1, "retry_backoff_seconds": 0.05, "connect_timeout_seconds": 2.0}
@@ -136,3 +151,30 @@ def test_globus_stage_ins_of_two_jobs_share_one_task(
     [task] = globus_standin.tasks.values()
     assert (task["source_endpoint"], task["destination_endpoint"]) == (there, here)
     assert len(task["DATA"]) == 2
+
+
+def test_balsam_transfer_login_saves_the_tokens(
+    site: Site, globus_standin: GlobusStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command as a user runs it: one line without a client id; with one, the URL, the
+    pasted code, and a 0600 token file."""
+    monkeypatch.setenv("BALSAM_DB_PATH", str(site.path))
+    refused = balsam("transfer", "login")
+    assert refused.returncode != 0
+    assert (
+        refused.stderr
+        == "balsam: error: Globus needs a native app: set transfer.globus_client_id\n"
+    )
+    tokens = tmp_path / "tokens.json"
+    settings(
+        site,
+        transfer={"globus_client_id": globus_standin.client_id, "globus_tokens_file": str(tokens)},
+    )
+    done = subprocess.run(
+        [BALSAM, "transfer", "login"], input=globus_standin.login_code + "\n",
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "oauth2/authorize" in done.stdout and f"saved in {tokens}" in done.stdout
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
+    assert globus_standin.problems == []
