@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from balsam.platform.transfer.globus import GlobusAdapter, GlobusBatcher
 from balsam.platform.transfer.http import HttpAdapter
@@ -20,6 +20,9 @@ from balsam.platform.transfer.retry import retrying
 from balsam.platform.transfer.rsync import RsyncAdapter
 from balsam.platform.transfer.urls import adapter_name
 from balsam.transfer_settings import TransferSettings
+
+if TYPE_CHECKING:
+    import globus_sdk
 
 R = TypeVar("R")
 
@@ -58,13 +61,14 @@ class Transfers:
     def __init__(
         self,
         settings: TransferSettings | None = None,
-        globus_client: Callable[[], object] | None = None,
+        globus_client: Callable[[], globus_sdk.TransferClient] | None = None,
     ) -> None:
         self.settings = settings or TransferSettings()
         self._globus_client = globus_client
         self._batcher: GlobusBatcher | None = None
         self._adapters: dict[str, Adapter] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: building the Globus adapter (under the lock) makes the batcher (under it).
+        self._lock = threading.RLock()
 
     def adapter(self, name: str) -> Adapter:
         """The adapter of that short name (one per Transfers)."""
@@ -75,12 +79,15 @@ class Transfers:
 
     def batcher(self) -> GlobusBatcher:
         """The shared Globus batcher (made on first use)."""
-        if self._batcher is None:
-            from balsam.platform.transfer import globus_auth
+        with self._lock:
+            if self._batcher is None:
+                from balsam.platform.transfer import globus_auth
 
-            factory = self._globus_client or (lambda: globus_auth.transfer_client(self.settings))
-            self._batcher = GlobusBatcher(self.settings, factory)  # type: ignore[arg-type]
-        return self._batcher
+                factory = self._globus_client or (
+                    lambda: globus_auth.transfer_client(self.settings)
+                )
+                self._batcher = GlobusBatcher(self.settings, factory)
+            return self._batcher
 
     def stage_in(self, url: str, base: Path, dst_dir: Path) -> list[Path]:
         """Bring ``url`` into ``dst_dir`` (TransferError when it cannot, after retries)."""
