@@ -22,8 +22,10 @@ if [[ "${1:-}" == "--tests" ]]; then
     # PostgreSQL server binaries (the tests start their own private cluster), util-linux for
     # setpriv and flock, Slurm and munge (the tests start their own cluster of four nodes),
     # zsh (balsamactivate is tested in bash and zsh, the shells of HPC login nodes), and the
-    # scp of openssh-client (0.5's scp: stage-in and stage-out URLs).
-    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client
+    # scp of openssh-client (0.5's scp: stage-in and stage-out URLs), rsync (rsync:// and
+    # HOST:PATH staging; the tests run their own rsync daemon) and openssh-server (the tests run
+    # their own sshd on a loopback port for rsync over ssh).
+    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client rsync openssh-server
 fi
 
 PYTHON=${PYTHON:-python3}
@@ -35,7 +37,7 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [[ "${1:-}" == "--tests" ]]; then
-    .venv/bin/python -m pip install -q -e '.[dev,mpi]'
+    .venv/bin/python -m pip install -q -e '.[dev,mpi,transfer]'
 else
     .venv/bin/python -m pip install -q -e .
 fi

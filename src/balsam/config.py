@@ -27,6 +27,7 @@ from balsam import settings_file
 from balsam.batch_settings import QueueSettings, ServiceSettings
 from balsam.errors import ConfigError, NotFound
 from balsam.settings_file import CONTROL, SETTINGS_CONFIG, SETTINGS_FILE, SettingText
+from balsam.transfer_settings import TransferSettings
 
 SQLITE_FILE = "balsam.db"
 #: Database URL schemes Balsam opens (``postgresql`` is driven by psycopg 3).
@@ -189,6 +190,7 @@ class SiteSettings(BaseModel):
     projects: list[SettingText] = Field(default_factory=list, max_length=1_000)
     queues: dict[SettingText, QueueSettings] = Field(default_factory=dict, max_length=1_000)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    transfer: TransferSettings = Field(default_factory=TransferSettings)
 
 
 @dataclass(frozen=True)

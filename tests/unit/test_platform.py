@@ -133,12 +133,12 @@ def test_copy_matching_copies_files_and_directories(tmp_path: Path) -> None:
     assert not (dst / "b.txt").exists()
 
 
-def test_stage_in_and_out_refuse_remote_urls_and_missing_sources(tmp_path: Path) -> None:
-    with pytest.raises(transfer.TransferError, match="only local paths"):
-        transfer.stage_in_url("globus://ep/x", tmp_path, tmp_path / "job")
+def test_stage_in_and_out_refuse_unknown_schemes_and_missing_sources(tmp_path: Path) -> None:
+    with pytest.raises(transfer.TransferError, match=r"the scheme ftp:// is not supported"):
+        transfer.stage_in_url("ftp://host/x", tmp_path, tmp_path / "job")
     with pytest.raises(transfer.TransferError, match="does not exist"):
         transfer.stage_in_url(str(tmp_path / "missing"), tmp_path, tmp_path / "job")
-    with pytest.raises(transfer.TransferError, match="only local paths"):
+    with pytest.raises(transfer.TransferError, match="for stage-in only"):
         transfer.stage_out(tmp_path, ["*"], "https://x/y", tmp_path)
 
 
@@ -178,7 +178,7 @@ def test_balsam_05_local_urls_are_local_paths(tmp_path: Path) -> None:
 def test_gsiftp_is_refused_naming_what_to_use(tmp_path: Path) -> None:
     with pytest.raises(transfer.TransferError, match=r"GridFTP \(gsiftp://\) is not supported"):
         transfer.stage_in_url("gsiftp://host/path", tmp_path, tmp_path / "job")
-    with pytest.raises(transfer.TransferError, match="use scp:HOST:PATH"):
+    with pytest.raises(transfer.TransferError, match="rsync://HOST/MODULE/PATH, HOST:PATH"):
         transfer.stage_out(tmp_path, ["*"], "gsiftp://host/path", tmp_path)
 
 

@@ -40,12 +40,13 @@ BROKEN: list[tuple[str, bytes, int | None, str, str]] = [
      "launcher.kill_poll_seconds", "unacceptable character #x0000"),
     ("top level is a list", b"- database\n- launcher\n", 1, "",
      "the top level is a list, not a mapping of sections (database, launcher, platform, "
-     "projects, queues, service)"),
+     "projects, queues, service, transfer)"),
     ("top level is text", b"just some words\n", 1, "", "the top level is text"),
     ("empty file", b"", None, "", "is empty"),
     ("only comments", b"# launcher:\n#   claim_batch: 4\n", None, "", "is empty"),
     ("unknown section", b"launcher: {}\nlauncherz: {}\n", 2, "launcherz",
-     "unknown section (known: database, launcher, platform, projects, queues, service)"),
+     "unknown section (known: database, launcher, platform, projects, queues, service, "
+     "transfer)"),
     ("unknown key", b"launcher:\n  claim_batch: 4\n  heartbeat_second: 5\n", 3,
      "launcher.heartbeat_second", "unknown setting (known: lease_seconds, heartbeat_seconds"),
     ("key given twice", b"launcher:\n  claim_batch: 4\n  claim_batch: 8\n", 3,

@@ -38,7 +38,7 @@ from balsam.backends.base import Backend
 from balsam.config import Site
 from balsam.domain.batchjobs import batch_job_id
 from balsam.errors import BalsamError, LauncherError
-from balsam.launcher import logs
+from balsam.launcher import logs, staging
 from balsam.launcher.children import ChildProcesses
 from balsam.launcher.claims import IDLE_POLL_SECONDS, UPCOMING_STATES, Claimer
 from balsam.launcher.dispatch import Dispatcher
@@ -175,6 +175,7 @@ class Launcher:
                 self.fleet.close()
             self.dirs.close()
             self.stager.close()
+            staging.close_transfers()
             self._restore_signals(previous)
             self.selector.close()
             os.close(wake_r)

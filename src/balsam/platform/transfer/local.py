@@ -1,12 +1,10 @@
-"""Moving a job's files on this machine: stage-in from parents and URLs, stage-out.
+"""Moving a job's files on this machine, and Balsam 0.5's ``scp:`` URLs.
 
 Handled here: plain paths (relative ones are taken from a base directory, the workflow
 database's), ``file://`` URLs and Balsam 0.5's ``local:PATH``, and 0.5's ``scp:[USER@]HOST:PATH``
 through the ``scp`` command (``-p -r``: times, modes and directories kept; it uses the user's
-ssh keys and configuration, and never asks for a password: ``BatchMode``). 0.5's GridFTP
-(``gsiftp://``) is refused with the line naming what to use instead. Other schemes
-(``globus://``, ``https://``, ...) are for the transfer adapters of the service;
-:func:`local_path` returns None for them so the caller can say so.
+ssh keys and configuration, and never asks for a password: ``BatchMode``). :func:`local_path`
+returns None for a URL that is not local, so the caller can hand it to another adapter.
 """
 
 from __future__ import annotations
@@ -16,21 +14,11 @@ import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from balsam.errors import BalsamError
-
-
-class TransferError(BalsamError):
-    """A file could not be staged (missing source, unwritable destination, remote URL)."""
-
+from balsam.platform.transfer.errors import TransferError
 
 #: How long one scp may take before the job's staging fails (a hung connection must not
 #: hold a job for ever).
 SCP_TIMEOUT_SECONDS = 3600.0
-SUPPORTED = "only local paths, file:// and local: URLs, and scp:HOST:PATH"
-GRIDFTP_REFUSAL = (
-    "GridFTP (gsiftp://) is not supported: use scp:HOST:PATH, or a Globus transfer "
-    "(globus://ENDPOINT/PATH) where the site has one"
-)
 
 
 def local_path(url: str, base: Path) -> Path | None:
@@ -98,11 +86,6 @@ def copy_matching(
     return copied
 
 
-def _refuse_unsupported(url: str, what: str) -> None:
-    if url.startswith("gsiftp:"):
-        raise TransferError(f"cannot {what} {url}: {GRIDFTP_REFUSAL}")
-
-
 def scp(sources: list[str], destination: str) -> None:
     """``scp -p -r SOURCES DESTINATION`` (TransferError with scp's own message)."""
     argv = ["scp", "-p", "-r", "-o", "BatchMode=yes", "--", *sources, destination]
@@ -119,41 +102,53 @@ def scp(sources: list[str], destination: str) -> None:
         raise TransferError(f"scp failed ({done.returncode}): {lines[-1] if lines else ''}")
 
 
-def stage_in_url(url: str, base: Path, dst_dir: Path) -> list[Path]:
-    """Copy a local file, or a local directory's contents, named by ``url`` into ``dst_dir``;
-    ``scp:`` URLs through scp."""
-    _refuse_unsupported(url, "stage in from")
-    if url.startswith("scp:"):
+class LocalAdapter:
+    """Plain paths, ``file://`` and ``local:`` URLs: copies on this machine."""
+
+    def stage_in(self, url: str, base: Path, dst_dir: Path) -> list[Path]:
+        """Copy a local file, or a local directory's contents, into ``dst_dir``."""
+        src = local_path(url, base)
+        if src is None:
+            raise TransferError(f"cannot stage in from {url}: not a local path")
+        if not src.exists():
+            raise TransferError(f"cannot stage in from {url}: {src} does not exist")
+        if src.is_dir():
+            return copy_matching(src, ["*", ".*"], dst_dir)
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return [copy_item(src, dst_dir)]
+        except OSError as exc:
+            raise TransferError(f"cannot copy {src} to {dst_dir}: {exc}") from exc
+
+    def stage_out(self, src_dir: Path, patterns: list[str], url: str, base: Path) -> list[Path]:
+        """Copy the entries of ``src_dir`` matching ``patterns`` into the local ``url``."""
+        dst = local_path(url, base)
+        if dst is None:
+            raise TransferError(f"cannot stage out to {url}: not a local path")
+        try:
+            return copy_matching(src_dir, patterns, dst)
+        except OSError as exc:
+            raise TransferError(f"cannot stage out to {url}: {exc}") from exc
+
+
+class ScpAdapter:
+    """Balsam 0.5's ``scp:[USER@]HOST:PATH`` through the scp command."""
+
+    def stage_in(self, url: str, base: Path, dst_dir: Path) -> list[Path]:
+        """scp the remote path into ``dst_dir``; returns the entries it added."""
         dst_dir.mkdir(parents=True, exist_ok=True)
         before = set(dst_dir.iterdir())
         scp([url.removeprefix("scp:")], f"{dst_dir}/")
         return sorted(set(dst_dir.iterdir()) - before) or [dst_dir]
-    src = local_path(url, base)
-    if src is None:
-        raise TransferError(f"cannot stage in from {url}: {SUPPORTED}")
-    if not src.exists():
-        raise TransferError(f"cannot stage in from {url}: {src} does not exist")
-    if src.is_dir():
-        return copy_matching(src, ["*", ".*"], dst_dir)
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return [copy_item(src, dst_dir)]
-    except OSError as exc:
-        raise TransferError(f"cannot copy {src} to {dst_dir}: {exc}") from exc
 
-
-def stage_out(src_dir: Path, patterns: list[str], url: str, base: Path) -> list[Path]:
-    """Copy the entries of ``src_dir`` matching ``patterns`` to ``url`` (local, or scp:)."""
-    _refuse_unsupported(url, "stage out to")
-    if url.startswith("scp:"):
-        matched = sorted({p for pattern in patterns for p in src_dir.glob(pattern)})
+    def stage_out(self, src_dir: Path, patterns: list[str], url: str, base: Path) -> list[Path]:
+        """scp the entries matching ``patterns`` to the remote path."""
+        matched = matching(src_dir, patterns)
         if matched:
             scp([str(p) for p in matched], url.removeprefix("scp:"))
         return matched
-    dst = local_path(url, base)
-    if dst is None:
-        raise TransferError(f"cannot stage out to {url}: {SUPPORTED}")
-    try:
-        return copy_matching(src_dir, patterns, dst)
-    except OSError as exc:
-        raise TransferError(f"cannot stage out to {url}: {exc}") from exc
+
+
+def matching(src_dir: Path, patterns: list[str]) -> list[Path]:
+    """The entries of ``src_dir`` matching any of ``patterns``, sorted, each once."""
+    return sorted({p for pattern in patterns for p in src_dir.glob(pattern)})
