@@ -23,7 +23,7 @@ if [[ "${1:-}" == "--tests" ]]; then
     # setpriv and flock, Slurm and munge (the tests start their own cluster of four nodes),
     # zsh (balsamactivate is tested in bash and zsh, the shells of HPC login nodes), and the
     # scp of openssh-client (0.5's scp: stage-in and stage-out URLs).
-    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client
+    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client podman runc busybox-static
 fi
 
 PYTHON=${PYTHON:-python3}
