@@ -22,8 +22,10 @@ if [[ "${1:-}" == "--tests" ]]; then
     # PostgreSQL server binaries (the tests start their own private cluster), util-linux for
     # setpriv and flock, Slurm and munge (the tests start their own cluster of four nodes),
     # zsh (balsamactivate is tested in bash and zsh, the shells of HPC login nodes), and the
-    # scp of openssh-client (0.5's scp: stage-in and stage-out URLs).
-    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client podman runc busybox-static
+    # scp of openssh-client (0.5's scp: stage-in and stage-out URLs), and podman with runc and
+    # busybox-static (container apps run in an image imported from a busybox root filesystem).
+    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client \
+        podman runc busybox-static
 fi
 
 PYTHON=${PYTHON:-python3}
