@@ -23,9 +23,11 @@ if [[ "${1:-}" == "--tests" ]]; then
     # setpriv and flock, Slurm and munge (the tests start their own cluster of four nodes),
     # zsh (balsamactivate is tested in bash and zsh, the shells of HPC login nodes), and the
     # scp of openssh-client (0.5's scp: stage-in and stage-out URLs), rsync (rsync:// and
-    # HOST:PATH staging; the tests run their own rsync daemon) and openssh-server (the tests run
-    # their own sshd on a loopback port for rsync over ssh).
-    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client rsync openssh-server
+    # HOST:PATH staging; the tests run their own rsync daemon), openssh-server (the tests run
+    # their own sshd on a loopback port for rsync over ssh), and podman with runc and
+    # busybox-static (container apps run in an image imported from a busybox root filesystem).
+    apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client rsync openssh-server \
+        podman runc busybox-static
 fi
 
 PYTHON=${PYTHON:-python3}

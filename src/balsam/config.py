@@ -173,6 +173,18 @@ class PlatformSettings(BaseModel):
     #: A batch-script template of the site's own (a path, relative to the workflow directory;
     #: empty: the built-in script). See docs/configuration.md for its ``${...}`` fields.
     batch_script_template: SettingText = ""
+    #: How runs of apps that name a container image are started (docs/containers.md).
+    container_runtime: Literal["apptainer", "singularity", "podman"] = "apptainer"
+    #: More bind mounts (``SRC[:DST[:OPTS]]``) besides the job's working directory.
+    container_binds: list[SettingText] = Field(default_factory=list, max_length=1_000)
+    #: Flags for the runtime program itself, before ``exec``/``run`` (podman's ``--root``).
+    container_runtime_args: list[SettingText] = Field(default_factory=list, max_length=1_000)
+    #: Flags of ``exec``/``run``, right before the image (``--pull=never``, ``--contain``).
+    container_args: list[SettingText] = Field(default_factory=list, max_length=1_000)
+    #: Apptainer/Singularity ``--cleanenv``: only the job's variables reach the container.
+    container_cleanenv: bool = False
+    #: GPU flag for jobs that ask for GPUs: ``auto`` follows ``gpu_visible_env``.
+    container_gpu: Literal["auto", "nv", "rocm", "none"] = "auto"
 
 
 class SiteSettings(BaseModel):

@@ -16,6 +16,7 @@ from balsam.errors import (
 )
 from balsam.schemas import (
     AppCreate,
+    AppUpdate,
     ClaimRequest,
     JobCreate,
     JobQuery,
@@ -68,6 +69,16 @@ def test_app_names_are_unique(backend: Backend, app: str) -> None:
     with pytest.raises(AlreadyExists, match="SayHello"):
         backend.create_app(AppCreate(name=app, executable="true"))
     assert [a.name for a in backend.list_apps()] == [app]
+
+
+def test_an_apps_container_is_stored_changed_and_cleared(backend: Backend, app: str) -> None:
+    made = backend.create_app(AppCreate(name="InImage", executable="sim", container="img:1"))
+    assert made.container == "img:1"
+    assert {a.name: a.container for a in backend.list_apps()} == {app: "", "InImage": "img:1"}
+    changed = backend.update_app("InImage", AppUpdate(container="docker://x/y:2"))
+    assert changed.container == "docker://x/y:2"
+    assert backend.update_app("InImage", AppUpdate(description="d")).container == "docker://x/y:2"
+    assert backend.update_app("InImage", AppUpdate(container="")).container == ""
 
 
 def test_new_job_fast_forwards_and_records_events(backend: Backend, app: str) -> None:

@@ -162,3 +162,34 @@ def test_upgrading_to_0005_keeps_open_sessions_and_held_jobs(db_url: str) -> Non
         assert {"ix_batch_jobs_state", "uq_batch_jobs_client_key"} <= names
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0007_gives_every_app_no_container(db_url: str) -> None:
+    """0007 adds apps.container: apps made at 0006 (and by a 0006 launcher's inserts, which
+    name no such column) run on the host as before; a downgrade removes only the column."""
+    engine = make_engine(db_url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0006")
+        assert "container" not in {c["name"] for c in inspect(engine).get_columns("apps")}
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO apps (name, executable, description, preprocess, "
+                    "postprocess, envscript) VALUES ('old', 'true', '', '', '', '')"
+                )
+            )
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO apps (name, executable, description, preprocess, "
+                    "postprocess, envscript) VALUES ('by_old_code', 'true', '', '', '', '')"
+                )
+            )
+            rows = conn.execute(text("SELECT name, container FROM apps ORDER BY name")).all()
+        assert [tuple(r) for r in rows] == [("by_old_code", ""), ("old", "")]
+    finally:
+        engine.dispose()

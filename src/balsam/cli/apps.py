@@ -19,6 +19,14 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().absolute())
 
 
+def _image(image: str) -> str:
+    """A container image that is a file or directory here made absolute (jobs run in their
+    own directories); anything else (``docker://...``, a podman image name) as given."""
+    if image and "://" not in image and Path(image).exists():
+        return _absolute(image)
+    return image
+
+
 def _python_script(command: str) -> str:
     """A command whose program is a ``.py`` file, run by this installation's Python with the
     script's absolute path, as Balsam 0.5's ``balsam app`` did (jobs run in their own
@@ -40,6 +48,12 @@ def _python_script(command: str) -> str:
 @click.option("--preprocess", default="", help="Command run in the job's directory before it.")
 @click.option("--postprocess", default="", help="Command run in the job's directory after it.")
 @click.option("--envscript", default="", help="Shell script sourced before the command.")
+@click.option(
+    "--container",
+    default="",
+    metavar="IMAGE",
+    help="Run the app's jobs inside this container image (platform.container_runtime).",
+)
 @click.option("--description", cls=WordsOption, default="", help="Free text (one or more words).")
 def app_command(
     name: str,
@@ -47,13 +61,15 @@ def app_command(
     preprocess: str,
     postprocess: str,
     envscript: str,
+    container: str,
     description: str,
 ) -> None:
     """Register an application that jobs can run.
 
     \b
-    Example:
+    Examples:
       balsam app --name SayHello --executable "echo hello,"
+      balsam app --name Sim --executable "sim.exe" --container /soft/images/sim.sif
     """
     spec = validated(
         AppCreate,
@@ -63,9 +79,11 @@ def app_command(
             "preprocess": _python_script(preprocess),
             "postprocess": _python_script(postprocess),
             "envscript": _absolute(envscript),
+            "container": _image(container),
             "description": description,
         },
     )
     with active_backend() as (_site, backend):
         app = backend.create_app(spec)
-    click.echo(f"Added app {app.name}: {app.executable}")
+    where = f" (in container {app.container})" if app.container else ""
+    click.echo(f"Added app {app.name}: {app.executable}{where}")

@@ -254,11 +254,14 @@ def _children(backend: Backend, job_id: str, known: dict[str, JobOut]) -> list[J
 
 def _list_apps(backend: Backend, name: str | None, verbose: bool) -> None:
     clauses = [clause_from_kwargs({"name__icontains": name})] if name else []
+    apps = backend.list_apps(clauses)
     columns = ["ID", "NAME", "EXECUTABLE", "DESCRIPTION"]
+    if verbose or any(app.container for app in apps):
+        columns[3:3] = ["CONTAINER"]
     if verbose:
         columns[3:3] = ["PREPROCESS", "POSTPROCESS", "ENVSCRIPT"]
     table = make_table(*columns)
-    for app in backend.list_apps(clauses):
+    for app in apps:
         values = app.model_dump()
         table.add_row(*(str(values[c.lower()]) for c in columns))
     show(table)

@@ -106,7 +106,7 @@ def modify_command(job_id: str, attr: str, value: str, kind: str) -> None:
     """Set attribute ATTR of job ID (or unique prefix) to VALUE.
 
     With --type apps, ID is an app's name (or numeric id) and ATTR one of executable,
-    description, preprocess, postprocess, envscript.
+    description, preprocess, postprocess, envscript, container (an image; "" for none).
 
     ATTR "state" is a validated state change: any state but RUNNING and AWAITING_PARENTS
     (CREATED starts the job over), and a RUNNING job only to USER_KILLED, FAILED or

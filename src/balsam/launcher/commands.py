@@ -21,11 +21,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from balsam.config import Site
+from balsam.config import PlatformSettings, Site
 from balsam.domain import jobenv
 from balsam.domain.commands import CommandError, render_command
 from balsam.domain.jobenv import balsam_variables
 from balsam.domain.states import JobState
+from balsam.platform.containers import (
+    ContainerOptions,
+    ContainerRun,
+    ContainerRuntime,
+    container_runtime,
+    gpu_flag,
+)
 from balsam.platform.mpi import MpiLauncher, MpiRun
 from balsam.platform.processes import MARK_VARIABLE
 from balsam.schemas.apps import AppOut
@@ -99,10 +106,12 @@ def needs_mpi(job: JobOut, mpi: MpiLauncher | None, mpi_mode: bool) -> bool:
 
 @dataclass(frozen=True)
 class RunCommand:
-    """A job's run command, and whether it goes through the MPI launcher."""
+    """A job's run command, whether it goes through the MPI launcher, and the variables its
+    process gets (the job's, plus what a container runtime needs to pass them in)."""
 
     argv: list[str]
     through_mpi: bool
+    variables: dict[str, str]
 
 
 def run_command(
@@ -115,27 +124,79 @@ def run_command(
     env: Mapping[str, str],
     cwd: Path,
     launcher_args: list[str] | None = None,
+    container: ContainerRuntime | None = None,
 ) -> RunCommand:
-    """The command that runs ``job`` on ``hosts`` (CannotRun, CommandError, OSError)."""
+    """The command that runs ``job`` on ``hosts`` (CannotRun, CommandError, OSError).
+
+    An app with a container image has its command wrapped by ``container`` (the site's
+    runtime) first; that wrapped command is what the MPI launcher starts on every rank.
+    """
     rendered = render_command(app.executable, job.args, app.envscript or None)
+    argv, own = rendered.argv, dict(variables)
+    if app.container:
+        argv, own = in_container(app.container, argv, job, own, env, cwd, container)
+    elif not rendered.shell and needs_mpi(job, mpi, mpi_mode):
+        check_program(argv[0], env, cwd)
     if not needs_mpi(job, mpi, mpi_mode):
-        return RunCommand(rendered.argv, through_mpi=False)
+        return RunCommand(argv, through_mpi=False, variables=own)
     assert mpi is not None
-    if not rendered.shell:
-        check_program(rendered.argv[0], env, cwd)
     run = MpiRun(
-        argv=rendered.argv,
+        argv=argv,
         hosts=hosts,
         ranks_per_node=job.ranks_per_node,
         threads_per_rank=job.threads_per_rank,
-        env=dict(variables),
+        env=own,
         mpi_flags=shlex.split(job.mpi_flags),
         cpu_bind=job.cpu_affinity,
         gpus_per_rank=job.gpus_per_rank,
         threads_per_core=job.threads_per_core,
         launcher_args=list(launcher_args or []),
     )
-    return RunCommand(mpi.command(run), through_mpi=True)
+    return RunCommand(mpi.command(run), through_mpi=True, variables=own)
+
+
+def in_container(
+    image: str,
+    argv: list[str],
+    job: JobOut,
+    variables: dict[str, str],
+    env: Mapping[str, str],
+    cwd: Path,
+    runtime: ContainerRuntime | None,
+) -> tuple[list[str], dict[str, str]]:
+    """``argv`` wrapped to run inside ``image``, and the variables the runtime's process gets.
+
+    The runtime's program is looked for on the job's PATH first, so that a site without it
+    fails the job with a reason of ours rather than a bare "No such file or directory"; a
+    local image file that is not there fails it the same way (CannotRun).
+    """
+    if runtime is None:
+        raise CannotRun(f"the app runs in container {image!r} but this launcher has no runtime")
+    try:
+        check_program(runtime.program, env, cwd)
+    except OSError as exc:
+        raise CannotRun(
+            f"the app runs in container {image!r} but the container runtime "
+            f"{runtime.program!r} (platform.container_runtime) cannot be run: {exc.strerror}"
+        ) from exc
+    problem = runtime.image_problem(image)
+    if problem:
+        raise CannotRun(problem)
+    run = ContainerRun(image, argv, str(cwd), variables, gpus=job.gpus_per_rank > 0)
+    wrapped = runtime.command(run)
+    return wrapped.argv, {**variables, **wrapped.env}
+
+
+def site_container_runtime(platform: PlatformSettings) -> ContainerRuntime:
+    """The container runtime the site's settings choose, with their options."""
+    options = ContainerOptions(
+        binds=tuple(platform.container_binds),
+        runtime_args=tuple(platform.container_runtime_args),
+        args=tuple(platform.container_args),
+        cleanenv=platform.container_cleanenv,
+        gpu=gpu_flag(platform.container_gpu, platform.gpu_visible_env),
+    )
+    return container_runtime(platform.container_runtime, options)
 
 
 def step_argv(command: str, app: AppOut) -> list[str]:
@@ -180,10 +241,12 @@ __all__ = [
     "RunCommand",
     "check_program",
     "gpu_variables",
+    "in_container",
     "job_environment",
     "job_variables",
     "needs_mpi",
     "run_command",
+    "site_container_runtime",
     "step_argv",
     "tail",
 ]

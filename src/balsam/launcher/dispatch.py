@@ -22,6 +22,7 @@ from balsam.launcher.placement import Placement
 from balsam.launcher.tasks import Task
 from balsam.launcher.workdirs import DirectoryMaker
 from balsam.launcher.workers import WorkerFleet, WorkerLink
+from balsam.platform.containers import ContainerRuntime
 from balsam.platform.mpi import MpiLauncher
 from balsam.schemas.jobs import JobOut
 
@@ -55,6 +56,7 @@ class Dispatcher:
         environ: Mapping[str, str],
         children: ChildProcesses,
         dirs: DirectoryMaker,
+        container: ContainerRuntime | None = None,
     ) -> None:
         self.site = site
         self.platform = platform
@@ -63,6 +65,8 @@ class Dispatcher:
         self.environ = dict(environ)
         self.children = children
         self.dirs = dirs
+        #: Runs the jobs of apps that name a container image (platform.container_runtime).
+        self.container = container
         self.fleet: WorkerFleet | None = None
         #: The mark every job process carries (the lease's; set when the session opens).
         self.mark = ""
@@ -130,6 +134,7 @@ class Dispatcher:
             env,
             workdir,
             self.platform.mpi_launcher_args,
+            self.container,
         )
         out = workdir / f"{job.name}.out"
         assert self.fleet is not None
@@ -143,5 +148,5 @@ class Dispatcher:
         child = self.children.adopt(job.job_id, Step.RUN, out, link)
         cpus = placement.cpus[0] if bind else ()
         after_key = after.key if after else None
-        link.run(child.key, run.argv, workdir, variables, out, cpus, after_key, make)
+        link.run(child.key, run.argv, workdir, run.variables, out, cpus, after_key, make)
         return child

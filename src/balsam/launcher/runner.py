@@ -41,6 +41,7 @@ from balsam.errors import BalsamError, LauncherError
 from balsam.launcher import logs, staging
 from balsam.launcher.children import ChildProcesses
 from balsam.launcher.claims import IDLE_POLL_SECONDS, UPCOMING_STATES, Claimer
+from balsam.launcher.commands import site_container_runtime
 from balsam.launcher.dispatch import Dispatcher
 from balsam.launcher.jobflow import JobFlow
 from balsam.launcher.lease import Lease
@@ -114,8 +115,10 @@ class Launcher:
         self.children = ChildProcesses(self.selector)
         self.queue = RunQueue(pool, self.children, self.minutes_left, self.claimer.ends.rate)
         self.dirs = DirectoryMaker()
+        platform = site.settings.platform
+        containers = site_container_runtime(platform)
         self.dispatch = Dispatcher(
-            site, site.settings.platform, mpi, mpi_mode, env, self.children, self.dirs
+            site, platform, mpi, mpi_mode, env, self.children, self.dirs, containers
         )
         self.dispatch.launcher_nodes = len(pool)
         self.stager: Stager[Task] = Stager(self.selector)

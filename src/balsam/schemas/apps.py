@@ -8,7 +8,36 @@ from balsam.domain.commands import CommandError, split_words
 from balsam.domain.text import field_problem
 
 #: An app's text fields, checked for what cannot be stored or run (balsam.domain.text).
-APP_TEXT_FIELDS = ("executable", "description", "preprocess", "postprocess", "envscript")
+APP_TEXT_FIELDS = (
+    "executable",
+    "description",
+    "preprocess",
+    "postprocess",
+    "envscript",
+    "container",
+)
+
+
+def container_problem(image: str) -> str | None:
+    """Why ``image`` cannot name an app's container image, or None ("" is no container).
+
+    An image goes into the container runtime's argv as one word: whitespace would make it
+    several (or be something no runtime reads), and a leading dash would be read as a flag.
+    """
+    if not image:
+        return None
+    if image != image.strip() or any(ch.isspace() for ch in image):
+        return "must be one word (an image name or path, without spaces)"
+    if image.startswith("-"):
+        return "must not start with '-' (it would be read as a flag of the container runtime)"
+    return None
+
+
+def _checked_container(value: str | None) -> str | None:
+    problem = container_problem(value) if value else None
+    if problem:
+        raise ValueError(f"container {problem}")
+    return value
 
 
 def app_text_problems(values: dict[str, object]) -> list[str]:
@@ -35,6 +64,8 @@ class AppCreate(BaseModel):
     preprocess: str = ""
     postprocess: str = ""
     envscript: str = ""
+    #: The container image the app's jobs run in ("": on the host); docs/containers.md.
+    container: str = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -54,6 +85,11 @@ class AppCreate(BaseModel):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("container")
+    @classmethod
+    def _one_image(cls, value: str) -> str:
+        return _checked_container(value) or ""
+
 
 class AppUpdate(BaseModel):
     """Fields of an app that may be changed after it is registered."""
@@ -65,6 +101,12 @@ class AppUpdate(BaseModel):
     preprocess: str | None = None
     postprocess: str | None = None
     envscript: str | None = None
+    container: str | None = None
+
+    @field_validator("container")
+    @classmethod
+    def _one_image(cls, value: str | None) -> str | None:
+        return _checked_container(value)
 
     @model_validator(mode="after")
     def _storable(self) -> AppUpdate:

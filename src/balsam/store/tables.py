@@ -91,6 +91,8 @@ class AppRow(Base):
     preprocess: Mapped[str] = mapped_column(Text, default="")
     postprocess: Mapped[str] = mapped_column(Text, default="")
     envscript: Mapped[str] = mapped_column(Text, default="")
+    #: The container image the app's runs go in ("" = on the host); see docs/containers.md.
+    container: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class SessionRow(Base):
