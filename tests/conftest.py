@@ -7,7 +7,6 @@ each PostgreSQL test gets a fresh copy (``CREATE DATABASE ... TEMPLATE``).
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -24,13 +23,11 @@ from balsam.backends.local import LocalBackend
 from balsam.config import Site
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
-from pgserver import PgServer, start_server
+from pgserver import TEMPLATE_DB, PgServer, new_pg_database, start_server
 
-TEMPLATE_DB = "balsam_test_template"
 #: The venv's bin (balsam, balsamactivate, mpiexec) comes first on PATH for every test process.
 VENV_BIN = Path(sys.executable).parent
 os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -47,16 +44,6 @@ def pg_server() -> Iterator[PgServer]:
     admin.dispose()
     yield server
     server.stop()
-
-
-def new_pg_database(server: PgServer) -> str:
-    """A fresh migrated database cloned from the template; returns its URL."""
-    name = f"balsam_t{os.getpid()}_{next(_counter)}"
-    admin = create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"))
-    admin.dispose()
-    return server.url(name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -9,6 +9,7 @@ the tests that need it fail: they never skip.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import pwd
 import shutil
@@ -24,6 +25,9 @@ PG_BIN_CANDIDATES = [
     "/usr/lib/postgresql/15/bin",
 ]
 TEST_USER = "pgci"
+#: The migrated database every test database is cloned from (made once per test process).
+TEMPLATE_DB = "balsam_test_template"
+_counter = itertools.count()
 
 
 def pg_bin() -> Path:
@@ -184,3 +188,19 @@ def _start_on_a_free_port(directory: Path, conf: Path) -> PgServer:
                 ) from exc
             (directory / "server.log").rename(directory / f"server-try{attempt}.log")
     raise AssertionError("unreachable")
+
+
+def new_pg_database(server: PgServer) -> str:
+    """A fresh migrated database cloned from :data:`TEMPLATE_DB`; returns its URL.
+
+    It lives here rather than in a conftest because ``from conftest import`` resolves to
+    whichever conftest module pytest imported first, which differs between test directories.
+    """
+    from sqlalchemy import create_engine, text
+
+    name = f"balsam_t{os.getpid()}_{next(_counter)}"
+    admin = create_engine(server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"))
+    admin.dispose()
+    return server.url(name)

@@ -16,7 +16,7 @@ from balsam.backends.local import LocalBackend
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 from balsam.testing import MemoryBackend
-from conftest import new_pg_database
+from pgserver import new_pg_database
 from pgserver import PgServer
 
 

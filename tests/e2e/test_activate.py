@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_pg_database
+from pgserver import new_pg_database
 from pgserver import PgServer
 
 BIN = Path(sys.executable).parent

@@ -286,7 +286,8 @@ def make_table(*columns: str, title: str | None = None) -> Table:
         header_style="bold",
     )
     for column in columns:
-        table.add_column(column, overflow="fold")
+        # A header is never cut: on a narrow terminal the cells fold instead.
+        table.add_column(column, overflow="fold", min_width=len(column))
     return table
 
 
