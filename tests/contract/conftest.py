@@ -16,8 +16,7 @@ from balsam.backends.local import LocalBackend
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 from balsam.testing import MemoryBackend
-from pgserver import new_pg_database
-from pgserver import PgServer
+from pgserver import PgServer, new_pg_database
 
 
 def _sqlite_url(tmp_path: Path) -> str:

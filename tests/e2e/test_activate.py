@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pgserver import new_pg_database
-from pgserver import PgServer
+from pgserver import PgServer, new_pg_database
 
 BIN = Path(sys.executable).parent
 SOURCES = Path(__file__).resolve().parents[2] / "src" / "balsam" / "shell"

@@ -17,8 +17,7 @@ from balsam.schemas import AppCreate, JobCreate
 from balsam.services.changes import POLL_FIRST, POLL_LONGEST, ChangeSignal
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
-from pgserver import new_pg_database
-from pgserver import PgServer
+from pgserver import PgServer, new_pg_database
 from waiting import wait_until
 
 LISTENERS = (

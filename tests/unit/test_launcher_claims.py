@@ -18,7 +18,7 @@ from balsam.config import LauncherSettings
 from balsam.domain.resources import NodeSpec, ResourceRequest
 from balsam.domain.states import JobState
 from balsam.errors import DatabaseUnavailable
-from balsam.launcher.claims import IDLE_POLL_SECONDS, Capacity, Claimer
+from balsam.launcher.claims import IDLE_POLL_SECONDS, WAKE_CHECK_SECONDS, Capacity, Claimer
 from balsam.launcher.lease import Lease
 from balsam.launcher.options import LauncherOptions
 from balsam.launcher.placement import NodePool, Placement
@@ -172,6 +172,37 @@ def test_a_claim_that_finds_less_than_it_asked_for_polls_again_later(
     assert claimer.drained and claimer.next_claim == NOW + IDLE_POLL_SECONDS
     claimer.soon()
     assert claimer.next_claim == 0.0
+
+
+def test_an_idle_launcher_claims_as_soon_as_the_database_changes(
+    make_claimer: ClaimerMaker, memory: MemoryBackend
+) -> None:
+    claimer, lease = make_claimer(cpus=4)
+    add(memory, 1)
+    assert len(claimer.claim(NOW, 0) or []) == 1 and claimer.drained
+    # Nothing changed: no claim before the idle poll, whatever the launcher's turns.
+    soon = NOW + WAKE_CHECK_SECONDS
+    assert claimer.next_at() == soon
+    assert not claimer.due(soon, 0)
+    # Another launcher's work releases a job: the next marker read makes a claim due.
+    (late,) = add(memory, 1)
+    assert not claimer.due(soon + WAKE_CHECK_SECONDS / 2, 0), "read at most every check period"
+    later = soon + 2 * WAKE_CHECK_SECONDS
+    assert claimer.due(later, 0) and later < NOW + IDLE_POLL_SECONDS
+    got = claimer.claim(later, 0)
+    assert [job.job_id for job in got or []] == [late]
+    assert held_by(memory, lease.session_id or 0, [late]) == [late]
+    # That claim drained the backlog again and read the marker before it: quiet again.
+    assert not claimer.due(later + 2 * WAKE_CHECK_SECONDS, 0)
+
+
+def test_a_busy_launcher_does_not_read_the_marker(
+    make_claimer: ClaimerMaker, memory: MemoryBackend
+) -> None:
+    claimer, _ = make_claimer(cpus=1)
+    add(memory, 10)
+    assert len(claimer.claim(NOW, 0) or []) == 2 and not claimer.drained
+    assert claimer.next_at() == claimer.next_claim == NOW
 
 
 def test_the_budget_is_the_free_room_plus_a_round_ahead(make_claimer: ClaimerMaker) -> None:

@@ -6,7 +6,10 @@ that fit (:class:`balsam.schemas.sessions.ClaimRequest`), plus jobs left unheld 
 state, whose steps run on the launcher's host. It takes, in one transaction, room for every
 free slot plus a prefetch (:meth:`Claimer.prefetch`); the launcher claims again when its queue
 is down to half the prefetch, at once when a run ends, and every ``IDLE_POLL_SECONDS`` when
-the last claim found less than it asked for.
+the last claim found less than it asked for. Between those idle claims it reads the database's
+change marker (:meth:`balsam.backends.base.Backend.change_marker`, one index lookup) every
+``WAKE_CHECK_SECONDS`` and claims at once when it moved: a job that another launcher finished
+may have released children that this one can run.
 
 A claim that fails transiently is sent again with the same number (``claim_seq``), so if the
 first did take jobs, the repeat returns them instead of leaving them held and unknown.
@@ -39,6 +42,8 @@ S = JobState
 
 #: How often an idle launcher asks for new jobs.
 IDLE_POLL_SECONDS = 1.0
+#: How often an idle launcher reads the change marker to see whether it should claim sooner.
+WAKE_CHECK_SECONDS = 0.025
 #: How much work (seconds, at the rate jobs have been ending) a launcher holds ahead.
 PREFETCH_SECONDS = 0.5
 #: At most this many jobs left in processing states are taken per claim, and they are looked
@@ -111,6 +116,10 @@ class Claimer:
         self.drained = False
         #: When to look for jobs left in processing states again.
         self._next_processing = 0.0
+        #: The change marker read just before the last idle claim (None: not read), and
+        #: when to read it again.
+        self._marker: int | None = None
+        self._next_wake_check = 0.0
 
     def prefetch(self) -> int:
         """How many waiting jobs to hold: one round of the allocation, or more for short jobs.
@@ -134,8 +143,29 @@ class Claimer:
         return max(0, min(self.settings.claim_batch, free))
 
     def due(self, now: float, waiting: int) -> bool:
-        """Whether a claim is due now."""
-        return now >= self.next_claim and self.budget(waiting) > 0
+        """Whether a claim is due now: its time has come, or, while idle, the database
+        changed since the last claim."""
+        if self.budget(waiting) <= 0:
+            return False
+        return now >= self.next_claim or self._changed(now)
+
+    def next_at(self) -> float:
+        """When :meth:`due` may next be true (for a launcher with room to claim)."""
+        if self._marker is None or self.backoff.failures:
+            return self.next_claim
+        return min(self.next_claim, self._next_wake_check)
+
+    def _changed(self, now: float) -> bool:
+        """Whether the change marker moved since the last idle claim (read at most every
+        ``WAKE_CHECK_SECONDS``)."""
+        if self._marker is None or now < self._next_wake_check or self.backoff.failures:
+            return False
+        self._next_wake_check = now + WAKE_CHECK_SECONDS
+        try:
+            return self.backend.change_marker() != self._marker
+        except BalsamError:
+            # The idle claim will find out and back off; a missed wake costs one poll period.
+            return False
 
     def soon(self) -> None:
         """Claim at the next turn (a run ended, a node joined)."""
@@ -191,7 +221,18 @@ class Claimer:
         """The claim to send now with ``waiting`` jobs held and not started (sent by
         :meth:`send`, or along with the launcher's updates, then :meth:`took` or
         :meth:`failed`)."""
+        if self.drained:
+            self._read_marker(now)
         return self.request(now, self.budget(waiting))
+
+    def _read_marker(self, now: float) -> None:
+        """Note the change marker before an idle claim: a change committed after this read is
+        seen by the claim or moves the marker, so no release is missed."""
+        self._next_wake_check = now + WAKE_CHECK_SECONDS
+        try:
+            self._marker = self.backend.change_marker()
+        except BalsamError:
+            self._marker = None
 
     def send(self, now: float, request: ClaimRequest) -> list[JobOut] | None:
         """Send ``request`` on its own; the jobs taken, None when the session is gone."""
@@ -229,6 +270,12 @@ class Claimer:
         if request.processing_limit and runs == len(jobs):
             self._next_processing = now + PROCESSING_POLL_SECONDS
         self.drained = runs < request.limit
+        if not self.drained:
+            self._marker = None
+        elif self._marker is None:
+            # The first claim to find the backlog empty was sent without a marker: read it now
+            # (a change in between is caught by the next idle claim, IDLE_POLL_SECONDS later).
+            self._read_marker(now)
         self.next_claim = now + IDLE_POLL_SECONDS if self.drained else now
         if jobs:
             log.info("claimed %d job(s)", len(jobs))

@@ -282,7 +282,7 @@ class Launcher:
             if when is not None:
                 times.append(when)
         if self._may_claim() and self.claimer.budget(self._waiting()) > 0:
-            times.append(self.claimer.next_claim)
+            times.append(self.claimer.next_at())
         if self.flow.unadmitted:
             times.append(now + IDLE_POLL_SECONDS)
         if self.queue.waiting and self.queue.held_until > now:
