@@ -24,10 +24,12 @@ if [[ "${1:-}" == "--tests" ]]; then
     # zsh (balsamactivate is tested in bash and zsh, the shells of HPC login nodes), and the
     # scp of openssh-client (0.5's scp: stage-in and stage-out URLs), rsync (rsync:// and
     # HOST:PATH staging; the tests run their own rsync daemon), openssh-server (the tests run
-    # their own sshd on a loopback port for rsync over ssh), and podman with runc and
-    # busybox-static (container apps run in an image imported from a busybox root filesystem).
+    # their own sshd on a loopback port for rsync over ssh), and podman with runc, catatonit
+    # (the init process of `podman run --init`; only a recommendation of the podman package,
+    # so a minimal install lacks it) and busybox-static (container apps run in an image
+    # imported from a busybox root filesystem).
     apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client rsync openssh-server \
-        podman runc busybox-static
+        podman runc catatonit busybox-static
 fi
 
 PYTHON=${PYTHON:-python3}
