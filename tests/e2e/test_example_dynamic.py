@@ -40,6 +40,10 @@ def test_jobs_spawn_the_search_and_the_winner_kills_its_siblings(
         for job in ran:
             pid = run_pid(backend_of, job.job_id)
             wait_for(f"{job.name}'s process (pid {pid}) to end", lambda pid=pid: gone(pid))
+        # Nor is any other process of theirs left (a queued run started as refine0 ended is
+        # stopped as its start is refused, before any RUNNING is recorded).
+        ids = [job.job_id for job in killed]
+        wait_for("no process of a killed job", lambda: not processes_of(ids))
         listing = balsam("ls", "--wf", "dynamic-demo")
     finally:
         stop(launcher)
@@ -74,6 +78,23 @@ def test_jobs_spawn_the_search_and_the_winner_kills_its_siblings(
         assert not (workdir / "result.json").exists()
     out = (job_dir(site, jobs["refine1"]) / "refine1.out").read_text().splitlines()
     assert out and len(out) < 20 and all(": step " in line for line in out), out
+    # Kills are routine: the launcher warned about nothing.
+    logs = "".join(p.read_text() for p in (site.path / "log").glob("launcher_*.log"))
+    assert [line for line in logs.splitlines() if " WARNING " in line] == []
+
+
+def processes_of(job_ids: list[str]) -> list[int]:
+    """Live processes run for these jobs (their environment has ``BALSAM_JOB_ID``)."""
+    marks = {f"BALSAM_JOB_ID={job_id}".encode() for job_id in job_ids}
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if marks & set(environ.split(b"\0")):
+            found.append(int(entry.name))
+    return found
 
 
 def hops(backend: Backend, job: JobOut) -> list[S]:
