@@ -11,6 +11,7 @@ worker process, SQL database or MPI is involved.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import selectors
 import signal
@@ -1132,13 +1133,19 @@ def test_a_run_whose_job_was_deleted_before_running_was_written_is_killed(rig: R
     assert rig.state(job) is None and len(rig.updates) == 0
 
 
-def test_a_job_killed_between_flushes_has_its_command_stopped(rig: Rig) -> None:
+def test_a_job_killed_between_flushes_has_its_command_stopped(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
     (job,) = add(rig.backend, 1)
     rig.claim()
     rig.start()
     rig.started(job)
     rig.backend.kill_jobs(job)
-    result = rig.flush()
+    with caplog.at_level(logging.INFO, logger="balsam.launcher.jobflow"):
+        result = rig.flush()
+    # The user's kill is no warning: an INFO line says it, as for a kill of a running job.
+    refused = [r for r in caplog.records if "state change refused" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.INFO]
     assert [(r.code, r.state) for r in result.results] == [
         (RefusalCode.STATE_CHANGED, S.USER_KILLED)
     ]

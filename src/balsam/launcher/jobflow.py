@@ -176,7 +176,6 @@ class JobFlow:
         if self.unadmitted:
             self.admit([], now)
 
-
     def never_runs_here(self, task: Task) -> str | None:
         """Why a job the claim gave can still not run here (odd nodes, no MPI), or None."""
         reason = why_cannot_fit(task.job.resources(), self.pool.specs)
@@ -624,8 +623,12 @@ class JobFlow:
     def _refused(self, task: Task, result: UpdateResult, now: float) -> None:
         state = result.state
         why = f"state change refused ({result.code}): {result.reason}"
-        expected = result.code is RefusalCode.STATE_CHANGED and task.child is None
-        # A job moved by its own pre/postprocess (a handler's RESTART_READY) is routine.
+        # A job moved by its own pre/postprocess (a handler's RESTART_READY) is routine, and
+        # so is a kill that came while its command was starting (a queued run that started as
+        # the job that killed it ended): the user asked for it; "stopping: ..." follows.
+        expected = result.code is RefusalCode.STATE_CHANGED and (
+            task.child is None or state is JobState.USER_KILLED
+        )
         log.log(
             logging.INFO if expected else logging.WARNING, "%s", why, extra=job_extra(task.job_id)
         )
