@@ -228,6 +228,30 @@ def test_update_refuses_bad_input_and_changes_nothing(jobs: dict[str, BalsamJob]
     assert after == [(1, "SayHello"), (2, "SayHello"), (3, "SayHello"), (4, "SayHello")]
 
 
+def test_kill_stops_what_is_still_active_and_passes_over_what_ended(
+    jobs: dict[str, BalsamJob],
+) -> None:
+    done = jobs["alpha"]
+    done.state = JobState.JOB_FINISHED
+    done.save()
+    child = BalsamJob(name="below-beta", workflow="wf3", application="SayHello")
+    child.save()
+    child.set_parents([jobs["Beta"]])
+    killed = BalsamJob.objects.filter(workflow="wf1").kill(recursive=True)
+    assert sorted(killed) == sorted([jobs["Beta"].job_id, child.job_id])
+    states = dict(BalsamJob.objects.values_list("name", "state"))
+    assert states["alpha"] == JobState.JOB_FINISHED, "an ended job is left as it is"
+    assert states["Beta"] == states["below-beta"] == JobState.USER_KILLED
+    assert states["gamma_1"] == states["gamma_2"] == JobState.PREPROCESSED
+    # Again: nothing left to kill in wf1 is no error.
+    assert BalsamJob.objects.filter(workflow="wf1").kill() == []
+    # Without recursive only the matched jobs.
+    below = BalsamJob(name="below-gamma", workflow="wf3", application="SayHello")
+    below.save()
+    below.set_parents([jobs["gamma_1"]])
+    assert BalsamJob.objects.filter(name="gamma_1").kill() == [jobs["gamma_1"].job_id]
+
+
 def test_update_state_goes_through_the_state_machine(jobs: dict[str, BalsamJob]) -> None:
     assert BalsamJob.objects.filter(workflow="wf1").update(state="USER_KILLED") == 2
     killed = BalsamJob.objects.filter(state=JobState.USER_KILLED)

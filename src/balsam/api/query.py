@@ -31,6 +31,7 @@ from balsam.api.lookups import (
     slice_window,
 )
 from balsam.domain.states import (
+    TERMINAL_STATES,
     USER_SETTABLE_STATES,
     JobState,
     TransitionError,
@@ -237,6 +238,34 @@ class JobQuerySet(FetchedResults["Job"]):
                 backend.set_state(job.job_id, state, "set by user")
         self._cache = None
         return count
+
+    def kill(self, recursive: bool = False) -> list[str]:
+        """Kill every matching job that has not ended (and, with ``recursive``, the jobs below
+        each); returns the ids killed.
+
+        Made for a job that stops its siblings (``Job.objects.filter(...).kill()``): a job
+        that ends while this runs is passed over, not an error, so no race needs handling.
+        Running jobs are stopped by their launcher within ``kill_poll_seconds``.
+        """
+        backend = get_backend()
+        matched = backend.query_jobs(self._exact_query())
+        live = [j.job_id for j in matched if j.state not in TERMINAL_STATES]
+        killed: list[str] = []
+        seen: set[str] = set()
+        for job_id in live:
+            if job_id in seen:
+                continue  # already killed as a descendant of another match
+            try:
+                now_killed = backend.kill_jobs(job_id, recursive)
+            except InvalidTransition:
+                # It ended (or was killed) after the query: nothing left to stop.
+                if backend.get_job(job_id).state not in TERMINAL_STATES:
+                    raise
+                continue
+            killed.extend(now_killed)
+            seen.update(now_killed)
+        self._cache = None
+        return killed
 
     def delete(self) -> int:
         """Delete every matching job (with its dependencies and history); returns how many."""
