@@ -35,7 +35,9 @@ TRACEBACK_LIMIT = 64 * KIB
 #: The keys of an exception outcome.
 EXCEPTION_KEYS = frozenset({"type", "message", "traceback"})
 #: How a function is written, for messages.
-FUNCTION_FORM = "MODULE:FUNCTION (an importable module, a colon, a name in it), e.g. 'mypkg.sim:run'"
+FUNCTION_FORM = (
+    "MODULE:FUNCTION (an importable module, a colon, a name in it), e.g. 'mypkg.sim:run'"
+)
 
 
 def _dotted_problem(text: str, what: str) -> str | None:

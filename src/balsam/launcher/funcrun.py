@@ -1,7 +1,9 @@
 """The process of a function job: import the app's function, call it, write its outcome.
 
-The launcher starts ``python -m balsam.launcher.funcrun`` in the job's working directory (no
-shell), with the call written beside it in ``balsam_call.json``::
+The launcher runs this module in the job's working directory (no shell; as ``python -c``
+with this file's text, which is ``python -m balsam.launcher.funcrun`` without needing Balsam
+importable there: :mod:`balsam.launcher.calls`), with the call written beside it in
+``balsam_call.json``::
 
     {"function": "mypkg.sim:run", "args": [1, 2], "kwargs": {"steps": 10},
      "token": "<chosen by the launcher for this run>", "mpi": false}
@@ -16,14 +18,12 @@ whole or not at all (a rename), and the token tells the launcher it is this run'
 one left by an earlier attempt.
 
 Under MPI (``"mpi": true``) every rank calls the function and only rank 0 writes the
-outcome (the rank comes from the MPI launcher's variables: ``PMI_RANK``, ``PMIX_RANK``,
-``OMPI_COMM_WORLD_RANK``, ``PALS_RANKID``, ``SLURM_PROCID``); each rank's exit status is its
-own, so a failing rank fails the run.
+outcome (the rank comes from the MPI launcher's variables, :data:`RANK_VARIABLES`); each
+rank's exit status is its own, so a failing rank fails the run.
 
 The child needs no database: everything it needs is in the call file. It uses only the
-standard library and runs on any Python 3.8 or newer, so that an app may name an
-interpreter without Balsam (another virtual environment, a container's ``python3``): the
-launcher then runs this file's text with ``python -c``.
+standard library and is written for Python 3.8 or newer, so that an app may name an
+interpreter without Balsam (another virtual environment, a container's ``python3``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,17 @@ CALL_FILE = "balsam_call.json"
 #: The outcome, written by rank 0 of the run.
 RESULT_FILE = "balsam_result.json"
 #: The variables that say which MPI rank a process is, most specific first: MPICH/Hydra and
-#: Cray PMI, PMIx, Open MPI, PALS (mpiexec on HPE Cray EX), srun.
-RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PALS_RANKID", "SLURM_PROCID")
+#: Cray PMI, PMIx, Open MPI (and jsrun's Spectrum MPI), PALS (mpiexec on HPE Cray EX), aprun,
+#: jsrun, srun (last: a batch script's own SLURM_PROCID=0 reaches runs started by mpiexec).
+RANK_VARIABLES = (
+    "PMI_RANK",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "PALS_RANKID",
+    "ALPS_APP_PE",
+    "JSM_NAMESPACE_RANK",
+    "SLURM_PROCID",
+)
 #: The most a returned value may be as JSON (balsam.domain.functions.VALUE_LIMIT).
 VALUE_LIMIT = 1024 * 1024
 #: The most of an exception's message and traceback kept (their ends).
@@ -100,7 +109,9 @@ def exception_outcome(exc: BaseException, trace: str) -> dict[str, Any]:
     """The outcome of a call that raised ``exc`` (``trace``: its formatted traceback)."""
     kind = type(exc)
     module = kind.__module__
-    name = kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+    )
     return {
         "exception": {
             "type": name,
@@ -133,17 +144,20 @@ def value_outcome(value: Any) -> dict[str, Any]:
 
 
 def call(call: dict[str, Any]) -> dict[str, Any]:
-    """Import and call the function of ``call``; its outcome (never raises but to exit)."""
+    """Import and call the function of ``call``; its outcome (whatever it raised, SystemExit
+    and KeyboardInterrupt included, is its outcome: nothing escapes)."""
     try:
         function = find_function(call["function"])
         value = function(*call.get("args", []), **call.get("kwargs", {}))
-    except BaseException as exc:  # noqa: BLE001 - everything the function does is its outcome
+    except BaseException as exc:
         # From the function's frames on: this module's own frame is no help to the user.
         here = exc.__traceback__
         trace = "".join(traceback.format_exception(type(exc), exc, here.tb_next if here else None))
         sys.stderr.write(trace)
         if isinstance(exc, ImportError):
-            sys.stderr.write(f"balsam: cannot import {call['function']!r}; sys.path is {sys.path}\n")
+            sys.stderr.write(
+                f"balsam: cannot import {call['function']!r}; sys.path is {sys.path}\n"
+            )
         return exception_outcome(exc, trace)
     return value_outcome(value)
 
