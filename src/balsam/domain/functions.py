@@ -43,7 +43,7 @@ FUNCTION_FORM = (
 def _dotted_problem(text: str, what: str) -> str | None:
     for part in text.split("."):
         if not part.isidentifier() or keyword.iskeyword(part):
-            return f"has no valid {what} ({text!r} is not a dotted Python name)"
+            return f"has no valid {what} ({part!r} is not a Python name)"
     return None
 
 
@@ -56,7 +56,7 @@ def function_problem(text: str) -> str | None:
         return problem
     module, sep, attribute = text.partition(":")
     if not sep or not module or not attribute or ":" in attribute:
-        return f"must be {FUNCTION_FORM} (got {text!r})"
+        return f"must be {FUNCTION_FORM}"
     return _dotted_problem(module, "module name before ':'") or _dotted_problem(
         attribute, "function name after ':'"
     )
@@ -107,6 +107,26 @@ def call_problem(function_app: bool, args: str, has_call: bool) -> str | None:
     return None
 
 
+def call_text(function: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> str:
+    """A call as a user would read it: ``mypkg.sim:run(1, "a", steps=10)``."""
+    words = [json.dumps(a, ensure_ascii=False) for a in args or []]
+    words += [f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in (kwargs or {}).items()]
+    return f"{function}({', '.join(words)})"
+
+
+def parse_json_argument(text: str, what: str, kind: type) -> Any:
+    """``text`` read as JSON of ``kind`` (list or dict), or ValueError saying what is wrong."""
+    example = "'[1, \"a\"]'" if kind is list else "'{\"x\": 1}'"
+    name = "list" if kind is list else "object"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} must be a JSON {name} such as {example}: {exc}") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{what} must be a JSON {name} such as {example} (got {text!r})")
+    return value
+
+
 def outcome_problem(outcome: Mapping[str, Any]) -> str | None:
     """Why ``outcome`` is not a function's outcome as stored (see the module docstring)."""
     if set(outcome) == {"value"}:
@@ -151,9 +171,11 @@ __all__ = [
     "VALUE_LIMIT",
     "arguments_problem",
     "call_problem",
+    "call_text",
     "function_problem",
     "outcome_problem",
     "outcome_summary",
+    "parse_json_argument",
     "raised",
     "split_function",
 ]
