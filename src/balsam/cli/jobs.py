@@ -187,7 +187,7 @@ def job_fields(options: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(f"--env: {exc}") from None
     values["tags"] = parse_pairs(values.pop("tag"), "--tag")
     for field, flag, kind in CALL_OPTIONS:
-        text = values.pop(field)
+        text = values.pop(field, None)
         if text is not None:
             try:
                 values[field] = parse_json_argument(text, flag, kind)

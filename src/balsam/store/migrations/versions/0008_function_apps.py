@@ -35,9 +35,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
+    # ALTER TABLE ... DROP COLUMN in place (SQLite 3.35+ has it): a batch copy of the jobs
+    # table would drop the table the history and the edges point at, which SQLite's foreign
+    # keys refuse once the table has rows.
+    with op.batch_alter_table("jobs", recreate="never") as batch:
         for name in reversed(JOB_COLUMNS):
             batch.drop_column(name)
-    with op.batch_alter_table("apps") as batch:
+    with op.batch_alter_table("apps", recreate="never") as batch:
         batch.drop_column("python")
         batch.drop_column("function")
