@@ -59,9 +59,12 @@ def test_a_function_app_is_stored_shown_and_changed(backend: Backend) -> None:
         "",
     )
     assert backend.update_app("Fit", AppUpdate(description="d")).python == "/opt/env/bin/python"
-    # Into an executable app: the function and its interpreter go, an executable comes.
-    plain = backend.update_app("Fit", AppUpdate(function="", python="", executable="fit.exe"))
-    assert (plain.function, plain.executable) == ("", "fit.exe")
+    # Given an executable, it becomes an executable app: its function and interpreter go.
+    plain = backend.update_app("Fit", AppUpdate(executable="fit.exe"))
+    assert (plain.function, plain.python, plain.executable) == ("", "", "fit.exe")
+    # And back: given a function, its executable goes.
+    again = backend.update_app("Fit", AppUpdate(function="pkg.fit:other"))
+    assert (again.function, again.executable) == ("pkg.fit:other", "")
 
 
 def test_an_app_is_an_executable_or_a_function_never_both(backend: Backend) -> None:
@@ -71,7 +74,11 @@ def test_an_app_is_an_executable_or_a_function_never_both(backend: Backend) -> N
         AppCreate(name="Neither")
     backend.create_app(AppCreate(name="Fit", function="m:f"))
     with pytest.raises((ValidationError, PydanticValidationError), match="not both"):
-        backend.update_app("Fit", AppUpdate(executable="fit.exe"))
+        backend.update_app("Fit", AppUpdate(executable="fit.exe", function="m:g"))
+    with pytest.raises((ValidationError, PydanticValidationError), match="needs an executable"):
+        backend.update_app("Fit", AppUpdate(function=""))
+    with pytest.raises((ValidationError, PydanticValidationError), match="interpreter of a"):
+        backend.update_app("Fit", AppUpdate(executable="fit.exe", python="/bin/python3"))
     assert backend.get_app("Fit").function == "m:f"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -20,8 +21,10 @@ from typing import Any
 import pytest
 
 from balsam.domain import functions
-from balsam.launcher import calls, funcrun
+from balsam.launcher import calls, commands, funcrun
 from balsam.launcher.worker import write_files
+from balsam.platform.containers import ApptainerRuntime
+from balsam.platform.mpi import MpichLauncher
 from balsam.schemas.apps import AppOut
 from balsam.schemas.jobs import JobOut
 
@@ -339,3 +342,62 @@ def test_outcome_summaries_are_one_line() -> None:
     raised = {"exception": {"type": "KeyError", "message": "'k'\nmore", "traceback": "..."}}
     assert functions.outcome_summary(raised) == "raised KeyError: 'k'"
     assert functions.outcome_summary({"value": "x" * 500}, width=20) == 'returned "xxxxxxx...'
+
+
+# ---- the run command of a function job --------------------------------------------------------
+
+
+def _command(
+    tmp_path: Path, the_app: AppOut, the_job: JobOut, mpi_mode: bool = False
+) -> commands.RunCommand:
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    runtime = ApptainerRuntime()
+    if the_app.container:
+        bindir = tmp_path / "bin"
+        bindir.mkdir(exist_ok=True)
+        (bindir / "apptainer").write_text("#!/bin/sh\n")
+        (bindir / "apptainer").chmod(0o755)
+        env["PATH"] = f"{bindir}:{env['PATH']}"
+    mpi = MpichLauncher("mpiexec")
+    return commands.run_command(
+        the_job, the_app, ["h1"], mpi, mpi_mode, {"A": "1"}, env, tmp_path, container=runtime
+    )
+
+
+def test_a_function_job_runs_the_runner_with_its_call_beside_it(tmp_path: Path) -> None:
+    run = _command(tmp_path, app(), job(function_args=[1], args=""))
+    assert run.argv == [sys.executable, "-c", calls.runner_source()]
+    assert not run.through_mpi and run.variables == {"A": "1"}
+    call = json.loads(run.files[calls.CALL_FILE])
+    assert (call["function"], call["args"], call["token"], call["mpi"]) == (
+        "tasks:add",
+        [1],
+        run.token,
+        False,
+    )
+
+
+def test_under_mpi_every_rank_runs_the_runner_and_the_call_says_so(tmp_path: Path) -> None:
+    run = _command(tmp_path, app(), job(ranks_per_node=2), mpi_mode=False)
+    assert run.through_mpi
+    assert run.argv[:7] == ["mpiexec", "-n", "2", "-ppn", "2", "-hosts", "h1"]
+    assert run.argv[-3:] == [sys.executable, "-c", calls.runner_source()]
+    assert json.loads(run.files[calls.CALL_FILE])["mpi"] is True
+
+
+def test_in_a_container_the_images_python_runs_the_runner(tmp_path: Path) -> None:
+    run = _command(tmp_path, app(container="docker://python:3.12"), job())
+    here = str(tmp_path)
+    assert run.argv == [
+        "apptainer", "exec", "--bind", here, "--pwd", here, "docker://python:3.12",
+        "python3", "-c", calls.runner_source(),
+    ]  # fmt: skip
+
+
+def test_an_envscript_is_sourced_before_the_call_which_stays_quoted(tmp_path: Path) -> None:
+    run = _command(tmp_path, app(envscript="/opt/env.sh", python="/env/bin/python"), job())
+    assert run.argv[:2] == ["/bin/sh", "-c"]
+    script = run.argv[2]
+    assert script.startswith(". /opt/env.sh && /env/bin/python -c ")
+    # The shell hands the runner's source over as one word, unchanged.
+    assert shlex.split(script.removeprefix(". /opt/env.sh && "))[2] == calls.runner_source()

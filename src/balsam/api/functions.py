@@ -101,7 +101,8 @@ def function_path(fn: Callable[..., Any]) -> str:
 
 def app_for(fn: Callable[..., Any], name: str | None = None, python: str = "") -> App:
     """The saved app that calls ``fn``: the one registered with its import path (and
-    ``python``), else a new one named ``name`` (default: ``module.qualname``)."""
+    ``python``), else a new one named ``name`` (default: ``module.qualname``; AlreadyExists
+    when an app of that name calls something else, or with another interpreter)."""
     path = function_path(fn)
     found = App.objects.filter(function=path, python=python).first()
     if found is not None and (name is None or found.name == name):

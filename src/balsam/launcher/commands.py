@@ -140,6 +140,10 @@ def run_command(
     through_mpi = needs_mpi(job, mpi, mpi_mode)
     if app.function:
         argv, shell = calls.function_argv(app, in_container=bool(app.container)), False
+        if app.envscript:
+            # Sourced by a shell first, as for any app; the call itself stays one quoted argv.
+            rendered = render_command(shlex.join(argv), "", app.envscript)
+            argv, shell = rendered.argv, rendered.shell
     else:
         rendered = render_command(app.executable, job.args, app.envscript or None)
         argv, shell = rendered.argv, rendered.shell

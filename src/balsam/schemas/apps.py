@@ -87,6 +87,21 @@ def app_kind_problem(executable: str, function: str, python: str) -> str | None:
     return None
 
 
+def updated_app_values(current: dict[str, object], changes: AppUpdate) -> dict[str, object]:
+    """An app's fields after ``changes`` (not validated yet). Giving a function to an
+    executable app makes it a function app (its executable goes), and an executable to a
+    function app makes it an executable app (its function and interpreter go): an app is
+    never both, so the change can only mean that."""
+    given = changes.model_dump(exclude_none=True)
+    merged = {**current, **given}
+    if given.get("function") and "executable" not in given:
+        merged["executable"] = ""
+    if given.get("executable") and "function" not in given:
+        merged["function"] = ""
+        merged["python"] = given.get("python", "")
+    return merged
+
+
 def stored_app_values(spec: AppCreate) -> dict[str, object]:
     """The columns of a new or changed app as the database stores them (see
     :data:`FUNCTION_APP_EXECUTABLE`)."""
