@@ -88,6 +88,10 @@ TASKS = textwrap.dedent(
     def nap(seconds):
         time.sleep(seconds)
         return "woke"
+
+
+    def greeting():
+        return os.environ["GREETING"]
     """
 )
 
@@ -204,15 +208,20 @@ def test_every_mpi_rank_calls_and_rank_0_answers(
     assert sorted(re.findall(r"rank \d of \d", output)) == ["rank 0 of 2", "rank 1 of 2"]
 
 
-def test_an_app_may_name_an_interpreter_without_balsam(
-    site: Site, backend_of: Backend, tasks: dict[str, str]
+def test_an_app_may_name_an_interpreter_without_balsam_and_an_envscript(
+    site: Site, backend_of: Backend, tasks: dict[str, str], tmp_path: Path
 ) -> None:
     function_app("Which", "interpreter", python="/usr/bin/python3")
-    job = Job(name="which", workflow="fn", application="Which", environ_vars=tasks)
-    job.save()
+    envscript = tmp_path / "env.sh"
+    envscript.write_text("export GREETING='hello from the envscript'\n")
+    function_app("Greet", "greeting", envscript=str(envscript))
+    which = Job(name="which", workflow="fn", application="Which", environ_vars=tasks)
+    greet = Job(name="greet", workflow="fn", application="Greet", environ_vars=tasks)
+    Job.objects.bulk_create([which, greet])
     done = launch("--consume-all", "--job-mode", "serial")
     assert done.returncode == 0, done.stderr
-    assert job.result(timeout=5) == ["/usr/bin/python3", False]
+    assert which.result(timeout=5) == ["/usr/bin/python3", False]
+    assert greet.result(timeout=5) == "hello from the envscript"
 
 
 def test_error_retries_and_the_error_handler_work_for_function_jobs(
