@@ -150,6 +150,7 @@ def test_a_job_calling_a_function(api: LocalBackend) -> None:
         Job.calling(json.dumps, kwargs={"no_such_option": 1})
     by_name = Job.calling("json.dumps", args=[3], name="e")
     assert by_name.application == "json.dumps" and by_name.function_args == [3]
+    assert job.app_cmd == "json:dumps([1, 2], indent=2)"
 
 
 def test_a_call_edited_in_place_is_saved(api: LocalBackend) -> None:
