@@ -166,6 +166,9 @@ def test_a_new_run_clears_the_outcome_of_the_last(apps: Backend) -> None:
     assert apps.get_job(job_id).function_outcome == RAISED
     run(apps, job_id)
     assert apps.get_job(job_id).function_outcome is None
+    # Cleared to SQL NULL (not JSON null): a query for jobs without an outcome finds it.
+    cleared = {"function_outcome__isnull": True, "job_id": job_id}
+    assert apps.count_jobs(JobQuery(clauses=[clause_from_kwargs(cleared)])) == 1
     # In one batch the last word counts: RUNNING clears, RUN_DONE sets.
     second = add_job(apps, "b")
     sess = apps.open_session("t", "host", 3)
