@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from balsam.domain.commands import CommandError, split_words
@@ -44,10 +46,11 @@ def container_problem(image: str) -> str | None:
     return None
 
 
-def _checked_container(value: str | None) -> str | None:
-    problem = container_problem(value) if value else None
+def _checked(field: str, problem_of: Callable[[str], str | None], value: str | None) -> str | None:
+    """``value``, or ValueError naming ``field`` and what ``problem_of`` finds wrong with it."""
+    problem = problem_of(value) if value else None
     if problem:
-        raise ValueError(f"container {problem}")
+        raise ValueError(f"{field} {problem}")
     return value
 
 
@@ -60,20 +63,6 @@ def python_problem(python: str) -> str | None:
     if python.startswith("-"):
         return "must not start with '-'"
     return None
-
-
-def _checked_function(value: str | None) -> str | None:
-    problem = function_problem(value) if value else None
-    if problem:
-        raise ValueError(f"function {problem}")
-    return value
-
-
-def _checked_python(value: str | None) -> str | None:
-    problem = python_problem(value) if value else None
-    if problem:
-        raise ValueError(f"python {problem}")
-    return value
 
 
 def app_kind_problem(executable: str, function: str, python: str) -> str | None:
@@ -166,17 +155,17 @@ class AppCreate(BaseModel):
     @field_validator("container")
     @classmethod
     def _one_image(cls, value: str) -> str:
-        return _checked_container(value) or ""
+        return _checked("container", container_problem, value) or ""
 
     @field_validator("function")
     @classmethod
     def _importable_form(cls, value: str) -> str:
-        return _checked_function(value) or ""
+        return _checked("function", function_problem, value) or ""
 
     @field_validator("python")
     @classmethod
     def _one_program(cls, value: str) -> str:
-        return _checked_python(value) or ""
+        return _checked("python", python_problem, value) or ""
 
     @model_validator(mode="after")
     def _one_kind(self) -> AppCreate:
@@ -203,17 +192,17 @@ class AppUpdate(BaseModel):
     @field_validator("container")
     @classmethod
     def _one_image(cls, value: str | None) -> str | None:
-        return _checked_container(value)
+        return _checked("container", container_problem, value)
 
     @field_validator("function")
     @classmethod
     def _importable_form(cls, value: str | None) -> str | None:
-        return _checked_function(value)
+        return _checked("function", function_problem, value)
 
     @field_validator("python")
     @classmethod
     def _one_program(cls, value: str | None) -> str | None:
-        return _checked_python(value)
+        return _checked("python", python_problem, value)
 
     @model_validator(mode="after")
     def _storable(self) -> AppUpdate:
