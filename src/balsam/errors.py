@@ -101,6 +101,51 @@ class LauncherError(BalsamError):
     exit_code = 7
 
 
+class JobError(BalsamError):
+    """A job gives no result: it failed, was killed, or ended without its function's value
+    (``job.result()``; see docs/functions.md)."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class RemoteTraceback(Exception):
+    """The traceback text of an exception raised in a job's process. Set as the ``__cause__``
+    of a :class:`RemoteError`, so that a traceback printed here shows the remote one first."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+class RemoteError(JobError):
+    """A job's function raised: the remote exception's type name, message and traceback
+    text (the exception itself stays in the job's process: nothing is unpickled here)."""
+
+    def __init__(
+        self,
+        job_id: str | None,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str,
+        label: str = "",
+    ) -> None:
+        first = remote_message.splitlines()[0] if remote_message else ""
+        said = f"{remote_type}: {first}" if first else remote_type
+        super().__init__(f"job {label or job_id}: its function raised {said}", job_id)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        if remote_traceback:
+            self.__cause__ = RemoteTraceback(remote_traceback)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether repeating the call that raised ``exc`` may succeed."""
     return isinstance(exc, BalsamError) and exc.transient

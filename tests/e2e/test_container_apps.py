@@ -236,3 +236,54 @@ def test_python_api_apps_carry_the_container(site: Site) -> None:
     app.save()
     app.refresh_from_db()
     assert app.container == "docker://y:1"
+
+
+FUNCTION_TASKS = """\
+import os
+import sys
+
+
+def inside(tag):
+    with open("/etc/balsam-image") as fh:
+        seen = fh.read().strip()
+    return {"tag": tag, "image": seen, "rank": os.environ.get("PMI_RANK"), "python": sys.executable}
+"""
+
+
+@pytest.mark.parametrize("mode", ["serial", "mpi"])
+def test_a_function_app_is_called_inside_the_image(
+    container_site: tuple[Site, Backend], tmp_path: Path, mode: str
+) -> None:
+    """docs/functions.md: a function app with an image runs the runner with the image's
+    Python; the call and the outcome pass through the bound working directory, and under
+    mpiexec every rank runs its own container and rank 0 (PMI_RANK passed in) answers.
+
+    The busybox image has no Python: the host's /usr is mounted into it read-only (a site
+    would use an image with Python), and the user's module through ``container_binds``."""
+    site, be = container_site
+    code = tmp_path / "usercode"
+    code.mkdir()
+    (code / "boxtasks.py").write_text(FUNCTION_TASKS)
+    host_python = ["--volume", "/usr:/usr:ro", "--volume", "/lib:/lib:ro"]
+    host_python += ["--volume", "/lib64:/lib64:ro"]
+    settings(
+        site,
+        platform={
+            "container_runtime": "podman",
+            "container_args": ["--pull=never", *host_python],
+            "container_binds": [str(code)],
+        },
+    )
+    add_app(be, "Inside", "", function="boxtasks:inside", container=IMAGE)
+    spec = {"name": "inside", "function_args": [mode], "environ_vars": {"PYTHONPATH": str(code)}}
+    if mode == "mpi":
+        spec["ranks_per_node"] = 2
+    (job,) = add_jobs(be, "Inside", spec)
+    done = launch("--consume-all", "--job-mode", mode, timeout=120)
+    assert done.returncode == 0, done.stderr
+    stored = be.get_job(job.job_id)
+    assert stored.state is S.JOB_FINISHED, [e.message for e in be.history(job.job_id)]
+    rank = "0" if mode == "mpi" else None
+    assert stored.function_outcome == {
+        "value": {"tag": mode, "image": IMAGE_TEXT, "rank": rank, "python": "/usr/bin/python3"}
+    }

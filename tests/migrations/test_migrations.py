@@ -193,3 +193,68 @@ def test_upgrading_to_0007_gives_every_app_no_container(db_url: str) -> None:
         assert [tuple(r) for r in rows] == [("by_old_code", ""), ("old", "")]
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0008_keeps_every_app_and_job_as_it_was(db_url: str) -> None:
+    """0008 adds function apps: apps made at 0007 (and by a 0007 launcher's inserts) are
+    executable apps, jobs have no call and no outcome (SQL NULL, not JSON null)."""
+    from balsam.backends.local import LocalBackend
+    from balsam.schemas import AppCreate, JobCreate
+
+    engine = make_engine(db_url)
+    try:
+        backend = LocalBackend(engine)
+        backend.create_app(AppCreate(name="Echo", executable="echo"))
+        (job,) = backend.create_jobs([JobCreate(name="j", workflow="w", application="Echo")])
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0007")
+        assert "function_args" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO apps (name, executable, description, preprocess, "
+                    "postprocess, envscript, container) "
+                    "VALUES ('by_old_code', 'true', '', '', '', '', '')"
+                )
+            )
+            apps = conn.execute(text("SELECT name, function, python FROM apps ORDER BY name"))
+            assert [tuple(r) for r in apps] == [("Echo", "", ""), ("by_old_code", "", "")]
+            nulls = conn.execute(
+                text(
+                    "SELECT function_args IS NULL, function_kwargs IS NULL, "
+                    "function_outcome IS NULL FROM jobs"
+                )
+            )
+            assert [tuple(bool(v) for v in r) for r in nulls] == [(True, True, True)]
+        assert backend.get_job(job.job_id).function_args is None
+    finally:
+        engine.dispose()
+
+
+def test_a_function_app_fails_cleanly_on_a_launcher_older_than_0008(db_url: str) -> None:
+    """An older Balsam reads every app as an executable app (it required a non-empty,
+    parsable executable): the column holds a command that fails the job saying why."""
+    import subprocess
+
+    from balsam.backends.local import LocalBackend
+    from balsam.domain.commands import render_command
+    from balsam.schemas import AppCreate
+    from balsam.schemas.apps import FUNCTION_APP_EXECUTABLE
+
+    engine = make_engine(db_url)
+    try:
+        backend = LocalBackend(engine)
+        made = backend.create_app(AppCreate(name="Fit", function="pkg:fit"))
+        assert made.executable == ""
+        with engine.begin() as conn:
+            stored = conn.execute(text("SELECT executable FROM apps WHERE name = 'Fit'")).scalar()
+        assert stored == FUNCTION_APP_EXECUTABLE
+        command = render_command(str(stored), "", None)
+        ran = subprocess.run(command.argv, capture_output=True, text=True, check=False)
+        assert ran.returncode == 1
+        assert "a Balsam too old for function apps" in ran.stderr
+    finally:
+        engine.dispose()

@@ -154,8 +154,8 @@ class AppQuerySet(FetchedResults["App"]):
     def get_or_create(self, **fields: Any) -> tuple[App, bool]:
         """The app named ``fields["name"]``, or a new one from ``fields``; and whether it is new.
 
-        A new app given no executable is returned unsaved: Balsam 0.5 scripts set the
-        executable next and then save() it, which creates it (an app needs an executable).
+        A new app given no executable (nor function) is returned unsaved: Balsam 0.5 scripts
+        set the executable next and then save() it, which creates it (an app needs one).
         ``defaults`` (Django's): more fields for a new app only.
         """
         if "name" not in fields:
@@ -165,7 +165,7 @@ class AppQuerySet(FetchedResults["App"]):
             return self.get(name=fields["name"]), False
         except AppDoesNotExist:
             fields = {**defaults, **fields}
-            if not fields.get("executable"):
+            if not fields.get("executable") and not fields.get("function"):
                 return App(**fields), True
             return self.create(**fields), True
 
@@ -203,6 +203,11 @@ class App:
     preprocess: str
     postprocess: str
     envscript: str
+    container: str
+    #: The Python function the app's jobs call, ``module:function`` ("": an executable app).
+    function: str
+    #: The interpreter that calls it ("": the workflow's Python).
+    python: str
     id: int | None
 
     def __init__(self, **fields: Any) -> None:
@@ -248,11 +253,26 @@ class App:
         """Balsam 0.5's short label of an app: ``[name | id]``."""
         return f"[{self.name} | {self.id}]"
 
+    @classmethod
+    def for_function(cls, fn: Callable[..., Any], name: str | None = None, python: str = "") -> App:
+        """The saved app that calls the importable function ``fn``: the one registered with
+        its import path (``module:qualname``) and ``python``, else a new one named ``name``
+        (default: ``module.qualname``). docs/functions.md."""
+        from balsam.api.functions import app_for
+
+        return app_for(fn, name, python)
+
     def __str__(self) -> str:
-        return f"{self.name}: {self.executable}"
+        return f"{self.name}: {self._runs}"
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} name={self.name!r} executable={self.executable!r}>"
+        what = "function" if self.function else "executable"
+        return f"<{type(self).__name__} name={self.name!r} {what}={self._runs!r}>"
+
+    @property
+    def _runs(self) -> str:
+        """What the app runs: its executable, or its function."""
+        return self.function or self.executable
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, App):

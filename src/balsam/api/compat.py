@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from balsam.api.apps import App
 from balsam.api.context import get_site
+from balsam.domain.functions import call_text
 from balsam.domain.jobenv import balsam_variables, handler_variables
 from balsam.errors import ConfigError
 from balsam.schemas.jobs import EventOut
@@ -33,8 +34,11 @@ def num_ranks(job: Job) -> int:
 
 
 def app_cmd(job: Job) -> str:
-    """The command line the job runs: its app's executable and its arguments."""
+    """The command line the job runs: its app's executable and its arguments (for a function
+    app, the call: ``mypkg.sim:run(1, steps=10)``)."""
     app = App.objects.get(name=job.application)
+    if app.function:
+        return call_text(app.function, job.function_args, job.function_kwargs)
     line = f"{app.executable} {job.args}"
     return " ".join(os.path.expanduser(word) for word in line.split())
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from balsam.api import compat, waiting
+from balsam.api import compat, functions, waiting
+from balsam.api.apps import App
 from balsam.api.context import get_backend, get_site
 from balsam.api.lookups import UnknownField
 from balsam.api.query import JobQuerySet, check_moves, require_user_settable
@@ -60,6 +61,7 @@ READ_ONLY: tuple[str, ...] = (
     "lost_count",
     "session_id",
     "return_code",
+    "function_outcome",
 )
 _SETTABLE = frozenset((*FIELDS, "state", "user_workdir", "coschedule_num_nodes"))
 #: The bookkeeping a job object stores (``pk`` and the others are computed).
@@ -72,6 +74,7 @@ READ_ONLY_SLOTS = (
     "lost_count",
     "session_id",
     "return_code",
+    "function_outcome",
 )
 #: The saved value of an empty dict field: shared, never mutated (saved values are only read).
 _EMPTY: dict[str, Any] = {}
@@ -83,6 +86,11 @@ _DICT_FIELDS = tuple(
     for i, name in enumerate(FIELDS)
     if isinstance(JobFields.model_fields[name].get_default(call_default_factory=True), dict)
 )
+#: Where a function job's call (function_args, function_kwargs: None or JSON) is in FIELDS:
+#: saved as deep copies too (a list or dict edited in place must differ from what was saved).
+_CALL_FIELDS = tuple(i for i, name in enumerate(FIELDS) if name.startswith("function_"))
+#: The bookkeeping taken from every stored job.
+_SYNCED = ("job_id", "state_timestamp", "created_at", "session_id", "return_code")
 #: Length of a full job id (a UUID); shorter strings are treated as id prefixes.
 FULL_ID_LENGTH = 36
 
@@ -228,6 +236,8 @@ class Job:
     max_lost_retries: int
     data: dict[str, Any]
     tags: dict[str, str]
+    function_args: list[Any] | None
+    function_kwargs: dict[str, Any] | None
 
     job_id: str | None
     state_timestamp: datetime | None
@@ -237,6 +247,8 @@ class Job:
     lost_count: int
     session_id: int | None
     return_code: int | None
+    #: What the function of a function app's job did in its last run (docs/functions.md).
+    function_outcome: dict[str, Any] | None
 
     def __init__(self, **fields: Any) -> None:
         parents = fields.pop("parents", ())
@@ -248,7 +260,7 @@ class Job:
             raise UnknownField(
                 f"unknown job field(s) {', '.join(unknown)}; fields are: {', '.join(FIELDS)}"
             )
-        for name in ("job_id", "state_timestamp", "created_at", "session_id", "return_code"):
+        for name in (*_SYNCED, "function_outcome"):
             object.__setattr__(self, name, None)
         for name in ("error_count", "timeout_count", "lost_count"):
             object.__setattr__(self, name, 0)
@@ -291,6 +303,8 @@ class Job:
         copied = list(_field_values(self))
         for i in _DICT_FIELDS:
             copied[i] = copy.deepcopy(copied[i]) if copied[i] else _EMPTY
+        for i in _CALL_FIELDS:
+            copied[i] = copy.deepcopy(copied[i])
         object.__setattr__(self, "_saved", tuple(copied))
 
     def _saved_values(self) -> dict[str, Any]:
@@ -299,7 +313,7 @@ class Job:
 
     def _sync(self, out: JobOut, keep_edits: bool = True) -> None:
         """Take the bookkeeping from ``out``; the state too unless the user changed it."""
-        for name in ("job_id", "state_timestamp", "created_at", "session_id", "return_code"):
+        for name in (*_SYNCED, "function_outcome"):
             object.__setattr__(self, name, getattr(out, name))
         for name in ("error_count", "timeout_count", "lost_count"):
             object.__setattr__(self, name, getattr(out, name))
@@ -574,6 +588,28 @@ class Job:
             raise ValidationError(f"job {self.name!r} is not saved yet")
         out = get_backend().set_state(self.job_id, self._state, message or "set by user")
         self._sync(out, keep_edits=False)
+
+    # --- function apps (docs/functions.md) ------------------------------------------------
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job to end; return what its function returned. Raises
+        :class:`~balsam.errors.RemoteError` (the function raised: remote type, message and
+        traceback), :class:`~balsam.errors.JobError` (no result: killed, failed, ...) or
+        :class:`TimeoutError` (not ended within ``timeout`` seconds)."""
+        return functions.result(self, timeout)
+
+    @classmethod
+    def calling(
+        cls,
+        fn: Callable[..., Any] | App | str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """An unsaved job that calls ``fn`` (an importable function, whose app is found or
+        registered: ``App.for_function``; or a function app, or its name) with ``args`` and
+        ``kwargs``; ``fields`` are the job's other fields (name, workflow, resources...)."""
+        return functions.job_calling(cls, fn, args, kwargs, **fields)
 
     def history(self) -> list[EventOut]:
         """The job's state changes, oldest first."""

@@ -27,6 +27,15 @@ def _image(image: str) -> str:
     return image
 
 
+def _interpreter(python: str) -> str:
+    """An interpreter given as a path made absolute (jobs run in their own directories; a
+    symlink such as a virtual environment's python is kept, not resolved); a bare name
+    (``python3.11``) as given, looked up on the job's PATH."""
+    if python and ("/" in python or python.startswith("~")):
+        return _absolute(python)
+    return python
+
+
 def _python_script(command: str) -> str:
     """A command whose program is a ``.py`` file, run by this installation's Python with the
     script's absolute path, as Balsam 0.5's ``balsam app`` did (jobs run in their own
@@ -42,8 +51,21 @@ def _python_script(command: str) -> str:
 @click.option("--name", required=True, help="Unique name of the app (letters, digits, _.+-).")
 @click.option(
     "--executable",
-    required=True,
+    default="",
     help="Command to run, e.g. 'echo hello,' or a path; job args are appended.",
+)
+@click.option(
+    "--function",
+    default="",
+    metavar="MODULE:FUNCTION",
+    help="Instead of an executable: a Python function the jobs call, e.g. 'mypkg.sim:run' "
+    "(docs/functions.md).",
+)
+@click.option(
+    "--python",
+    default="",
+    metavar="PATH",
+    help="The interpreter of a --function app (default: the launcher's own Python).",
 )
 @click.option("--preprocess", default="", help="Command run in the job's directory before it.")
 @click.option("--postprocess", default="", help="Command run in the job's directory after it.")
@@ -62,6 +84,8 @@ def app_command(
     postprocess: str,
     envscript: str,
     container: str,
+    function: str,
+    python: str,
     description: str,
 ) -> None:
     """Register an application that jobs can run.
@@ -70,6 +94,7 @@ def app_command(
     Examples:
       balsam app --name SayHello --executable "echo hello,"
       balsam app --name Sim --executable "sim.exe" --container /soft/images/sim.sif
+      balsam app --name Fit --function mypkg.fit:run --python ~/envs/fit/bin/python
     """
     spec = validated(
         AppCreate,
@@ -80,10 +105,16 @@ def app_command(
             "postprocess": _python_script(postprocess),
             "envscript": _absolute(envscript),
             "container": _image(container),
+            "function": function,
+            "python": _interpreter(python),
             "description": description,
         },
     )
     with active_backend() as (_site, backend):
         app = backend.create_app(spec)
     where = f" (in container {app.container})" if app.container else ""
-    click.echo(f"Added app {app.name}: {app.executable}{where}")
+    if app.function:
+        by = f" with {app.python}" if app.python else ""
+        click.echo(f"Added app {app.name}: calls {app.function}{by}{where}")
+    else:
+        click.echo(f"Added app {app.name}: {app.executable}{where}")

@@ -6,6 +6,7 @@ Balsam 0.5's other spellings live here too: ``balsam killjob`` (``kill``), ``bal
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -27,6 +28,7 @@ from balsam.cli.common import (
 )
 from balsam.config import Site
 from balsam.domain.commands import CommandError, parse_env_assignments, render_command
+from balsam.domain.functions import call_problem, call_text, parse_json_argument
 from balsam.errors import NotFound, ValidationError
 from balsam.schemas.apps import AppCreate, AppOut
 from balsam.schemas.jobs import JobCreate, JobFields
@@ -37,6 +39,11 @@ ALWAYS_SHOWN = ("name", "workflow", "application", "args")
 MAX_COSCHEDULE_NODES = 2147483647
 #: What ``balsam make_dummies`` adds at most in one call.
 MAX_DUMMIES = 1_000_000
+#: A function job's call: the field, its flag, the JSON it takes (docs/functions.md).
+CALL_OPTIONS = (
+    ("function_args", "--function-args", list),
+    ("function_kwargs", "--function-kwargs", dict),
+)
 
 
 def _default(field: str) -> Any:
@@ -59,6 +66,22 @@ JOB_OPTIONS = [
         cls=WordsOption,
         default="",
         help="Arguments appended to the app's command (one or more words).",
+    ),
+    click.option(
+        "--function-args",
+        "--call-args",
+        "function_args",
+        default=None,
+        metavar="JSON",
+        help="For a function app: its positional arguments, a JSON list, e.g. '[1, \"a\"]'.",
+    ),
+    click.option(
+        "--function-kwargs",
+        "--kwargs",
+        "function_kwargs",
+        default=None,
+        metavar="JSON",
+        help="For a function app: its arguments by name, a JSON object, e.g. '{\"x\": 1}'.",
     ),
     click.option("--description", cls=WordsOption, default="", help="Free text (words)."),
     _int_option("--num-nodes", "num_nodes", "Nodes the job runs on."),
@@ -163,6 +186,13 @@ def job_fields(options: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise ValidationError(f"--env: {exc}") from None
     values["tags"] = parse_pairs(values.pop("tag"), "--tag")
+    for field, flag, kind in CALL_OPTIONS:
+        text = values.pop(field, None)
+        if text is not None:
+            try:
+                values[field] = parse_json_argument(text, flag, kind)
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from None
     coschedule = values.pop("coschedule_num_nodes", 0)
     if coschedule:
         # No launcher or service of this Balsam reserves nodes beside a job: the number is
@@ -177,12 +207,16 @@ def _summary(spec: JobCreate, app: AppOut, site: Site, in_workflow: int) -> None
     table = make_table("FIELD", "VALUE")
     for field, value in spec.model_dump().items():
         if field in ALWAYS_SHOWN or value != _default_or_none(field):
-            table.add_row(field, format_value(value))
-    try:
-        command = render_command(app.executable, spec.args, app.envscript).display()
-    except CommandError as exc:
-        command = f"(cannot render: {exc})"
-    table.add_row("command", command)
+            shown = json.dumps(value) if field.startswith("function_") else format_value(value)
+            table.add_row(field, shown)
+    if app.function:
+        table.add_row("call", call_text(app.function, spec.function_args, spec.function_kwargs))
+    else:
+        try:
+            command = render_command(app.executable, spec.args, app.envscript).display()
+        except CommandError as exc:
+            command = f"(cannot render: {exc})"
+        table.add_row("command", command)
     table.add_row("working directory", str(planned_workdir(site, spec)))
     show(table)
     click.echo(f"The workflow {spec.workflow!r} has {in_workflow} job(s) in the database now")
@@ -211,8 +245,9 @@ def job_command(**options: Any) -> None:
     Prints the new job's id.
 
     \b
-    Example:
+    Examples:
       balsam job --name hi --workflow test --application SayHello --args 'world!' --yes
+      balsam job --name fit1 --workflow test --application Fit --kwargs '{"x": 1}' --yes
     """
     click.echo(_add_job(options, ask=not options["yes"]))
 
@@ -222,6 +257,11 @@ def _add_job(options: dict[str, Any], ask: bool, parent: str | None = None) -> s
     spec = validated(JobCreate, job_fields(options))
     with active_backend() as (site, backend):
         app = backend.get_app(spec.application)
+        # Before asking: the backend would refuse it after the confirmation.
+        has_call = spec.function_args is not None or spec.function_kwargs is not None
+        problem = call_problem(bool(app.function), spec.args, has_call)
+        if problem:
+            raise ValidationError(f"job {spec.name!r}: {problem} (app {app.name!r})")
         wanted = [*([parent] if parent else []), *options["parents"]]
         parents = [backend.resolve_job_id(p) for p in wanted]
         # The id is chosen here: a create repeated after a lost answer creates one job.

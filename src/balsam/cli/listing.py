@@ -12,6 +12,7 @@ this many jobs, then say how many more there are). ``--id`` matches any part of 
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from balsam.cli.common import (
 )
 from balsam.cli.queues import list_queues
 from balsam.config import load_site
+from balsam.domain.functions import outcome_summary, raised
 from balsam.domain.states import JobState, parse_state
 from balsam.errors import NotFound, ValidationError
 from balsam.schemas.jobs import JobOut
@@ -215,8 +217,30 @@ def _history_table(backend: Backend, job: JobOut, width: int) -> Any:
 def _job_fields_table(job: JobOut) -> Any:
     table = make_table("FIELD", "VALUE", title=f"{job.job_id}  {job.name}")
     for field, value in job.model_dump().items():
-        table.add_row(field, format_value(value))
+        if field in CALL_FIELDS:
+            table.add_row(field, "" if value is None else json.dumps(value, ensure_ascii=False))
+        elif field == "function_outcome":
+            table.add_row(field, outcome_text(value))
+        else:
+            table.add_row(field, format_value(value))
     return table
+
+
+#: A function job's call, shown as the JSON it is.
+CALL_FIELDS = ("function_args", "function_kwargs")
+
+
+def outcome_text(outcome: dict[str, Any] | None) -> str:
+    """A function job's outcome as ``ls --verbose`` shows it: what it returned (as JSON), or
+    what it raised with the remote traceback below."""
+    if not outcome:
+        return ""
+    error = raised(outcome)
+    if error is None:
+        return f"returned {json.dumps(outcome['value'], ensure_ascii=False)}"
+    head = outcome_summary(outcome, width=10_000)
+    trace = error["traceback"].rstrip()
+    return f"{head}\n{trace}" if trace else head
 
 
 def _job_label(job: JobOut, width: int) -> Text:
@@ -260,6 +284,11 @@ def _list_apps(backend: Backend, name: str | None, verbose: bool) -> None:
         columns[3:3] = ["CONTAINER"]
     if verbose:
         columns[3:3] = ["PREPROCESS", "POSTPROCESS", "ENVSCRIPT"]
+    # Function apps (docs/functions.md) call a function instead of an executable.
+    if verbose or any(app.python for app in apps):
+        columns[3:3] = ["PYTHON"]
+    if verbose or any(app.function for app in apps):
+        columns[3:3] = ["FUNCTION"]
     table = make_table(*columns)
     for app in apps:
         values = app.model_dump()

@@ -26,6 +26,7 @@ from balsam.cli.common import (
     validated,
 )
 from balsam.domain.commands import parse_env_assignments
+from balsam.domain.functions import parse_json_argument
 from balsam.domain.states import parse_state
 from balsam.errors import InvalidTransition, NotFound, ValidationError
 from balsam.schemas.apps import AppOut, AppUpdate
@@ -45,6 +46,8 @@ def coerce_field(attr: str, text: str) -> Any:
         known = ", ".join(["state", *sorted(JobFields.model_fields)])
         raise ValidationError(f"unknown job attribute {attr!r} (one of: {known})")
     kind = info.annotation
+    if attr in ("function_args", "function_kwargs"):
+        return _parse_call(attr, text)
     if kind is bool:
         return _parse_bool(attr, text)
     if kind is int:
@@ -55,6 +58,16 @@ def coerce_field(attr: str, text: str) -> Any:
     if get_origin(kind) is dict:
         return _parse_dict(attr, text)
     return text
+
+
+def _parse_call(attr: str, text: str) -> Any:
+    """A function job's call: JSON (a list or an object); empty or ``null`` for none."""
+    if text.strip() in ("", "null"):
+        return None
+    try:
+        return parse_json_argument(text, attr, list if attr == "function_args" else dict)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def _parse_bool(attr: str, text: str) -> bool:
@@ -106,7 +119,8 @@ def modify_command(job_id: str, attr: str, value: str, kind: str) -> None:
     """Set attribute ATTR of job ID (or unique prefix) to VALUE.
 
     With --type apps, ID is an app's name (or numeric id) and ATTR one of executable,
-    description, preprocess, postprocess, envscript, container (an image; "" for none).
+    description, preprocess, postprocess, envscript, container (an image; "" for none),
+    function (MODULE:FUNCTION; "" for none), python (a function app's interpreter).
 
     ATTR "state" is a validated state change: any state but RUNNING and AWAITING_PARENTS
     (CREATED starts the job over), and a RUNNING job only to USER_KILLED, FAILED or

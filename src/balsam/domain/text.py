@@ -42,6 +42,8 @@ LIMITS: dict[str, int] = {
     "preprocess": 128 * KIB,
     "postprocess": 128 * KIB,
     "envscript": 4 * KIB,
+    "function": 4 * KIB,
+    "python": 4 * KIB,
 }
 #: A job's environment (names, values, ``=`` and a terminator each): at most this many bytes.
 ENVIRONMENT_LIMIT = 1 * MIB
@@ -144,14 +146,20 @@ def data_problem(data: Mapping[str, Any]) -> str | None:
     """Why a job's ``data`` cannot be stored as JSON (not JSON, NaN, NUL, size), or None."""
     if not data:
         return None
+    return json_problem(data, DATA_LIMIT)
+
+
+def json_problem(value: Any, limit: int) -> str | None:
+    """Why ``value`` cannot be stored in a JSON column (not JSON, NaN, NUL, more than
+    ``limit`` bytes as JSON), or None. Both databases refuse NaN and NUL in JSON."""
     try:
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         return f"is not JSON: {exc}"
     problem = text_problem(text)
     if problem is None and _JSON_NUL.search(text):
         problem = "contains a NUL character"
-    return problem or size_problem(text, DATA_LIMIT)
+    return problem or size_problem(text, limit)
 
 
 def _too_big(size: int, limit: int) -> str:

@@ -18,7 +18,7 @@ import os
 import shlex
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from balsam.config import PlatformSettings, Site
@@ -26,6 +26,7 @@ from balsam.domain import jobenv
 from balsam.domain.commands import CommandError, render_command
 from balsam.domain.jobenv import balsam_variables
 from balsam.domain.states import JobState
+from balsam.launcher import calls
 from balsam.platform.containers import (
     ContainerOptions,
     ContainerRun,
@@ -107,11 +108,14 @@ def needs_mpi(job: JobOut, mpi: MpiLauncher | None, mpi_mode: bool) -> bool:
 @dataclass(frozen=True)
 class RunCommand:
     """A job's run command, whether it goes through the MPI launcher, and the variables its
-    process gets (the job's, plus what a container runtime needs to pass them in)."""
+    process gets (the job's, plus what a container runtime needs to pass them in); for a
+    function app's job, the call file to write beside it and the token of its outcome."""
 
     argv: list[str]
     through_mpi: bool
     variables: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)
+    token: str = ""
 
 
 def run_command(
@@ -128,17 +132,32 @@ def run_command(
 ) -> RunCommand:
     """The command that runs ``job`` on ``hosts`` (CannotRun, CommandError, OSError).
 
-    An app with a container image has its command wrapped by ``container`` (the site's
-    runtime) first; that wrapped command is what the MPI launcher starts on every rank.
+    A function app's command is the runner of :mod:`balsam.launcher.calls` (its call goes in
+    ``files``); an executable app's, its executable and the job's args. An app with a
+    container image has its command wrapped by ``container`` (the site's runtime) first;
+    that wrapped command is what the MPI launcher starts on every rank.
     """
-    rendered = render_command(app.executable, job.args, app.envscript or None)
-    argv, own = rendered.argv, dict(variables)
+    through_mpi = needs_mpi(job, mpi, mpi_mode)
+    if app.function:
+        argv, shell = calls.function_argv(app, in_container=bool(app.container)), False
+        if app.envscript:
+            # Sourced by a shell first, as for any app; the call itself stays one quoted argv.
+            rendered = render_command(shlex.join(argv), "", app.envscript)
+            argv, shell = rendered.argv, rendered.shell
+    else:
+        rendered = render_command(app.executable, job.args, app.envscript or None)
+        argv, shell = rendered.argv, rendered.shell
+    own = dict(variables)
     if app.container:
         argv, own = in_container(app.container, argv, job, own, env, cwd, container)
-    elif not rendered.shell and needs_mpi(job, mpi, mpi_mode):
+    elif not shell and through_mpi:
         check_program(argv[0], env, cwd)
-    if not needs_mpi(job, mpi, mpi_mode):
-        return RunCommand(argv, through_mpi=False, variables=own)
+    files, token = {}, ""
+    if app.function:
+        call = calls.make_call(job, app, mpi=through_mpi)
+        files, token = {calls.CALL_FILE: call.text}, call.token
+    if not through_mpi:
+        return RunCommand(argv, through_mpi=False, variables=own, files=files, token=token)
     assert mpi is not None
     run = MpiRun(
         argv=argv,
@@ -152,7 +171,7 @@ def run_command(
         threads_per_core=job.threads_per_core,
         launcher_args=list(launcher_args or []),
     )
-    return RunCommand(mpi.command(run), through_mpi=True, variables=own)
+    return RunCommand(mpi.command(run), True, own, files, token)
 
 
 def in_container(

@@ -148,5 +148,9 @@ class Dispatcher:
         child = self.children.adopt(job.job_id, Step.RUN, out, link)
         cpus = placement.cpus[0] if bind else ()
         after_key = after.key if after else None
-        link.run(child.key, run.argv, workdir, run.variables, out, cpus, after_key, make)
+        link.run(
+            child.key, run.argv, workdir, run.variables, out, cpus, after_key, make, files=run.files
+        )
+        # A function job's outcome must carry this run's token to count as its outcome.
+        task.call_token = run.token
         return child

@@ -25,13 +25,14 @@ import logging
 import signal
 import time
 from functools import partial
+from typing import Any
 
 from balsam.backends.base import Backend
 from balsam.config import LauncherSettings, Site
 from balsam.domain.resources import why_cannot_fit
 from balsam.domain.states import TERMINAL_STATES, JobState, JobStep, pending_step, settled
 from balsam.errors import BalsamError
-from balsam.launcher import commands, staging
+from balsam.launcher import calls, commands, staging
 from balsam.launcher.appcache import AppCache
 from balsam.launcher.children import Child, ChildProcesses, Step
 from balsam.launcher.claims import Claimer
@@ -107,12 +108,19 @@ class JobFlow:
         return_code: int | None = None,
         release: bool = False,
         lost: bool = False,
+        outcome: dict[str, Any] | None = None,
     ) -> int:
-        """Queue the job's move from the state the launcher believes it in; returns its seq."""
+        """Queue the job's move from the state the launcher believes it in; returns its seq.
+
+        ``outcome``: what a function job's run returned or raised, stored with the state. A
+        function job's RUNNING clears the outcome of an earlier attempt (``{}``).
+        """
         first = message.splitlines()[0] if message else ""
         job_lines.info(task.job_id, f"-> {state.value} {first}".rstrip())
+        if outcome is None and state is S.RUNNING and task.app.function:
+            outcome = {}
         seq = self.updates.record(
-            task.job_id, state, task.db_state, now, message, return_code, release, lost
+            task.job_id, state, task.db_state, now, message, return_code, release, lost, outcome
         )
         task.db_state = state
         return seq
@@ -386,9 +394,23 @@ class JobFlow:
             self._run_exited(task, code, now)
 
     def _run_exited(self, task: Task, code: int, now: float) -> None:
+        if task.app.function:
+            self._function_exited(task, code, now)
+            return
         state = S.RUN_DONE if code == 0 else S.RUN_ERROR
         text = "" if code == 0 else self._exit_text("run", code, task, f"{task.job.name}.out")
         self._run_ended(task, now, state, text, code)
+
+    def _function_exited(self, task: Task, code: int, now: float) -> None:
+        """A function job's run ended: done only if it exited 0 and its function returned
+        (a process that exited 0 without an outcome did not finish its call)."""
+        workdir = self.site.job_dir(task.job.working_directory)
+        ended = calls.read_outcome(workdir, task.call_token)
+        if code == 0 and ended.returned:
+            self._run_ended(task, now, S.RUN_DONE, ended.summary(), code, ended.outcome)
+            return
+        text = self._exit_text("run", code, task, f"{task.job.name}.out", ended.summary())
+        self._run_ended(task, now, S.RUN_ERROR, text, code, ended.outcome)
 
     def decide_signalled(self, now: float) -> None:
         """Runs killed by a signal whose wait is over, with the launcher still going: the
@@ -466,12 +488,20 @@ class JobFlow:
     # ---- what a command's end means ---------------------------------------------------------
 
     def _run_ended(
-        self, task: Task, now: float, state: JobState, message: str, code: int | None
+        self,
+        task: Task,
+        now: float,
+        state: JobState,
+        message: str,
+        code: int | None,
+        outcome: dict[str, Any] | None = None,
     ) -> None:
         after = pending_step(settled(state, task.facts), task.facts)
         # With the service doing postprocessing, the job is let go of for it to take.
         later = after in LATER_STEPS and not self.claimer.split.defers(now)
-        seq = self.record(task, state, now, message, return_code=code, release=not later)
+        seq = self.record(
+            task, state, now, message, return_code=code, release=not later, outcome=outcome
+        )
         if later:
             self.settle(task, seq, now)
         else:
@@ -533,11 +563,11 @@ class JobFlow:
                 log.info("%s interrupted", child.step, extra=job_extra(task.job_id))
             self.finish(task, now, release=cause is not StopCause.LOST)
 
-    def _exit_text(self, what: str, code: int, task: Task, filename: str) -> str:
+    def _exit_text(self, what: str, code: int, task: Task, filename: str, why: str = "") -> str:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         path = self.site.job_dir(task.job.working_directory) / filename
         lines = commands.tail(path, self.settings.error_tail_lines)
-        text = f"{what} failed: {how}"
+        text = f"{what} failed: {how}" + (f": {why}" if why else "")
         return f"{text}; last lines of {filename}:\n{lines}" if lines else text
 
     # ---- stopping ------------------------------------------------------------------------------

@@ -130,6 +130,8 @@ class Task:
     #: to it belong to an earlier task of the same job (one the launcher let go of, whose
     #: answer came late), not to this one.
     born_seq: int = 0
+    #: A function job's run: the token its outcome file must carry (balsam.launcher.calls).
+    call_token: str = ""
 
     def __post_init__(self) -> None:
         if self.db_state is None:

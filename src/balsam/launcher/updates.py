@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from balsam.backends.base import Backend
 from balsam.domain.states import JobState
@@ -90,8 +91,10 @@ class UpdateBuffer:
         return_code: int | None = None,
         release: bool = False,
         lost: bool = False,
+        outcome: dict[str, Any] | None = None,
     ) -> int:
-        """Queue one job's move from ``from_state`` to ``state``; returns its seq."""
+        """Queue one job's move from ``from_state`` to ``state`` (with a function job's
+        ``outcome``, which travels in the same update); returns its seq."""
         # Built by the launcher itself from valid values: skip validation on this hot path.
         update = StateUpdate.model_construct(
             job_id=job_id,
@@ -103,6 +106,7 @@ class UpdateBuffer:
             lost=lost,
             seq=0,
             from_state=from_state,
+            outcome=outcome,
         )
         return self.add(update, now)
 

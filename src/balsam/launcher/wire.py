@@ -2,7 +2,8 @@
 
 Launcher to worker: ``run`` (key, argv, cwd, env additions, output path, CPU indices, and
 optionally ``after``: the key of a running command it is to follow, starting the moment that
-one exits, and ``makedirs``: make cwd first), ``signal`` (key, signal number; a queued run
+one exits, ``makedirs``: make cwd first, and ``files``: text files to write in cwd just
+before the start, such as a function job's call), ``signal`` (key, signal number; a queued run
 is cancelled instead), ``bye``.
 
 Worker to launcher: ``hello`` (token, node name, rank, CPU count, pid) once, then for each run

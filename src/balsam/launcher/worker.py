@@ -145,6 +145,7 @@ class Worker:
         try:
             if message.get("makedirs"):
                 os.makedirs(message["cwd"], exist_ok=True)
+            write_files(Path(message["cwd"]), message.get("files") or {})
             child = self.children.spawn(
                 key,
                 Step.RUN,
@@ -203,6 +204,17 @@ class Worker:
 
 #: Start failures that say the node cannot write now, not that the job is wrong.
 NODE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def write_files(cwd: Path, files: dict[str, str]) -> None:
+    """Write the text files a run is given (a function job's call) in its directory, each
+    whole or not at all (OSError, ValueError for a name that is not a plain file name)."""
+    for name, text in files.items():
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"not a file name: {name!r}")
+        partial = cwd / f".{name}.{os.getpid()}.part"
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, cwd / name)
 
 
 def _note_signal(signum: int, _frame: object) -> None:

@@ -108,10 +108,12 @@ class WorkerLink:
         after: int | None = None,
         makedirs: bool = False,
         header: str = "",
+        files: Mapping[str, str] | None = None,
     ) -> None:
         """Ask the worker to start ``argv`` (its environment plus ``env``), at once or, with
         ``after``, as soon as the command under that key exits (``makedirs``: make ``cwd``
-        first; ``header``: lines the output file starts with)."""
+        first; ``header``: lines the output file starts with; ``files``: text files to write
+        in ``cwd`` just before the start, by name)."""
         message = {"op": "run", "key": key, "argv": argv, "cwd": str(cwd), "env": dict(env)}
         message.update(out=str(out), cpus=list(cpus))
         if after is not None:
@@ -120,6 +122,8 @@ class WorkerLink:
             message["makedirs"] = True
         if header:
             message["header"] = header
+        if files:
+            message["files"] = dict(files)
         self.send(message)
 
     def send_signal(self, key: int, sig: int) -> None:

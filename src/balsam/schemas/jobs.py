@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from balsam.domain.commands import CommandError, split_words
+from balsam.domain.functions import arguments_problem, outcome_problem
 from balsam.domain.resources import ResourceRequest, resource_problems
 from balsam.domain.states import JobState
 from balsam.domain.text import (
@@ -72,6 +73,9 @@ def text_problems(values: dict[str, Any]) -> list[str]:
         problems.append(f"tags {problem}")
     if data and (problem := data_problem(data)):
         problems.append(f"data {problem}")
+    args, kwargs = values.get("function_args"), values.get("function_kwargs")
+    if (args is not None or kwargs is not None) and (problem := arguments_problem(args, kwargs)):
+        problems.append(problem)
     return problems
 
 
@@ -141,6 +145,10 @@ class JobFields(BaseModel):
     max_lost_retries: int = 3
     data: dict[str, Any] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
+    #: The call of a function app's job (docs/functions.md): its positional arguments (a JSON
+    #: list) and its arguments by name (a JSON object); None for none.
+    function_args: list[Any] | None = None
+    function_kwargs: dict[str, Any] | None = None
 
     @field_validator("args")
     @classmethod
@@ -250,6 +258,9 @@ class JobOut(JobFields):
     lost_count: int = 0
     session_id: int | None = None
     return_code: int | None = None
+    #: What the function of a function app's job did in its last run: ``{"value": ...}`` or
+    #: ``{"exception": {"type", "message", "traceback"}}`` (None: no run has told yet).
+    function_outcome: dict[str, Any] | None = None
 
 
 class JobShape(BaseModel):
@@ -278,7 +289,8 @@ class BulkCreated(BaseModel):
 
 
 class StateUpdate(BaseModel):
-    """A launcher's report of one job's new state (validated by the state machine).
+    """A launcher's report of one job's new state (validated by the state machine), and of
+    what a function job's run returned or raised (``outcome``).
 
     ``seq`` numbers a session's calls (claims and updates share one counter, increasing):
     an update whose job already carries this session's ``seq`` or a later one was applied
@@ -301,6 +313,17 @@ class StateUpdate(BaseModel):
     lost: bool = False
     seq: int = Field(default=0, ge=0)
     from_state: JobState | None = None
+    #: A function job's outcome, stored with the state it came with (the run's end), so that
+    #: it is applied exactly when the state is, repeats included; ``{}`` clears the stored
+    #: one (a new run starts). None leaves it as it is.
+    outcome: dict[str, Any] | None = None
+
+    @field_validator("outcome")
+    @classmethod
+    def _an_outcome(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value and (problem := outcome_problem(value)):
+            raise ValueError(f"outcome {problem}")
+        return value
 
 
 class UpdateOutcome(StrEnum):

@@ -90,6 +90,8 @@ def parse_lookup(key: str) -> tuple[str, Lookup]:
 
 #: Fields holding JSON, into which ``FIELD__KEY`` looks up a key.
 JSON_FIELDS = frozenset({"data", "tags", "environ_vars"})
+#: JSON fields a query may only test with ``isnull``: a function job's call and outcome.
+WHOLE_JSON_FIELDS = frozenset({"function_args", "function_kwargs", "function_outcome"})
 
 
 def split_json_path(field: str) -> tuple[str, list[str]]:

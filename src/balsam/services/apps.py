@@ -6,7 +6,13 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Engine, func, select
 
 from balsam.errors import AlreadyExists, InvalidTransition, NotFound, ValidationError
-from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.apps import (
+    AppCreate,
+    AppOut,
+    AppUpdate,
+    stored_app_values,
+    updated_app_values,
+)
 from balsam.schemas.problems import first_error
 from balsam.schemas.queries import Clause
 from balsam.store.engine import unit_of_work
@@ -20,7 +26,7 @@ def create_app(engine: Engine, spec: AppCreate) -> AppOut:
     with unit_of_work(engine) as session:
         if session.scalar(select(AppRow.id).where(AppRow.name == spec.name)) is not None:
             raise AlreadyExists(f"an app named {spec.name!r} exists already")
-        row = AppRow(**spec.model_dump())
+        row = AppRow(**stored_app_values(spec))
         session.add(row)
         session.flush()
         return AppOut.model_validate(row)
@@ -50,10 +56,10 @@ def update_app(engine: Engine, name: str, changes: AppUpdate) -> AppOut:
             raise NotFound(f"no application named {name!r}")
         current = AppOut.model_validate(row).model_dump(exclude={"id"})
         try:
-            merged = AppCreate.model_validate({**current, **changes.model_dump(exclude_none=True)})
+            merged = AppCreate.model_validate(updated_app_values(current, changes))
         except PydanticValidationError as exc:
             raise ValidationError(first_error(exc)) from None
-        for key, value in merged.model_dump().items():
+        for key, value in stored_app_values(merged).items():
             setattr(row, key, value)
         return AppOut.model_validate(row)
 

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from balsam.domain.functions import call_problem
 from balsam.domain.states import JobFacts, JobState, fast_forward
 from balsam.errors import AlreadyExists, NotFound, ValidationError
 from balsam.schemas.jobs import INT_MAX, JobCreate
@@ -87,6 +88,8 @@ class JobMaker:
             session.execute(text("SET LOCAL enable_seqscan = off"))
         #: (has preprocess) of every app seen so far, by name.
         self._apps: dict[str, bool] = {}
+        #: Names of the function apps among them.
+        self._function_apps: set[str] = set()
         #: States of the jobs this call made (or found, when repeated), by id, in order.
         self.states: dict[str, JobState] = {}
         self.repeat = Repeat.UNKNOWN
@@ -109,6 +112,7 @@ class JobMaker:
         for spec, job_id in zip(specs, ids, strict=True):
             if job_id in self.states:
                 raise ValidationError(f"job id {job_id} is given twice")
+            self._check_call(spec)
             parents = list(dict.fromkeys(spec.parents))
             parent_states = [self._parent_state(p, outside) for p in parents]
             path = self._path(spec, parent_states)
@@ -154,6 +158,17 @@ class JobMaker:
         if missing:
             raise NotFound(f"unknown application(s): {', '.join(sorted(missing))}")
         self._apps.update((name, bool(app.preprocess)) for name, app in apps.items())
+        self._function_apps.update(name for name, app in apps.items() if app.function)
+
+    def _check_call(self, spec: JobCreate) -> None:
+        """Refuse arguments that do not suit the job's app (args for an executable app, a
+        call for a function app)."""
+        has_call = spec.function_args is not None or spec.function_kwargs is not None
+        if not spec.args and not has_call:
+            return
+        problem = call_problem(spec.application in self._function_apps, spec.args, has_call)
+        if problem:
+            raise ValidationError(f"job {spec.name!r}: {problem} (app {spec.application!r})")
 
     def _parent_state(self, parent: str, outside: dict[str, JobState]) -> JobState:
         state = self.states.get(parent) or outside.get(parent)

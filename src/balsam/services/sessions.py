@@ -27,6 +27,7 @@ from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 from balsam.services.jobs import job_outs, select_outs
 from balsam.services.state_engine import AnyJob, StateEngine
 from balsam.store import repository as repo
+from balsam.store.bulk import update_rows
 from balsam.store.engine import is_sqlite, unit_of_work
 from balsam.store.staterows import StateRow, state_rows
 from balsam.store.tables import (
@@ -355,7 +356,24 @@ def _record(
     engine_ = StateEngine(session)
     results = [_apply(engine_, rows.get(upd.job_id), session_id, upd) for upd in updates]
     engine_.finish()
+    _write_outcomes(session, updates, results)
     return results
+
+
+def _write_outcomes(
+    session: Session, updates: list[StateUpdate], results: list[UpdateResult]
+) -> None:
+    """Store the outcomes that came with the updates applied now (``{}``: clear it), in the
+    same transaction as their states: a function job's result is never recorded without the
+    run's end, nor lost with a repeat. Most updates carry none: no statement then."""
+    outcomes = {
+        upd.job_id: upd.outcome or None
+        for upd, result in zip(updates, results, strict=True)
+        if upd.outcome is not None and result.outcome is UpdateOutcome.APPLIED
+    }
+    if outcomes:
+        rows = [(outcome, job_id) for job_id, outcome in outcomes.items()]
+        update_rows(session, JOBS, "job_id", ("function_outcome",), rows)
 
 
 def _apply(

@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, true
 from sqlalchemy.orm import InstrumentedAttribute
 
 from balsam.errors import ValidationError
-from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
+from balsam.schemas.queries import WHOLE_JSON_FIELDS, Clause, Condition, JobQuery, Lookup
 from balsam.store.jsonpath import json_condition
 from balsam.store.likes import LIKE_LOOKUPS, like_sql
 from balsam.store.tables import Base, JobRow
@@ -33,6 +33,8 @@ def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
         if cond.field not in _JSON_FIELDS:
             raise ValidationError(f"{cond.field!r} is not a JSON field: no key lookups into it")
         return json_condition(col, cond.path, cond.lookup, value)
+    if cond.field in WHOLE_JSON_FIELDS and cond.lookup is not Lookup.ISNULL:
+        raise ValidationError(f"a query on JSON field {cond.field!r} can only test isnull")
     if cond.field in _JSON_FIELDS and cond.lookup not in (Lookup.ISNULL,):
         raise ValidationError(
             f"cannot filter on JSON field {cond.field!r} as a whole; look up a key in it "

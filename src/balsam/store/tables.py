@@ -93,6 +93,12 @@ class AppRow(Base):
     envscript: Mapped[str] = mapped_column(Text, default="")
     #: The container image the app's runs go in ("" = on the host); see docs/containers.md.
     container: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: The Python function the app's jobs call, ``module:function`` ("" = an executable app,
+    #: whose ``executable`` column then holds a placeholder for older launchers; see
+    #: balsam.schemas.apps.FUNCTION_APP_EXECUTABLE and docs/functions.md).
+    function: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: The interpreter that calls it ("" = the launcher's own Python).
+    python: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class SessionRow(Base):
@@ -270,6 +276,15 @@ class JobRow(Base):
     #: applied to the job: a repeat of that call is a duplicate, reported and not reapplied.
     update_session: Mapped[int | None] = mapped_column(Integer, nullable=True)
     update_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: A function app's call (a JSON list and a JSON object; NULL: none) and what its last
+    #: run returned or raised (docs/functions.md). None is SQL NULL, not JSON null.
+    function_args: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    function_kwargs: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
+    function_outcome: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
 
 
 class JobParentRow(Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from balsam.errors import AlreadyExists, InvalidTransition
-from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
+from balsam.schemas.apps import AppCreate, AppOut, AppUpdate, updated_app_values
 from balsam.schemas.queries import Clause
 from balsam.testing.memchecks import check_text
 from balsam.testing.memquery import columns_of_model, where
@@ -39,12 +39,7 @@ def update_app(store: Store, name: str, changes: AppUpdate) -> AppOut:
     """Change an app's fields (its name stays)."""
     app = store.app(name)
     # Invalid changes raise pydantic's ValidationError here, as in balsam.services.apps.
-    merged = AppCreate.model_validate(
-        {
-            **app.model_dump(exclude={"id"}),
-            **changes.model_dump(exclude_none=True),
-        }
-    )
+    merged = AppCreate.model_validate(updated_app_values(app.model_dump(exclude={"id"}), changes))
     _check_storable(merged)
     store.apps[name] = AppOut(id=app.id, **merged.model_dump())
     return store.apps[name].model_copy()

@@ -14,12 +14,20 @@ from collections.abc import Iterable, Iterator
 from enum import Enum
 from typing import Any
 
+from balsam.domain.functions import call_problem
 from balsam.domain.states import JobState, fast_forward, job_facts
 from balsam.errors import AlreadyExists, NotFound, ValidationError
 from balsam.schemas.jobs import JobCreate
 from balsam.testing.memchecks import check_text, stored_json
 from balsam.testing.memquery import Kind, columns_of_record
-from balsam.testing.memstore import JSON_FIELDS, EventRecord, JobRecord, Store, utcnow
+from balsam.testing.memstore import (
+    CALL_FIELDS,
+    JSON_FIELDS,
+    EventRecord,
+    JobRecord,
+    Store,
+    utcnow,
+)
 
 S = JobState
 #: Specs per chunk, as balsam.services.creation.CHUNK (a repeat is judged per chunk).
@@ -86,6 +94,7 @@ class MemoryJobMaker:
         for spec, job_id in zip(specs, ids, strict=True):
             if job_id in self.states:
                 raise ValidationError(f"job id {job_id} is given twice")
+            self._check_call(spec)
             parents = list(dict.fromkeys(spec.parents))
             parent_states = [self._parent_state(p, outside).value for p in parents]
             job = self._record(spec, job_id)
@@ -143,6 +152,14 @@ class MemoryJobMaker:
         if missing:
             raise NotFound(f"unknown application(s): {', '.join(sorted(missing))}")
 
+    def _check_call(self, spec: JobCreate) -> None:
+        """Refuse arguments that do not suit the job's app, as balsam.services.creation."""
+        has_call = spec.function_args is not None or spec.function_kwargs is not None
+        function_app = bool(self.store.apps[spec.application].function)
+        problem = call_problem(function_app, spec.args, has_call)
+        if problem:
+            raise ValidationError(f"job {spec.name!r}: {problem} (app {spec.application!r})")
+
     def _parent_state(self, parent: str, outside: dict[str, JobState]) -> JobState:
         state = self.states.get(parent) or outside.get(parent)
         if state is None:
@@ -183,6 +200,9 @@ def _make_storable(job: JobRecord) -> None:
         check_text(getattr(job, name), name)
     for name in JSON_FIELDS:
         setattr(job, name, stored_json(getattr(job, name), name))
+    for name in CALL_FIELDS:
+        if getattr(job, name) is not None:
+            setattr(job, name, stored_json(getattr(job, name), name))
 
 
 def _chunks(items: Iterator[JobCreate], size: int) -> Iterator[list[JobCreate]]:

@@ -30,7 +30,7 @@ from balsam.testing.memchecks import check_known, check_text, disagree, stored_j
 from balsam.testing.memcreate import MemoryJobMaker, Repeat
 from balsam.testing.memengine import MemoryStateEngine
 from balsam.testing.memquery import Kind, columns_of_record, ordered, ordering, where
-from balsam.testing.memstore import JSON_FIELDS, JobRecord, Store, utcnow
+from balsam.testing.memstore import CALL_FIELDS, JSON_FIELDS, JobRecord, Store, utcnow
 
 S = JobState
 #: The queryable columns of a job: the SQL table's.
@@ -148,7 +148,7 @@ def _changes(job: JobRecord, values: dict[str, Any]) -> tuple[dict[str, Any], Re
     for name, value in new.items():
         if name in _TEXT_FIELDS:
             check_text(value, name)
-        if name in JSON_FIELDS:
+        if name in JSON_FIELDS or (name in CALL_FIELDS and value is not None):
             try:
                 new[name] = stored_json(value, name)
             except TypeError as exc:

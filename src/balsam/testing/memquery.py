@@ -22,7 +22,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from pydantic import BaseModel
 
 from balsam.errors import DatabaseError, ValidationError
-from balsam.schemas.queries import Clause, Condition, JobQuery, Lookup
+from balsam.schemas.queries import WHOLE_JSON_FIELDS, Clause, Condition, JobQuery, Lookup
 from balsam.testing.memchecks import INT32_MAX, INT32_MIN, check_text, disagree
 from balsam.testing.memstore import as_utc
 
@@ -78,6 +78,7 @@ def _column(annotation: Any) -> Column:
     # bool before int: a bool is an int to issubclass.
     for kind, python in (
         (Kind.JSON, dict),
+        (Kind.JSON, list),
         (Kind.BOOL, bool),
         (Kind.INT, int),
         (Kind.DATETIME, datetime),
@@ -133,6 +134,8 @@ def _condition(columns: dict[str, Column], cond: Condition) -> Predicate:
         if column.kind is not Kind.JSON:
             raise ValidationError(f"{name!r} is not a JSON field: no key lookups into it")
         return json_predicate(name, cond.path, cond.lookup, cond.value)
+    if name in WHOLE_JSON_FIELDS and cond.lookup is not Lookup.ISNULL:
+        raise ValidationError(f"a query on JSON field {name!r} can only test isnull")
     if column.kind is Kind.JSON and cond.lookup is not Lookup.ISNULL:
         raise ValidationError(
             f"cannot filter on JSON field {name!r} as a whole; look up a key in it "

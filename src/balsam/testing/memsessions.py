@@ -25,7 +25,7 @@ from balsam.schemas.jobs import (
     UpdateResult,
 )
 from balsam.schemas.sessions import ClaimRequest, SessionOut
-from balsam.testing.memchecks import check_int, check_known, check_text, disagree
+from balsam.testing.memchecks import check_int, check_known, check_text, disagree, stored_json
 from balsam.testing.memengine import MemoryStateEngine, bound_lost
 from balsam.testing.memstore import JobRecord, SessionRecord, Store, utcnow
 
@@ -58,6 +58,7 @@ _UPDATE_FIELDS = frozenset(
         "lost",
         "seq",
         "from_state",
+        "outcome",
     }
 )
 
@@ -284,6 +285,9 @@ def _apply(
         return _refused(upd, RefusalCode.INVALID_TRANSITION, str(exc), job, session_id)
     if upd.return_code is not None:
         job.return_code = upd.return_code
+    if upd.outcome is not None:
+        # With the state, in the same call: {} clears it (a new run starts).
+        job.function_outcome = stored_json(upd.outcome, "outcome") if upd.outcome else None
     if upd.release:
         job.session_id = None
     if upd.seq:

@@ -23,6 +23,10 @@ from balsam.schemas.service import ServiceLockOut
 OUT_FIELDS = tuple(name for name in JobOut.model_fields if name != "parents")
 #: Fields holding JSON documents (copied on the way in and out).
 JSON_FIELDS = ("environ_vars", "data", "tags")
+#: A function job's call: JSON documents too, or None (SQL NULL) for none.
+CALL_FIELDS = ("function_args", "function_kwargs")
+#: The JSON fields that may be None.
+NULLABLE_JSON_FIELDS = (*CALL_FIELDS, "function_outcome")
 
 
 def utcnow() -> datetime:
@@ -81,6 +85,9 @@ class JobRecord:
     session_id: int | None = None
     update_session: int | None = None
     update_seq: int | None = None
+    function_args: list[Any] | None = None
+    function_kwargs: dict[str, Any] | None = None
+    function_outcome: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -202,7 +209,7 @@ class Store:
     def out(self, job: JobRecord) -> JobOut:
         """A fresh output model of ``job`` that shares nothing mutable with the store."""
         values = {name: getattr(job, name) for name in OUT_FIELDS}
-        for name in JSON_FIELDS:
+        for name in (*JSON_FIELDS, *NULLABLE_JSON_FIELDS):
             values[name] = copy.deepcopy(values[name])
         values["parents"] = list(self.parents.get(job.job_id, []))
         return JobOut.model_validate(values, context=STORED)
