@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,9 @@ from balsam.errors import NotFound, ValidationError
 from balsam.schemas.jobs import JobOut
 from balsam.schemas.queries import clause_from_kwargs
 
+#: ``ls --watch``: the longest wait between redraws unless --interval says, and the shortest.
+WATCH_INTERVAL = 2.0
+WATCH_MIN_GAP = 0.25
 JOB_COLUMNS = ("ID", "NAME", "WORKFLOW", "APPLICATION", "STATE")
 #: The job fields behind :data:`JOB_COLUMNS` (never added twice by BALSAM_LS_FIELDS).
 JOB_COLUMN_FIELDS = ("job_id", "name", "workflow", "application", "state")
@@ -64,6 +70,17 @@ JOB_COLUMN_FIELDS = ("job_id", "name", "workflow", "application", "state")
 @click.option("--history", is_flag=True, help="State history of each job, with messages.")
 @click.option("--verbose", "-v", is_flag=True, help="Every field, full ids.")
 @click.option("--tree", is_flag=True, help="Jobs with their children as a tree.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep listing: redraw when jobs change (at least every --interval s); Ctrl-C stops.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5, max=3600),
+    default=None,
+    help="With --watch: the longest wait between two redraws [default: 2].",
+)
 def ls_command(objects: str, **opts: Any) -> None:
     """List jobs (default), apps, workflows (wf) or launcher batch jobs (queues).
 
@@ -71,6 +88,7 @@ def ls_command(objects: str, **opts: Any) -> None:
     Examples:
       watch balsam ls
       balsam ls --wf test --state RUN_ERROR --history
+      balsam ls --by-states --watch
       balsam ls wf
       balsam ls queues
     """
@@ -79,8 +97,16 @@ def ls_command(objects: str, **opts: Any) -> None:
         raise ValidationError("choose one of --by-states, --history, --tree")
     if objects != "jobs":
         _refuse_job_flags(objects, opts)
+    if opts["interval"] is not None and not opts["watch"]:
+        raise ValidationError("--interval applies only with --watch")
     with active_backend() as (_site, backend):
-        if objects == "apps":
+        if opts["watch"]:
+            watch(
+                backend,
+                lambda: _list_jobs(backend, opts, views[0] if views else ""),
+                opts["interval"] or WATCH_INTERVAL,
+            )
+        elif objects == "apps":
             _list_apps(backend, opts["name"], opts["verbose"])
         elif objects == "wf":
             _list_workflows(backend, opts["name"], opts["wf"])
@@ -88,6 +114,34 @@ def ls_command(objects: str, **opts: Any) -> None:
             list_queues(backend)
         else:
             _list_jobs(backend, opts, views[0] if views else "")
+
+
+def watch(backend: Backend, draw: Callable[[], None], interval: float) -> None:
+    """Draw, then draw again whenever the database's jobs change (woken by the change signal:
+    NOTIFY on PostgreSQL, a cheap marker read on SQLite) or ``interval`` s pass; until Ctrl-C.
+
+    On a terminal each frame replaces the last; piped, frames follow each other, each under a
+    line with its time, so a log of the output reads as a record of the campaign.
+    """
+    tty = sys.stdout.isatty()
+    marker = backend.change_marker()
+    last = 0.0
+    try:
+        while True:
+            # At most WATCH_MIN_GAP between frames: a burst of changes is one redraw.
+            pause = last + WATCH_MIN_GAP - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            last = time.monotonic()
+            if tty:
+                click.clear()
+            stamp = datetime.now().strftime("%H:%M:%S")
+            click.echo(f"── balsam ls at {stamp} (redraws on change, Ctrl-C stops)")
+            draw()
+            sys.stdout.flush()
+            marker = backend.wait_for_change(marker, interval)
+    except KeyboardInterrupt:
+        click.echo("")
 
 
 def _refuse_job_flags(objects: str, opts: dict[str, Any]) -> None:
