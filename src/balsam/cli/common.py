@@ -364,7 +364,11 @@ def select_workflows(backend: Backend, wf: str, ignore_case: bool = False) -> li
     user's ``--wf sim`` still finds ``sim_a`` and ``sim_b``.
     ``ignore_case``: the substring is matched regardless of case (0.5's ``balsam ls --wf``).
     """
-    if backend.count_jobs(job_query(workflow=wf)):
+    # Whether any job has it: the first one found in the workflow index (ordered by the
+    # indexed column so the database stops there), not a count of all of them (a million-job
+    # workflow took seconds to count).
+    first = JobQuery(clauses=[clause_from_kwargs({"workflow": wf})], order_by=["workflow"], limit=1)
+    if backend.query_jobs(first):
         return [wf]
     lookup = "workflow__icontains" if ignore_case else "workflow__contains"
     return workflow_names(backend, {lookup: wf}) or [wf]
