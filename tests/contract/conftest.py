@@ -1,4 +1,5 @@
-"""The contract suite runs on every backend: SQLite, PostgreSQL and balsam.testing's fake.
+"""The contract suite runs on every backend: SQLite, PostgreSQL, balsam.testing's fake, and
+the edge service (a RemoteBackend to the server in process, over SQLite).
 
 This ``backend`` replaces the one of tests/conftest.py for these tests only; the SQL ones are
 built as there (a migrated SQLite file, a PostgreSQL database cloned from the template).
@@ -17,6 +18,7 @@ from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 from balsam.testing import MemoryBackend
 from pgserver import PgServer, new_pg_database
+from serverkit import in_process, owner_token, remote
 
 
 def _sqlite_url(tmp_path: Path) -> str:
@@ -27,10 +29,19 @@ def _sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgres", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory", "server"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A fresh backend of each kind: LocalBackend on SQLite and PostgreSQL, MemoryBackend."""
+    """A fresh backend of each kind: LocalBackend on SQLite and PostgreSQL, MemoryBackend,
+    and a RemoteBackend to the server in process (its LocalBackend on SQLite)."""
     be: Backend
+    if request.param == "server":
+        local = LocalBackend(make_engine(_sqlite_url(tmp_path)))
+        with in_process({"site": local}, tmp_path / "state") as (client, auth):
+            be = remote(client, "http://testserver", "site", owner_token(auth, "alice", "site"))
+            yield be
+            be.close()
+        local.close()
+        return
     if request.param == "memory":
         be = MemoryBackend()
     elif request.param == "sqlite":

@@ -1,7 +1,7 @@
 """The edge service's own state: users, API tokens and per-database grants (docs/server.md).
 
 Kept in an SQLite file ``auth.db`` inside a state directory (``--state DIR``, default
-``~/.balsam/server``), apart from every workflow database: the directory is 0700 and the file
+``~/.balsam/server``, or ``$BALSAM_HOME/server``), apart from every workflow database: the directory is 0700 and the file
 0600, and :meth:`AuthStore.open` refuses to use them when group or others may read them.
 
 Tokens are ``secrets.token_urlsafe(32)`` (256 random bits), shown once and stored only as
@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
+from balsam.config import balsam_home
 from balsam.errors import AlreadyExists, ConfigError, NotFound, ValidationError
 
 #: How long a new token lives unless told otherwise.
@@ -105,8 +106,8 @@ class TokenInfo:
 
 
 def default_state_dir() -> Path:
-    """``~/.balsam/server``."""
-    return Path.home() / ".balsam" / "server"
+    """``server`` in Balsam's per-user directory (``BALSAM_HOME`` or ``~/.balsam``)."""
+    return balsam_home() / "server"
 
 
 def digest(token: str) -> str:

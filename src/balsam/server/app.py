@@ -1,0 +1,162 @@
+"""The edge service's FastAPI application: :func:`create_app` and :func:`serve`.
+
+One process serves any number of workflow databases, each under ``/db/{name}`` (``name`` is
+the site directory's name). Every route there needs a bearer token whose user holds a role on
+that database (:mod:`balsam.server.deps`); only ``/health`` and the OpenAPI document are open,
+and they say nothing about any database.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from balsam.backends.base import Backend
+from balsam.backends.factory import open_local_backend
+from balsam.config import Site
+from balsam.errors import ConfigError
+from balsam.server import errors
+from balsam.server.auth import AuthStore
+from balsam.server.deps import Limits, ServerState
+from balsam.server.routers import apps, batchjobs, jobs, service, sessions
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a 413 for a request body over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = b'{"detail":"request body too large (limit %d bytes)"}' % self.limit
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    databases: dict[str, Backend], auth: AuthStore, limits: Limits | None = None
+) -> FastAPI:
+    """The application serving ``databases`` (name -> Backend), authorized by ``auth``."""
+    limits = limits or Limits()
+    app = FastAPI(
+        title="Balsam edge service",
+        version="1",
+        description="Balsam workflow databases over HTTP (docs/server.md).",
+    )
+    app.state.balsam = ServerState(databases=databases, auth=auth, limits=limits)
+    errors.install(app)
+    for module in (apps, jobs, sessions, batchjobs, service):
+        app.include_router(module.router)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        """Liveness only: no database names, no counts."""
+        return {"status": "ok"}
+
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    return app
+
+
+def open_databases(sites: list[Site]) -> dict[str, Backend]:
+    """A LocalBackend per site, by directory name (ConfigError on a name given twice)."""
+    databases: dict[str, Backend] = {}
+    try:
+        for site in sites:
+            if site.name in databases:
+                raise ConfigError(f"two workflow databases are named {site.name!r}")
+            databases[site.name] = open_local_backend(site, retry=False)
+    except BaseException:
+        for backend in databases.values():
+            backend.close()
+        raise
+    return databases
+
+
+def serve(sites: list[Site], state_dir: Path | None, host: str, port: int) -> None:
+    """Run the service on uvicorn in the foreground until interrupted.
+
+    The socket is bound here, so ``port`` 0 lets the kernel choose; the address actually
+    bound is printed on stdout (``balsam server: serving NAMES on http://HOST:PORT``).
+    """
+    import uvicorn
+
+    auth = AuthStore.open(state_dir, create=True)
+    databases = open_databases(sites)
+    try:
+        sock = _bind(host, port)
+        app = create_app(databases, auth)
+        bound_host, bound_port = sock.getsockname()[:2]
+        where = f"[{bound_host}]" if ":" in bound_host else bound_host
+        print(
+            f"balsam server: serving {', '.join(databases)} on http://{where}:{bound_port}",
+            flush=True,
+        )
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for backend in databases.values():
+            backend.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (ConfigError when that fails)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
