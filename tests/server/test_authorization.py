@@ -1,4 +1,4 @@
-"""Every route of the edge service × every role, no token, a bad token, and a user whose grant
+"""Every route of the edge service, by every role, no token, a bad token, and a user whose grant
 is on another database: 401 without a valid token, 403 (and an audit line) without the role,
 anything but 401/403 with it. The table below is the authorization policy, written out; a
 route missing from it fails the test, so no route can be added without deciding who may call it.
@@ -23,13 +23,13 @@ from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 from serverkit import in_process
 
-V, S, O = Role.VIEWER, Role.SUBMITTER, Role.OWNER
+V, S, OWN = Role.VIEWER, Role.SUBMITTER, Role.OWNER
 POLICY: dict[str, Role] = {
     # apps
-    "create_app": O, "list_apps": V, "get_app": V, "update_app": O, "delete_app": O,
+    "create_app": OWN, "list_apps": V, "get_app": V, "update_app": OWN, "delete_app": OWN,
     # jobs
     "create_jobs": S, "bulk_create_jobs": S, "query_jobs": V, "count_jobs": V,
-    "count_by_state": V, "job_shapes": V, "update_jobs": S, "delete_jobs": O, "note_jobs": S,
+    "count_by_state": V, "job_shapes": V, "update_jobs": S, "delete_jobs": OWN, "note_jobs": S,
     "resolve_job_id": V, "get_job": V, "set_state": S, "kill_jobs": S, "children_of": V,
     "history": V, "events": V, "add_dependency": S, "remove_dependency": S,
     # launcher sessions
@@ -40,8 +40,8 @@ POLICY: dict[str, Role] = {
     "create_batch_job": S, "list_batch_jobs": V, "get_batch_job": V, "update_batch_job": S,
     "batch_job_history": V,
     # service locks and the change signal
-    "acquire_service_lock": O, "renew_service_lock": O, "release_service_lock": O,
-    "get_service_lock": V, "request_service_stop": O, "change_marker": V, "wait_for_change": V,
+    "acquire_service_lock": OWN, "renew_service_lock": OWN, "release_service_lock": OWN,
+    "get_service_lock": V, "request_service_stop": OWN, "change_marker": V, "wait_for_change": V,
 }  # fmt: skip
 ROUTERS = (apps, batchjobs, jobs, service, sessions)
 CALLERS = ["none", "bad", "viewer", "submitter", "owner", "other"]
@@ -119,7 +119,7 @@ def test_route_by_caller(
         assert response.status_code == 403, response.text
         assert "needs role" in response.json()["detail"]
         (line,) = [r.getMessage() for r in caplog.records if r.name == "balsam.server.audit"]
-        assert f"db=site" in line and f"needed={needed}" in line
+        assert "db=site" in line and f"needed={needed}" in line
     else:
         assert response.status_code not in (401, 403), response.text
         assert response.status_code < 500, response.text
