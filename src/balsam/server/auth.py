@@ -2,7 +2,8 @@
 
 Kept in an SQLite file ``auth.db`` inside a state directory (``--state DIR``, default
 ``~/.balsam/server``, or ``$BALSAM_HOME/server``), apart from every workflow database: the
-directory is 0700 and the file 0600, and :meth:`AuthStore.open` refuses to use them when group or others may read them.
+directory is 0700 and the file 0600, and :meth:`AuthStore.open` refuses to use them when
+group or others may read them.
 
 Tokens are ``secrets.token_urlsafe(32)`` (256 random bits), shown once and stored only as
 their SHA-256 hash, with an expiry (30 days unless told) and a revocation mark. There is no
