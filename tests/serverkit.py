@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -84,7 +85,7 @@ def uvicorn_server(
             [BALSAM, "server", "start", *map(str, site_paths), "--state", str(state),
              "--host", "127.0.0.1", "--port", "0"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "BALSAM_LOG_LEVEL": "INFO", **(env or {})},
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
     try:
         base = _wait_ready(proc, log)
@@ -104,7 +105,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
+        found = re.search(r"serving .* on (http://127\.0\.0\.1:\d+)", log.read_text())
         if found:
             try:
                 if httpx.get(found.group(1) + "/health", timeout=2).status_code == 200:
@@ -113,3 +114,30 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -
                 pass
         time.sleep(0.05)
     raise RuntimeError(f"server not ready after {timeout}s: {log.read_text()[-2000:]}")
+
+
+class SitePool:
+    """Fresh workflow databases behind one real uvicorn: ``count`` copies of one migrated site
+    (copying a file is much quicker than migrating one), served together, one per test."""
+
+    def __init__(self, root: Path, count: int) -> None:
+        from balsam.backends.factory import init_site
+
+        template = init_site(root / "template").path
+        self.paths = []
+        for i in range(count):
+            copy = root / f"db{i}"
+            shutil.copytree(template, copy)
+            self.paths.append(copy)
+        self.state = root / "state"
+        auth = AuthStore.open(self.state)
+        self.token = auth.add_user("pool")
+        for path in self.paths:
+            auth.grant("pool", Role.OWNER, path.name)
+        self._next = 0
+
+    def take(self) -> str:
+        """The name of a database no test has used."""
+        name = self.paths[self._next].name
+        self._next += 1
+        return name
