@@ -67,6 +67,7 @@ def test_bad_input_is_one_line_and_changes_nothing(
     cli(capsys, "server", "add-user", "alice", *_state(tmp_path))
     before = (tmp_path / "state" / "auth.db").read_bytes()
     got, out, err = cli(capsys, *argv, *_state(tmp_path))
+    assert out == ""
     assert got == code, err
     assert len(err.strip().splitlines()) == 1 and says in err
     assert (tmp_path / "state" / "auth.db").read_bytes() == before
