@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
 import httpx
 import pytest
 
@@ -35,7 +37,7 @@ from balsam.server.auth import AuthStore
 from balsam.server.deps import Limits
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
-from serverkit import in_process, owner_token, remote
+from serverkit import PortalTransport, in_process, owner_token, remote
 
 OPENAPI = Path(__file__).parents[2] / "docs" / "openapi.json"
 LIMITS = Limits(max_body_bytes=64 * 1024, max_items=5, max_wait_seconds=0.5)
@@ -196,3 +198,35 @@ def test_openapi_document_is_checked_in(tmp_path: Path) -> None:
 def openapi_text() -> str:
     app = create_app({}, AuthStore(Path("/nonexistent")))
     return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def test_long_polls_wait_apart_and_overflow_returns_at_once(
+    local: LocalBackend, tmp_path: Path
+) -> None:
+    """One waiter allowed: a second gets the marker at once, other calls are not held up,
+    and a change wakes the first."""
+    limits = Limits(max_waiters=1, max_wait_seconds=20)
+    auth = AuthStore.open(tmp_path / "state")
+    app = create_app({"site": local}, auth, limits)
+    token = owner_token(auth, "alice", "site")
+    with anyio.from_thread.start_blocking_portal() as portal:
+        client = httpx.Client(transport=PortalTransport(app, portal), base_url="http://testserver")
+        be = remote(client, "http://testserver", "site", token)
+        be.create_app(AppCreate(name="hello", executable="echo"))
+        marker = be.change_marker()
+        woke: list[int] = []
+        first = threading.Thread(target=lambda: woke.append(be.wait_for_change(marker, 20)))
+        first.start()
+        state = app.state.balsam
+        deadline = time.monotonic() + 10
+        while state.waiters is None or state.waiters.available_tokens > 0:
+            assert time.monotonic() < deadline, "the first wait never started"
+            time.sleep(0.01)
+        started = time.monotonic()
+        assert be.wait_for_change(marker, 20) == marker
+        assert be.count_jobs(JobQuery()) == 0
+        assert time.monotonic() - started < 5
+        be.create_jobs([_job(name="wake")])
+        first.join(timeout=20)
+        assert woke and woke[0] != marker
+        client.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from anyio import CapacityLimiter
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -32,6 +33,9 @@ class Limits:
     max_items: int = 20_000
     #: Longest ``wait_for_change`` long-poll, seconds (longer asks are cut to this).
     max_wait_seconds: float = 25.0
+    #: Long-polls waiting at once, in threads of their own (more get the marker at once),
+    #: so waiters never take the threads that heartbeats and claims need.
+    max_waiters: int = 64
 
 
 @dataclass
@@ -41,6 +45,15 @@ class ServerState:
     databases: dict[str, Backend]
     auth: AuthStore
     limits: Limits = field(default_factory=Limits)
+    #: Made on the event loop by the first long-poll (see :func:`wait_limiter`).
+    waiters: CapacityLimiter | None = None
+
+
+def wait_limiter(state: ServerState) -> CapacityLimiter:
+    """The threads long-polls wait in (apart from anyio's default pool)."""
+    if state.waiters is None:
+        state.waiters = CapacityLimiter(state.limits.max_waiters)
+    return state.waiters
 
 
 def server_state(request: Request) -> ServerState:

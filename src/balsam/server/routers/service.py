@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 
 from balsam.schemas.remote import LockAcquire, LockHolder, LockRenew
 from balsam.schemas.service import ServiceLockOut
-from balsam.server.deps import Owner, Viewer, server_state
+from balsam.server.deps import Owner, Viewer, server_state, wait_limiter
 
 router = APIRouter(prefix="/db/{name}", tags=["service"])
 
@@ -59,12 +60,17 @@ def change_marker(backend: Viewer) -> int:
 
 
 @router.get("/changes/wait", response_model=int)
-def wait_for_change(
+async def wait_for_change(
     backend: Viewer,
     request: Request,
     after: int,
     timeout: Annotated[float, Query(ge=0, allow_inf_nan=False)] = 0.0,
 ) -> int:
-    """Long-poll until the marker differs from ``after``, at most the server's cap."""
-    cap = server_state(request).limits.max_wait_seconds
-    return backend.wait_for_change(after, min(timeout, cap))
+    """Long-poll until the marker differs from ``after``, at most the server's cap; when the
+    server has ``max_waiters`` waiting already, the marker now (the caller polls again)."""
+    state = server_state(request)
+    limiter = wait_limiter(state)
+    if limiter.available_tokens < 1:
+        return await anyio.to_thread.run_sync(backend.change_marker)
+    wait = min(timeout, state.limits.max_wait_seconds)
+    return await anyio.to_thread.run_sync(backend.wait_for_change, after, wait, limiter=limiter)
