@@ -75,15 +75,15 @@ def owner_token(auth: AuthStore, user: str, db: str, role: Role = Role.OWNER) ->
 
 @contextmanager
 def uvicorn_server(
-    site_paths: list[Path], state: Path, env: dict[str, str] | None = None
+    site_paths: list[Path], state: Path, env: dict[str, str] | None = None, port: int = 0
 ) -> Iterator[str]:
-    """``balsam server start`` on 127.0.0.1 and a port the kernel picks (``--port 0``); yields
-    its base URL once /health answers, and stops it after."""
+    """``balsam server start`` on 127.0.0.1 and ``port`` (0: one the kernel picks); yields its
+    base URL once /health answers, and stops it (SIGTERM) after."""
     log = state.parent / f"server-{os.getpid()}-{time.monotonic_ns()}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             [BALSAM, "server", "start", *map(str, site_paths), "--state", str(state),
-             "--host", "127.0.0.1", "--port", "0"],
+             "--host", "127.0.0.1", "--port", str(port)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )  # fmt: skip

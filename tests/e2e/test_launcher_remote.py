@@ -8,7 +8,9 @@ must end JOB_FINISHED, exactly once in its history.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ import pytest
 from balsam.backends.factory import init_site
 from balsam.backends.remote import RemoteBackend
 from balsam.config import SQLITE_FILE
+from balsam.schemas.jobs import JobOut
 from balsam.server.auth import AuthStore, Role
-from launchkit import S, add_app, add_jobs, all_jobs, launch
+from launchkit import S, add_app, add_jobs, all_jobs, launch, start_launcher, stop, wait_for
 from serverkit import uvicorn_server
 
 JOBS = 12
@@ -66,3 +69,61 @@ def test_a_launcher_runs_jobs_through_the_server(
             assert not (compute / SQLITE_FILE).exists(), "the launcher made a database"
         finally:
             be.close()
+
+
+def _ended(compute: Path, job: JobOut) -> bool:
+    """Whether the job's process ran to its end (its output is written)."""
+    out = compute / job.working_directory / f"{job.name}.out"
+    return out.is_file() and out.read_text() == "ok\n"
+
+
+def _logs(compute: Path) -> str:
+    return "\n".join(p.read_text()[-3000:] for p in sorted((compute / "log").glob("*")))
+
+
+def test_a_launcher_outlives_a_server_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops while jobs run and comes back on the same port once a job has ended
+    with no server to tell: the launcher's calls fail transiently meanwhile and are repeated
+    later, and every job still ends JOB_FINISHED exactly once."""
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / "node" / "campaign")
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    owner = auth.add_user("alice")
+    auth.grant("alice", Role.OWNER, "campaign")
+    runner = auth.add_user("launcher")
+    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    proc = None
+    try:
+        with uvicorn_server([served], state) as base:
+            port = int(base.rsplit(":", 1)[1])
+            url = f"{base}/db/campaign"
+            with contextlib.closing(RemoteBackend(url, owner)) as be:
+                add_app(be, "Nap", "/bin/sh")
+                specs = ({"name": f"nap{i}", "args": "-c 'sleep 1; echo ok'"} for i in range(6))
+                jobs = add_jobs(be, "Nap", *specs)
+                monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+                monkeypatch.setenv("BALSAM_URL", url)
+                monkeypatch.setenv("BALSAM_TOKEN", runner)
+                proc = start_launcher("--consume-all", "--job-mode", "serial", quiet=True)
+                wait_for("a job RUNNING", lambda: any(j.state is S.RUNNING for j in all_jobs(be)))
+        wait_for("a job to end with the server down", lambda: any(_ended(compute, j) for j in jobs))
+        assert proc.poll() is None, f"the launcher gave up: {_logs(compute)}"
+        with uvicorn_server([served], state, port=port):
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the launcher did not finish: {_logs(compute)}")
+            assert proc.returncode == 0, _logs(compute)
+            with contextlib.closing(RemoteBackend(url, owner)) as be:
+                assert [j.state for j in all_jobs(be)] == [S.JOB_FINISHED] * len(jobs)
+                for job in jobs:
+                    ends = [e for e in be.history(job.job_id) if e.to_state == S.JOB_FINISHED]
+                    assert len(ends) == 1, be.history(job.job_id)
+        logs = "".join(p.read_text() for p in (compute / "log").glob("*"))
+        assert "cannot reach the Balsam server" in logs, "the outage went unnoticed"
+    finally:
+        if proc is not None:
+            stop(proc)
