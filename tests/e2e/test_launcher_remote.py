@@ -20,7 +20,17 @@ from balsam.backends.remote import RemoteBackend
 from balsam.config import SQLITE_FILE
 from balsam.schemas.jobs import JobOut
 from balsam.server.auth import AuthStore, Role
-from launchkit import S, add_app, add_jobs, all_jobs, launch, start_launcher, stop, wait_for
+from launchkit import (
+    S,
+    add_app,
+    add_jobs,
+    all_jobs,
+    balsam,
+    launch,
+    start_launcher,
+    stop,
+    wait_for,
+)
 from serverkit import uvicorn_server
 
 JOBS = 12
@@ -127,3 +137,35 @@ def test_a_launcher_outlives_a_server_restart(
     finally:
         if proc is not None:
             stop(proc)
+
+
+def test_the_cli_works_through_the_server_within_its_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`balsam app`, `balsam job` and `balsam ls` in a site directory without a database,
+    through a real server; a viewer's `balsam job` is one line and exit 9, and adds nothing."""
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / "laptop" / "campaign")
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    owner = auth.add_user("alice")
+    auth.grant("alice", Role.OWNER, "campaign")
+    viewer = auth.add_user("carol")
+    auth.grant("carol", Role.VIEWER, "campaign")
+    with uvicorn_server([served], state) as base:
+        monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+        monkeypatch.setenv("BALSAM_URL", f"{base}/db/campaign")
+        monkeypatch.setenv("BALSAM_TOKEN", owner)
+        made = balsam("app", "--name", "SayHello", "--executable", "echo hello,")
+        assert made.returncode == 0, made.stderr
+        job = ["job", "--name", "hi", "--workflow", "test", "--application", "SayHello", "--yes"]
+        added = balsam(*job)
+        assert added.returncode == 0, added.stderr
+        monkeypatch.setenv("BALSAM_TOKEN", viewer)
+        refused = balsam(*job[:2], "again", *job[3:])
+        assert refused.returncode == 9
+        assert refused.stderr.count("\n") == 1 and "needs role submitter" in refused.stderr
+        listed = balsam("ls")
+        assert listed.returncode == 0, listed.stderr
+        assert "hi" in listed.stdout and "again" not in listed.stdout
+    assert not (compute / SQLITE_FILE).exists()
