@@ -91,3 +91,26 @@ def test_start_refuses_state_others_can_read(
     (tmp_path / "state").chmod(0o755)
     code, _, err = cli(capsys, "server", "start", str(site.path), *_state(tmp_path))
     assert code == 2 and "group and others must have no access" in err
+
+
+def test_start_needs_users_and_a_free_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from balsam.backends.factory import init_site
+
+    site = init_site(tmp_path / "wf")
+    code, _, err = cli(capsys, "server", "start", str(site.path), *_state(tmp_path))
+    assert code == 2 and "run 'balsam server add-user'" in err
+    assert not (tmp_path / "state").exists()
+    cli(capsys, "server", "add-user", "alice", *_state(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, _, err = cli(
+            capsys, "server", "start", str(site.path), "--port", port, *_state(tmp_path)
+        )
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
+    assert len(err.strip().splitlines()) == 1

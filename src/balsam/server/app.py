@@ -125,14 +125,17 @@ def open_databases(sites: list[Site]) -> dict[str, Backend]:
 
 
 def serve(sites: list[Site], state_dir: Path | None, host: str, port: int) -> None:
-    """Run the service on uvicorn in the foreground until interrupted.
+    """Run the service on uvicorn in the foreground until interrupted (ConfigError, before
+    anything starts, without a state directory made by ``balsam server add-user``).
 
     The socket is bound here, so ``port`` 0 lets the kernel choose; the address actually
     bound is printed on stdout (``balsam server: serving NAMES on http://HOST:PORT``).
     """
     import uvicorn
 
-    auth = AuthStore.open(state_dir, create=True)
+    # Checked before anything is opened or bound: a server without users would refuse every
+    # request, so starting one is a mistake, and a start that fails leaves nothing behind.
+    auth = AuthStore.open(state_dir, create=False)
     databases = open_databases(sites)
     try:
         sock = _bind(host, port)
