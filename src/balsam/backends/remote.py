@@ -16,6 +16,7 @@ raise the :class:`~balsam.errors.BalsamError` subclass the server named, with it
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -163,7 +164,12 @@ class RemoteBackend:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = timeout
         self._client = client or httpx.Client(
-            timeout=timeout, limits=httpx.Limits(max_connections=8, max_keepalive_connections=8)
+            timeout=timeout,
+            transport=httpx.HTTPTransport(
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+                # Small requests go out at once, not after the server's delayed ACK.
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            ),
         )
 
     def _send(
