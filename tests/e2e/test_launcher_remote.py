@@ -169,3 +169,5 @@ def test_the_cli_works_through_the_server_within_its_role(
         assert listed.returncode == 0, listed.stderr
         assert "hi" in listed.stdout and "again" not in listed.stdout
     assert not (compute / SQLITE_FILE).exists()
+    (log,) = tmp_path.glob("server-*.log")
+    assert "denied user=carol db=campaign role=viewer needed=submitter POST" in log.read_text()
