@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -75,7 +76,12 @@ def owner_token(auth: AuthStore, user: str, db: str, role: Role = Role.OWNER) ->
 
 @contextmanager
 def uvicorn_server(
-    site_paths: list[Path], state: Path, env: dict[str, str] | None = None, port: int = 0
+    site_paths: list[Path],
+    state: Path,
+    env: dict[str, str] | None = None,
+    port: int = 0,
+    args: tuple[str, ...] = (),
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[str]:
     """``balsam server start`` on 127.0.0.1 and ``port`` (0: one the kernel picks); yields its
     base URL once /health answers, and stops it (SIGTERM) after."""
@@ -83,12 +89,12 @@ def uvicorn_server(
     with log.open("w") as out:
         proc = subprocess.Popen(
             [BALSAM, "server", "start", *map(str, site_paths), "--state", str(state),
-             "--host", "127.0.0.1", "--port", str(port)],
+             "--host", "127.0.0.1", "--port", str(port), *args],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )  # fmt: skip
     try:
-        base = _wait_ready(proc, log)
+        base = _wait_ready(proc, log, verify)
         yield base
     finally:
         proc.terminate()
@@ -99,16 +105,19 @@ def uvicorn_server(
             proc.wait(timeout=15)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> str:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], log: Path, verify: ssl.SSLContext | bool, timeout: float = 60
+) -> str:
     """The server's base URL, read from its log, once /health answers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        found = re.search(r"serving .* on (http://127\.0\.0\.1:\d+)", log.read_text())
+        found = re.search(r"serving .* on (https?://127\.0\.0\.1:\d+)", log.read_text())
         if found:
             try:
-                if httpx.get(found.group(1) + "/health", timeout=2).status_code == 200:
+                health = httpx.get(found.group(1) + "/health", timeout=2, verify=verify)
+                if health.status_code == 200:
                     return found.group(1)
             except httpx.TransportError:
                 pass

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -99,14 +101,27 @@ _SLACK = 30.0
 
 
 def remote_from_env() -> RemoteBackend | None:
-    """A RemoteBackend from ``BALSAM_URL`` and ``BALSAM_TOKEN``; None when neither is set."""
+    """A RemoteBackend from ``BALSAM_URL`` and ``BALSAM_TOKEN`` (and ``BALSAM_CA_BUNDLE``, the
+    certificates an https server's is checked against); None when neither is set."""
     url = os.environ.get("BALSAM_URL", "")
     token = os.environ.get("BALSAM_TOKEN", "")
     if not url and not token:
         return None
     if not url or not token:
         raise ConfigError("set both BALSAM_URL and BALSAM_TOKEN to use a Balsam server")
-    return RemoteBackend(url, token)
+    bundle = os.environ.get("BALSAM_CA_BUNDLE")
+    return RemoteBackend(url, token, ca_bundle=Path(bundle) if bundle else None)
+
+
+def _verifier(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The TLS context that checks the server's certificate: the system's trusted roots, or
+    only the certificates in ``ca_bundle`` (a self-signed server's own certificate, say)."""
+    if ca_bundle is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot read the CA bundle {ca_bundle}: {exc}") from None
 
 
 def _encode(value: Any) -> Any:
@@ -157,6 +172,7 @@ class RemoteBackend:
         token: str,
         client: httpx.Client | None = None,
         timeout: float = 60.0,
+        ca_bundle: Path | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")) or "/db/" not in url:
             raise ConfigError(f"BALSAM_URL must look like http://HOST:PORT/db/NAME (got {url!r})")
@@ -166,6 +182,7 @@ class RemoteBackend:
         self._client = client or httpx.Client(
             timeout=timeout,
             transport=httpx.HTTPTransport(
+                verify=_verifier(ca_bundle),
                 limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
                 # Small requests go out at once, not after the server's delayed ACK.
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -190,6 +207,11 @@ class RemoteBackend:
                 timeout=timeout or self._timeout,
             )
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # permanent: repeating cannot help
+                raise ConfigError(
+                    f"the certificate of the Balsam server at {self.url} is not trusted "
+                    f"(set BALSAM_CA_BUNDLE to the file of its certificate or CA): {exc}"
+                ) from exc
             raise DatabaseUnavailable(
                 f"cannot reach the Balsam server at {self.url}: {exc}"
             ) from exc

@@ -15,7 +15,7 @@ import click
 
 from balsam.cli.common import BalsamGroup, print_rows
 from balsam.config import Site, load_site
-from balsam.errors import ConfigError
+from balsam.errors import ConfigError, ValidationError
 from balsam.server.auth import AuthStore, Role
 
 _STATE_HELP = "The server's state directory (users, tokens, grants). [default: ~/.balsam/server]"
@@ -42,9 +42,28 @@ def server_group() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this certificate (PEM); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The certificate's private key (PEM, mode 0600).",
+)
 @_state_option
-def server_start(paths: tuple[Path, ...], host: str, port: int, state: Path | None) -> None:
+def server_start(
+    paths: tuple[Path, ...],
+    host: str,
+    port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    state: Path | None,
+) -> None:
     """Serve the workflow databases at PATHS (the active one by default), in the foreground."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValidationError("--tls-cert and --tls-key go together")
     try:
         from balsam.server.app import serve
     except ImportError as exc:
@@ -52,7 +71,8 @@ def server_start(paths: tuple[Path, ...], host: str, port: int, state: Path | No
             f"the server needs FastAPI and uvicorn: pip install 'balsam[server]' ({exc})"
         ) from None
     sites: list[Site] = [load_site(p) for p in paths] if paths else [load_site()]
-    serve(sites, state, host, port)
+    tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    serve(sites, state, host, port, tls)
 
 
 @server_group.command("add-user")

@@ -124,33 +124,62 @@ def open_databases(sites: list[Site]) -> dict[str, Backend]:
     return databases
 
 
-def serve(sites: list[Site], state_dir: Path | None, host: str, port: int) -> None:
+def serve(
+    sites: list[Site],
+    state_dir: Path | None,
+    host: str,
+    port: int,
+    tls: tuple[Path, Path] | None = None,
+) -> None:
     """Run the service on uvicorn in the foreground until interrupted (ConfigError, before
     anything starts, without a state directory made by ``balsam server add-user``).
 
     The socket is bound here, so ``port`` 0 lets the kernel choose; the address actually
     bound is printed on stdout (``balsam server: serving NAMES on http://HOST:PORT``).
+    ``tls`` (certificate file, key file) serves HTTPS; the key must be private (0600).
     """
     import uvicorn
 
     # Checked before anything is opened or bound: a server without users would refuse every
     # request, so starting one is a mistake, and a start that fails leaves nothing behind.
     auth = AuthStore.open(state_dir, create=False)
+    if tls is not None:
+        check_tls_files(*tls)
     databases = open_databases(sites)
     try:
         sock = _bind(host, port)
         app = create_app(databases, auth)
         bound_host, bound_port = sock.getsockname()[:2]
         where = f"[{bound_host}]" if ":" in bound_host else bound_host
+        scheme = "https" if tls else "http"
         print(
-            f"balsam server: serving {', '.join(databases)} on http://{where}:{bound_port}",
+            f"balsam server: serving {', '.join(databases)} on {scheme}://{where}:{bound_port}",
             flush=True,
         )
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
+        )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         for backend in databases.values():
             backend.close()
+
+
+def check_tls_files(cert: Path, key: Path) -> None:
+    """ConfigError unless both files exist and the key is readable by its owner only."""
+    for what, path in (("certificate", cert), ("key", key)):
+        if not path.is_file():
+            raise ConfigError(f"TLS {what} file {path} does not exist")
+    mode = key.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(
+            f"TLS key file {key} has mode {mode:04o}: group and others must have no access "
+            f"(chmod 600 {key})"
+        )
 
 
 def _bind(host: str, port: int) -> socket.socket:
