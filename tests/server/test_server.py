@@ -162,11 +162,11 @@ def test_connection_refused_is_transient() -> None:
 
 
 def test_url_and_token_come_together(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BALSAM_URL", raising=False)
-    monkeypatch.delenv("BALSAM_TOKEN", raising=False)
+    for name in ("BALSAM_URL", "BALSAM_TOKEN", "BALSAM_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
     assert remote_from_env() is None
     monkeypatch.setenv("BALSAM_URL", "http://127.0.0.1:1/db/x")
-    with pytest.raises(ConfigError, match="both"):
+    with pytest.raises(ConfigError, match="BALSAM_TOKEN"):
         remote_from_env()
     monkeypatch.setenv("BALSAM_TOKEN", "t")
     backend = remote_from_env()
@@ -230,3 +230,41 @@ def test_long_polls_wait_apart_and_overflow_returns_at_once(
         first.join(timeout=20)
         assert woke and woke[0] != marker
         client.close()
+
+
+def test_a_token_replaced_in_its_file_is_picked_up(local: LocalBackend, tmp_path: Path) -> None:
+    """The token file is read again on a 401: revoking the old token and writing a new one
+    into the file keeps a running client going, with no restart."""
+    file = tmp_path / "token"
+    with in_process({"site": local}, tmp_path / "state") as (client, auth):
+        first = owner_token(auth, "alice", "site")
+        file.write_text(first + "\n")
+        file.chmod(0o600)
+        be = RemoteBackend("http://testserver/db/site", "", client=client, token_file=file)
+        assert be.change_marker() == 0
+        (record,) = auth.list_tokens("alice")
+        auth.revoke_token(record.id)
+        with pytest.raises(AccessDenied):  # the file still holds the revoked token
+            be.change_marker()
+        _, second = auth.create_token("alice")
+        file.write_text(second)
+        assert be.change_marker() == 0
+        assert be.change_marker() == 0  # and it keeps the new one
+
+
+def test_a_token_file_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "token"
+    file.write_text("abc\n")
+    file.chmod(0o644)
+    monkeypatch.delenv("BALSAM_TOKEN", raising=False)
+    monkeypatch.setenv("BALSAM_URL", "http://127.0.0.1:1/db/x")
+    monkeypatch.setenv("BALSAM_TOKEN_FILE", str(file))
+    with pytest.raises(ConfigError, match="chmod 600"):
+        remote_from_env()
+    file.chmod(0o600)
+    backend = remote_from_env()
+    assert backend is not None and backend._headers["Authorization"] == "Bearer abc"
+    backend.close()
+    file.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        remote_from_env()

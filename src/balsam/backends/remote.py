@@ -101,16 +101,44 @@ _SLACK = 30.0
 
 
 def remote_from_env() -> RemoteBackend | None:
-    """A RemoteBackend from ``BALSAM_URL`` and ``BALSAM_TOKEN`` (and ``BALSAM_CA_BUNDLE``, the
-    certificates an https server's is checked against); None when neither is set."""
+    """A RemoteBackend from ``BALSAM_URL`` and ``BALSAM_TOKEN`` or ``BALSAM_TOKEN_FILE`` (and
+    ``BALSAM_CA_BUNDLE``, the certificates an https server's is checked against); None when
+    none of them is set."""
     url = os.environ.get("BALSAM_URL", "")
     token = os.environ.get("BALSAM_TOKEN", "")
-    if not url and not token:
+    file = os.environ.get("BALSAM_TOKEN_FILE", "")
+    if not (url or token or file):
         return None
-    if not url or not token:
-        raise ConfigError("set both BALSAM_URL and BALSAM_TOKEN to use a Balsam server")
+    if not url or not (token or file):
+        raise ConfigError(
+            "set BALSAM_URL and BALSAM_TOKEN (or BALSAM_TOKEN_FILE) to use a Balsam server"
+        )
     bundle = os.environ.get("BALSAM_CA_BUNDLE")
-    return RemoteBackend(url, token, ca_bundle=Path(bundle) if bundle else None)
+    return RemoteBackend(
+        url,
+        token,
+        ca_bundle=Path(bundle) if bundle else None,
+        token_file=Path(file) if file else None,
+    )
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (its first line); ConfigError when it is missing, empty, or
+    readable by group or others."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"token file {path} has mode {mode:04o}: group and others must have no access "
+            f"(chmod 600 {path})"
+        )
+    token = (text.strip().splitlines() or [""])[0].strip()
+    if not token:
+        raise ConfigError(f"token file {path} is empty")
+    return token
 
 
 def _verifier(ca_bundle: Path | None) -> ssl.SSLContext:
@@ -173,10 +201,16 @@ class RemoteBackend:
         client: httpx.Client | None = None,
         timeout: float = 60.0,
         ca_bundle: Path | None = None,
+        token_file: Path | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")) or "/db/" not in url:
             raise ConfigError(f"BALSAM_URL must look like http://HOST:PORT/db/NAME (got {url!r})")
         self.url = url.rstrip("/")
+        #: Read again when the server refuses the token (401), so a token replaced in the
+        #: file (renewed before or after the old one expired) is picked up without a restart.
+        self.token_file = token_file
+        if not token and token_file is not None:
+            token = read_token_file(token_file)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = timeout
         self._client = client or httpx.Client(
@@ -197,11 +231,37 @@ class RemoteBackend:
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> Any:
+        payload = None if body is None else _encode(body)
+        response = self._request(method, path, payload, params, timeout)
+        if response.status_code == 401 and self._renewed_token():
+            response = self._request(method, path, payload, params, timeout)
+        if response.is_success:
+            return response.json()
+        raise error_for(response)
+
+    def _renewed_token(self) -> bool:
+        """Whether the token file now holds a token other than the one refused."""
+        if self.token_file is None:
+            return False
+        token = read_token_file(self.token_file)
+        if self._headers["Authorization"] == f"Bearer {token}":
+            return False
+        self._headers = {"Authorization": f"Bearer {token}"}
+        return True
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        payload: Any,
+        params: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> httpx.Response:
         try:
-            response = self._client.request(
+            return self._client.request(
                 method,
                 self.url + path,
-                json=None if body is None else _encode(body),
+                json=payload,
                 params=params,
                 headers=self._headers,
                 timeout=timeout or self._timeout,
@@ -215,9 +275,6 @@ class RemoteBackend:
             raise DatabaseUnavailable(
                 f"cannot reach the Balsam server at {self.url}: {exc}"
             ) from exc
-        if response.is_success:
-            return response.json()
-        raise error_for(response)
 
     def _get(self, kind: Any, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         return TypeAdapter(kind).validate_python(self._send(method, path, body, **kw))
