@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,49 @@ def test_the_cli_works_through_the_server_within_its_role(
     assert not (compute / SQLITE_FILE).exists()
     (log,) = tmp_path.glob("server-*.log")
     assert "denied user=carol db=campaign role=viewer needed=submitter POST" in log.read_text()
+
+
+SPAWNER = """\
+from balsam.launcher import dag
+
+dag.spawn_child(name="child", application="SayHello", args="from the child")
+print("spawned by", dag.current_job.name)
+"""
+
+
+def test_dag_inside_a_job_reaches_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's own script calls ``dag.spawn_child``: the job inherits the launcher's
+    BALSAM_URL and BALSAM_TOKEN (its BALSAM_DB_PATH has no database), so the child is made
+    through the server, and the same launcher runs it once the parent is done."""
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / "node" / "campaign")
+    script = tmp_path / "spawn.py"
+    script.write_text(SPAWNER)
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    runner = auth.add_user("launcher")
+    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    owner = auth.add_user("alice")
+    auth.grant("alice", Role.OWNER, "campaign")
+    with uvicorn_server([served], state) as base:
+        url = f"{base}/db/campaign"
+        with contextlib.closing(RemoteBackend(url, owner)) as be:
+            add_app(be, "SayHello", "echo hello,")
+            add_app(be, "Spawner", f"{sys.executable} {script}")
+            add_jobs(be, "Spawner", {"name": "parent"})
+            monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+            monkeypatch.setenv("BALSAM_URL", url)
+            monkeypatch.setenv("BALSAM_TOKEN", runner)
+            done = launch("--consume-all", "--job-mode", "serial", timeout=120)
+            assert done.returncode == 0, done.stderr
+            jobs = {j.name: j for j in all_jobs(be)}
+            assert set(jobs) == {"parent", "child"}
+            assert {j.state for j in jobs.values()} == {S.JOB_FINISHED}
+            assert be.children_of(jobs["parent"].job_id) == [jobs["child"].job_id]
+            parent_out = compute / jobs["parent"].working_directory / "parent.out"
+            assert parent_out.read_text() == "spawned by parent\n"
+            child_out = compute / jobs["child"].working_directory / "child.out"
+            assert child_out.read_text() == "hello, from the child\n"
+    assert not (compute / SQLITE_FILE).exists()
