@@ -114,3 +114,36 @@ def test_start_needs_users_and_a_free_port(
         )
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
     assert len(err.strip().splitlines()) == 1
+
+
+WITHOUT_FASTAPI = """\
+import sys
+for name in ("fastapi", "starlette", "uvicorn"):
+    sys.modules[name] = None  # an install without the server extra
+import balsam.backends.remote
+from balsam.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_clients_and_admin_commands_need_no_fastapi(tmp_path: Path) -> None:
+    """Without the server extra: the RemoteBackend imports, the admin commands work, and
+    `server start` says what to install, in one line."""
+    import subprocess
+    import sys
+
+    from balsam.backends.factory import init_site
+
+    site = init_site(tmp_path / "wf")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", WITHOUT_FASTAPI, *argv, *_state(tmp_path)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    added = run("server", "add-user", "alice")
+    assert added.returncode == 0, added.stderr
+    started = run("server", "start", str(site.path))
+    assert started.returncode == 2
+    assert started.stderr.count("\n") == 1 and "pip install 'balsam[server]'" in started.stderr
