@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +62,28 @@ def claim_latencies(backend: object, claims: int) -> list[float]:
     return took
 
 
+def concurrent_latencies(make: object, clients: int, claims: int) -> list[float]:
+    """Claim latencies of ``clients`` threads at once, each with a backend of its own from
+    ``make()`` and ``claims`` claims."""
+    results: list[list[float]] = [[] for _ in range(clients)]
+
+    def run(i: int) -> None:
+        backend = make()  # type: ignore[operator]
+        try:
+            results[i] = claim_latencies(backend, claims)
+        finally:
+            if backend is not shared:
+                backend.close()
+
+    shared = getattr(make, "shared", None)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [t for r in results for t in r]
+
+
 def _report(kind: str, rate: float, took: list[float]) -> None:
     ms = sorted(t * 1000 for t in took)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
@@ -75,6 +98,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--chunk", type=int, default=5_000)
     parser.add_argument("--claims", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=0, help="also N claiming clients at once")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["BALSAM_HOME"] = str(Path(tmp) / "home")
@@ -95,9 +119,27 @@ def main() -> None:
                 backend.create_app(AppCreate(name="T", executable="true"))
                 rate = bulk_rate(backend, args.jobs, args.chunk)
                 _report(kind, rate, claim_latencies(backend, args.claims))
+            print(f"({args.jobs} jobs in calls of {args.chunk}; {args.claims} claims; one client)")
+            if args.clients:
+                each = args.claims // args.clients
+
+                def local_one() -> object:
+                    return local
+
+                local_one.shared = local  # type: ignore[attr-defined]
+                for kind, make in (
+                    ("local", local_one),
+                    ("server", lambda: RemoteBackend(f"{base}/db/served", token)),
+                ):
+                    ms = sorted(t * 1000 for t in concurrent_latencies(make, args.clients, each))
+                    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+                    print(
+                        f"{kind:8s} {args.clients} clients: claim p50 "
+                        f"{statistics.median(ms):6.2f} ms   p99 {p99:7.2f} ms"
+                    )
+                print(f"({args.clients} clients at once, {each} claims each, one session each)")
             remote.close()
         local.close()
-    print(f"({args.jobs} jobs in calls of {args.chunk}; {args.claims} claims; one client)")
 
 
 if __name__ == "__main__":
