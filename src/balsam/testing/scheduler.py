@@ -94,3 +94,4 @@ class MemoryScheduler:
     def _answering(self) -> None:
         if self.down:
             raise SchedulerError(self.down)
+
