@@ -4,6 +4,7 @@ checked-in OpenAPI document, and RemoteBackend's handling of failures."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -268,3 +269,29 @@ def test_a_token_file_must_be_private(tmp_path: Path, monkeypatch: pytest.Monkey
     file.write_text("")
     with pytest.raises(ConfigError, match="empty"):
         remote_from_env()
+
+
+def test_a_database_failure_is_an_incident_not_its_text(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database's own error text stays in the server's log; the client gets the class
+    (DatabaseError, permanent) and an incident id found in that log."""
+
+    class Broken(LocalBackend):
+        def change_marker(self) -> int:
+            raise DatabaseError("workflow database error: secret_table constraint on host db7")
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    upgrade(engine)
+    with in_process({"site": Broken(engine)}, tmp_path / "state") as (client, auth):
+        be = remote(client, "http://testserver", "site", owner_token(auth, "alice", "site"))
+        logged = caplog.at_level(logging.WARNING, logger="balsam.server.errors")
+        with logged, pytest.raises(DatabaseError) as caught:
+            be.change_marker()
+    message = str(caught.value)
+    assert "secret_table" not in message and "incident" in message
+    incident = message.split("incident ")[1].split()[0]
+    assert any(
+        incident in r.getMessage() and "secret_table" in r.getMessage() for r in caplog.records
+    )
+    engine.dispose()
