@@ -295,3 +295,10 @@ def test_a_database_failure_is_an_incident_not_its_text(
         incident in r.getMessage() and "secret_table" in r.getMessage() for r in caplog.records
     )
     engine.dispose()
+
+
+def test_an_answer_that_is_not_json_is_a_database_error() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>proxy"))
+    be = RemoteBackend("http://h/db/x", "t", client=httpx.Client(transport=transport))
+    with pytest.raises(DatabaseError, match="other than JSON"):
+        be.change_marker()

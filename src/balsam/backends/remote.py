@@ -236,7 +236,13 @@ class RemoteBackend:
         if response.status_code == 401 and self._renewed_token():
             response = self._request(method, path, payload, params, timeout)
         if response.is_success:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:  # a proxy's page, say: nothing a repeat would change
+                raise DatabaseError(
+                    f"the Balsam server at {self.url} answered {response.status_code} with "
+                    f"something other than JSON: {response.text.strip()[:100]!r}"
+                ) from None
         raise error_for(response)
 
     def _renewed_token(self) -> bool:
