@@ -302,3 +302,10 @@ def test_an_answer_that_is_not_json_is_a_database_error() -> None:
     be = RemoteBackend("http://h/db/x", "t", client=httpx.Client(transport=transport))
     with pytest.raises(DatabaseError, match="other than JSON"):
         be.change_marker()
+
+
+def test_an_answer_that_does_not_fit_is_a_database_error() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"id": "x"}))
+    be = RemoteBackend("http://h/db/x", "t", client=httpx.Client(transport=transport))
+    with pytest.raises(DatabaseError, match="does not fit"):
+        be.get_app("a")

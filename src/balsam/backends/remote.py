@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
@@ -283,20 +284,20 @@ class RemoteBackend:
             ) from exc
 
     def _get(self, kind: Any, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-        return TypeAdapter(kind).validate_python(self._send(method, path, body, **kw))
+        return _parse(kind, self._send(method, path, body, **kw))
 
     # apps
     def create_app(self, spec: AppCreate) -> AppOut:
-        return AppOut.model_validate(self._send("POST", "/apps", spec))
+        return _parse(AppOut, self._send("POST", "/apps", spec))
 
     def list_apps(self, clauses: list[Clause] | None = None) -> list[AppOut]:
         return self._get(list[AppOut], "POST", "/apps/list", AppFilter(clauses=clauses))  # type: ignore[no-any-return]
 
     def get_app(self, name: str) -> AppOut:
-        return AppOut.model_validate(self._send("GET", f"/apps/{_seg(name)}"))
+        return _parse(AppOut, self._send("GET", f"/apps/{_seg(name)}"))
 
     def update_app(self, name: str, changes: AppUpdate) -> AppOut:
-        return AppOut.model_validate(self._send("PATCH", f"/apps/{_seg(name)}", changes))
+        return _parse(AppOut, self._send("PATCH", f"/apps/{_seg(name)}", changes))
 
     def delete_app(self, name: str) -> None:
         self._send("DELETE", f"/apps/{_seg(name)}")
@@ -306,7 +307,7 @@ class RemoteBackend:
         return self._get(list[JobOut], "POST", "/jobs", list(specs))  # type: ignore[no-any-return]
 
     def bulk_create_jobs(self, specs: Iterable[JobCreate]) -> BulkCreated:
-        return BulkCreated.model_validate(self._send("POST", "/jobs/bulk", list(specs)))
+        return _parse(BulkCreated, self._send("POST", "/jobs/bulk", list(specs)))
 
     def query_jobs(self, query: JobQuery) -> list[JobOut]:
         return self._get(list[JobOut], "POST", "/jobs/query", query)  # type: ignore[no-any-return]
@@ -321,7 +322,7 @@ class RemoteBackend:
         return self._get(list[JobShape], "POST", "/jobs/shapes", query)  # type: ignore[no-any-return]
 
     def get_job(self, job_id: str) -> JobOut:
-        return JobOut.model_validate(self._send("GET", f"/jobs/{_seg(job_id)}"))
+        return _parse(JobOut, self._send("GET", f"/jobs/{_seg(job_id)}"))
 
     def resolve_job_id(self, prefix: str) -> str:
         return str(self._send("GET", f"/job-ids/{_seg(prefix)}"))
@@ -331,7 +332,7 @@ class RemoteBackend:
 
     def set_state(self, job_id: str, state: JobState, message: str = "") -> JobOut:
         body = StateChange(state=state, message=message)
-        return JobOut.model_validate(self._send("POST", f"/jobs/{_seg(job_id)}/state", body))
+        return _parse(JobOut, self._send("POST", f"/jobs/{_seg(job_id)}/state", body))
 
     def delete_jobs(self, query: JobQuery) -> int:
         return int(self._send("POST", "/jobs/delete", query))
@@ -370,7 +371,7 @@ class RemoteBackend:
         body = SessionOpen(
             label=label, hostname=hostname, pid=pid, client_key=client_key, batch_job=batch_job
         )
-        return SessionOut.model_validate(self._send("POST", "/sessions", body))
+        return _parse(SessionOut, self._send("POST", "/sessions", body))
 
     def heartbeat(self, session_id: int) -> list[str]:
         return self._get(list[str], "POST", f"/sessions/{int(session_id)}/heartbeat")  # type: ignore[no-any-return]
@@ -402,7 +403,7 @@ class RemoteBackend:
     ) -> RecordedAndClaimed:
         body = RecordAndClaim(updates=updates, request=request)
         path = f"/sessions/{int(session_id)}/record-and-claim"
-        return RecordedAndClaimed.model_validate(self._send("POST", path, body))
+        return _parse(RecordedAndClaimed, self._send("POST", path, body))
 
     def release_jobs(self, session_id: int, job_ids: list[str], seq: int = 0) -> None:
         body = Release(job_ids=job_ids, seq=seq)
@@ -410,14 +411,14 @@ class RemoteBackend:
 
     # launcher batch jobs
     def create_batch_job(self, spec: BatchJobCreate) -> BatchJobOut:
-        return BatchJobOut.model_validate(self._send("POST", "/batch-jobs", spec))
+        return _parse(BatchJobOut, self._send("POST", "/batch-jobs", spec))
 
     def update_batch_job(self, batch_id: int, changes: BatchJobUpdate) -> BatchJobOut:
         path = f"/batch-jobs/{int(batch_id)}"
-        return BatchJobOut.model_validate(self._send("PATCH", path, changes))
+        return _parse(BatchJobOut, self._send("PATCH", path, changes))
 
     def get_batch_job(self, batch_id: int) -> BatchJobOut:
-        return BatchJobOut.model_validate(self._send("GET", f"/batch-jobs/{int(batch_id)}"))
+        return _parse(BatchJobOut, self._send("GET", f"/batch-jobs/{int(batch_id)}"))
 
     def list_batch_jobs(self, states: list[BatchJobState] | None = None) -> list[BatchJobOut]:
         body = BatchJobFilter(states=states)
@@ -446,14 +447,14 @@ class RemoteBackend:
             take_from=take_from,
         )
         path = f"/service-locks/{_seg(name)}/acquire"
-        return ServiceLockOut.model_validate(self._send("POST", path, body))
+        return _parse(ServiceLockOut, self._send("POST", path, body))
 
     def renew_service_lock(
         self, name: str, holder: str, *, lease_seconds: float, status: str
     ) -> ServiceLockOut:
         body = LockRenew(holder=holder, lease_seconds=lease_seconds, status=status)
         path = f"/service-locks/{_seg(name)}/renew"
-        return ServiceLockOut.model_validate(self._send("POST", path, body))
+        return _parse(ServiceLockOut, self._send("POST", path, body))
 
     def release_service_lock(self, name: str, holder: str) -> None:
         self._send("POST", f"/service-locks/{_seg(name)}/release", LockHolder(holder=holder))
@@ -477,6 +478,18 @@ class RemoteBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _parse(kind: type[T], data: Any) -> T:
+    """``data`` as ``kind``; a DatabaseError when the server's answer does not fit (a server
+    of another Balsam version, say), never a pydantic traceback."""
+    try:
+        return TypeAdapter(kind).validate_python(data)
+    except PydanticValidationError as exc:
+        raise DatabaseError(
+            f"the Balsam server's answer does not fit this Balsam (another version?): "
+            f"{exc.errors()[0].get('msg', exc)}"
+        ) from None
 
 
 def _seg(value: str) -> str:
