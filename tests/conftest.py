@@ -75,9 +75,12 @@ def balsam_bin() -> str:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep tests away from the user's ~/.balsam and any active workflow database."""
+    """Keep tests away from the user's ~/.balsam, any active workflow database and server."""
     monkeypatch.setenv("BALSAM_HOME", str(tmp_path / "balsam-home"))
     monkeypatch.delenv("BALSAM_DB_PATH", raising=False)
+    # A shell pointed at a Balsam server would make every Backend of the tests remote.
+    for name in ("BALSAM_URL", "BALSAM_TOKEN", "BALSAM_TOKEN_FILE", "BALSAM_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -76,6 +76,13 @@ class DependencyError(BalsamError):
     exit_code = 4
 
 
+class AccessDenied(BalsamError):
+    """A Balsam server refused the caller: no valid token (expired, revoked, unknown), or no
+    role on that workflow database that allows the call (permanent until granted)."""
+
+    exit_code = 9
+
+
 class DatabaseError(BalsamError):
     """The workflow database gave an unexpected error (permanent: repeating will not help)."""
 

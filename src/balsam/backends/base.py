@@ -1,9 +1,10 @@
 """The Backend protocol: everything the CLI, the API, the launcher and the service may ask.
 
 Implementations: :class:`balsam.backends.local.LocalBackend` (services on an SQL engine),
-:class:`balsam.testing.MemoryBackend` (in memory, for unit tests) and, later, a remote backend
-over HTTP. Arguments and results are the pydantic models of :mod:`balsam.schemas`, so every
-implementation moves the same data; one contract suite (tests/contract) runs on each.
+:class:`balsam.testing.MemoryBackend` (in memory, for unit tests) and
+:class:`balsam.backends.remote.RemoteBackend` (HTTP to ``balsam server``). Arguments and
+results are the pydantic models of :mod:`balsam.schemas`, so every implementation moves the
+same data; one contract suite (tests/contract) runs on each.
 
 Every call may be sent twice with the effect of once, because an answer can be lost after the
 work was committed (a dropped connection, a server restarting):

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from balsam.backends.base import Backend
 from balsam.backends.local import LocalBackend
+from balsam.backends.remote import remote_from_env
 from balsam.backends.retry import retrying
 from balsam.config import (
     DatabaseSettings,
@@ -31,8 +32,22 @@ from balsam.store.migrate import SchemaState, current_revision, head_revision, s
 SITE_DIRS = ("data", "log", "qsubmit")
 
 
-def open_backend(site: Site, retry: bool = True) -> Backend:
-    """The Backend for ``site`` (a LocalBackend on its database URL), its schema checked.
+def open_backend(site: Site | None, retry: bool = True) -> Backend:
+    """The Backend for ``site``: a RemoteBackend when ``BALSAM_URL`` and ``BALSAM_TOKEN`` are
+    set (see :mod:`balsam.backends.remote`), else :func:`open_local_backend`.
+
+    ``site`` may be None only with a remote backend (a client without a site directory).
+    """
+    remote = remote_from_env()
+    if remote is not None:
+        return retrying(remote) if retry else remote
+    if site is None:
+        raise ConfigError("no active workflow database and no BALSAM_URL")
+    return open_local_backend(site, retry)
+
+
+def open_local_backend(site: Site, retry: bool = True) -> Backend:
+    """The LocalBackend on ``site``'s database URL, its schema checked.
 
     With ``retry`` (for the CLI and the API) calls that fail transiently are repeated with
     backoff (:mod:`balsam.backends.retry`); the launcher repeats them itself, without waiting.

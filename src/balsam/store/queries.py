@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, true
@@ -11,7 +12,7 @@ from balsam.errors import ValidationError
 from balsam.schemas.queries import WHOLE_JSON_FIELDS, Clause, Condition, JobQuery, Lookup
 from balsam.store.jsonpath import json_condition
 from balsam.store.likes import LIKE_LOOKUPS, like_sql
-from balsam.store.tables import Base, JobRow
+from balsam.store.tables import Base, JobRow, UTCDateTime
 
 #: Lookups valid on JSON columns: only equality and null checks make sense there.
 _JSON_FIELDS = {"environ_vars", "data", "tags"}
@@ -40,6 +41,8 @@ def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
             f"cannot filter on JSON field {cond.field!r} as a whole; look up a key in it "
             f"({cond.field}__KEY=VALUE)"
         )
+    if isinstance(col.type, UTCDateTime):
+        value = _as_datetimes(cond.field, value)
     match cond.lookup:
         case Lookup.EXACT:
             return col.is_(None) if value is None else col == value
@@ -59,6 +62,19 @@ def condition_sql(model: type[Base], cond: Condition) -> ColumnElement[bool]:
         case Lookup.ISNULL:
             return col.is_(None) if value else col.is_not(None)
     raise ValidationError(f"unsupported lookup {cond.lookup!r}")
+
+
+def _as_datetimes(field: str, value: Any) -> Any:
+    """ISO 8601 text as datetimes, for a time column: a query that travelled as JSON (through
+    the edge service) carries its datetimes as text, which the column type cannot bind."""
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_as_datetimes(field, v) for v in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"{field}: {value!r} is not an ISO 8601 time") from None
 
 
 def clause_sql(model: type[Base], clause: Clause) -> ColumnElement[bool]:

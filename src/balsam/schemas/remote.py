@@ -1,0 +1,119 @@
+"""Request envelopes of the edge service: the arguments of one Backend call that takes more
+than one model, shared by the server's routers and :mod:`balsam.backends.remote`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from balsam.domain.batchjobs import BatchJobState
+from balsam.domain.states import JobState
+from balsam.schemas.jobs import StateUpdate
+from balsam.schemas.queries import Clause, JobQuery
+from balsam.schemas.sessions import ClaimRequest
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppFilter(_Body):
+    """``list_apps``."""
+
+    clauses: list[Clause] | None = None
+
+
+class JobValues(_Body):
+    """``update_jobs``: which jobs, and the values to set."""
+
+    query: JobQuery
+    values: dict[str, Any]
+
+
+class StateChange(_Body):
+    """``set_state``."""
+
+    state: JobState
+    message: str = ""
+
+
+class Edge(_Body):
+    """``add_dependency`` and ``remove_dependency``."""
+
+    parent_id: str
+    child_id: str
+
+
+class KillRequest(_Body):
+    """``kill_jobs``."""
+
+    recursive: bool = False
+
+
+class Notes(_Body):
+    """``note_jobs``."""
+
+    job_ids: list[str]
+    message: str
+
+
+class SessionOpen(_Body):
+    """``open_session``."""
+
+    label: str
+    hostname: str
+    pid: int
+    client_key: str | None = None
+    batch_job: str | None = None
+
+
+class ExpireRequest(_Body):
+    """``expire_sessions``."""
+
+    lease_seconds: float = Field(allow_inf_nan=False)
+    dead: list[int] | None = None
+
+
+class RecordAndClaim(_Body):
+    """``record_and_claim``."""
+
+    updates: list[StateUpdate]
+    request: ClaimRequest
+
+
+class Release(_Body):
+    """``release_jobs``."""
+
+    job_ids: list[str]
+    seq: int = 0
+
+
+class BatchJobFilter(_Body):
+    """``list_batch_jobs``."""
+
+    states: list[BatchJobState] | None = None
+
+
+class LockAcquire(_Body):
+    """``acquire_service_lock``."""
+
+    holder: str
+    hostname: str
+    pid: int
+    lease_seconds: float = Field(allow_inf_nan=False)
+    take_from: str | None = None
+
+
+class LockRenew(_Body):
+    """``renew_service_lock``."""
+
+    holder: str
+    lease_seconds: float = Field(allow_inf_nan=False)
+    status: str
+
+
+class LockHolder(_Body):
+    """``release_service_lock``."""
+
+    holder: str

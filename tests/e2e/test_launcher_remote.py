@@ -1,0 +1,220 @@
+"""A real launcher that reaches its workflow database only through a real `balsam server`.
+
+The launcher runs in a site directory of its own that holds settings and job directories but
+no database file (opening it locally would fail: "workflow database file ... is missing"), with
+BALSAM_URL and BALSAM_TOKEN naming the served database and a token of a submitter. Every job
+must end JOB_FINISHED, exactly once in its history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from balsam.backends.factory import init_site
+from balsam.backends.remote import RemoteBackend
+from balsam.config import SQLITE_FILE
+from balsam.schemas.jobs import JobOut
+from balsam.server.auth import AuthStore, Role
+from launchkit import (
+    S,
+    add_app,
+    add_jobs,
+    all_jobs,
+    balsam,
+    launch,
+    start_launcher,
+    stop,
+    wait_for,
+)
+from serverkit import uvicorn_server
+
+JOBS = 12
+
+
+def _compute_dir(served: Path, where: Path) -> Path:
+    """A site directory like ``served`` without its database (what a compute node sees)."""
+    shutil.copytree(served, where)
+    for file in where.glob(f"{SQLITE_FILE}*"):
+        file.unlink()
+    return where
+
+
+def test_a_launcher_runs_jobs_through_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / "node" / "campaign")
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    owner = auth.add_user("alice")
+    auth.grant("alice", Role.OWNER, "campaign")
+    runner = auth.add_user("launcher")
+    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    with uvicorn_server([served], state) as base:
+        url = f"{base}/db/campaign"
+        be = RemoteBackend(url, owner)
+        try:
+            add_app(be, "SayHello", "echo hello,")
+            jobs = add_jobs(
+                be, "SayHello", *({"name": f"hi{i}", "args": f"world {i}"} for i in range(JOBS))
+            )
+            monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+            monkeypatch.setenv("BALSAM_URL", url)
+            monkeypatch.setenv("BALSAM_TOKEN", runner)
+            done = launch("--consume-all", "--job-mode", "serial", timeout=120)
+            assert done.returncode == 0, done.stderr
+            finished = all_jobs(be)
+            assert [j.state for j in finished] == [S.JOB_FINISHED] * JOBS
+            for job in jobs:
+                ends = [e for e in be.history(job.job_id) if e.to_state == S.JOB_FINISHED]
+                assert len(ends) == 1, be.history(job.job_id)
+            for job in finished:
+                out = compute / job.working_directory / f"{job.name}.out"
+                assert out.read_text() == f"hello, world {job.name[2:]}\n"
+            assert not (compute / SQLITE_FILE).exists(), "the launcher made a database"
+        finally:
+            be.close()
+
+
+def _ended(compute: Path, job: JobOut) -> bool:
+    """Whether the job's process ran to its end (its output is written)."""
+    out = compute / job.working_directory / f"{job.name}.out"
+    return out.is_file() and out.read_text() == "ok\n"
+
+
+def _logs(compute: Path) -> str:
+    return "\n".join(p.read_text()[-3000:] for p in sorted((compute / "log").glob("*")))
+
+
+def test_a_launcher_outlives_a_server_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops while jobs run and comes back on the same port once a job has ended
+    with no server to tell: the launcher's calls fail transiently meanwhile and are repeated
+    later, and every job still ends JOB_FINISHED exactly once."""
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / "node" / "campaign")
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    owner = auth.add_user("alice")
+    auth.grant("alice", Role.OWNER, "campaign")
+    runner = auth.add_user("launcher")
+    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    proc = None
+    try:
+        with uvicorn_server([served], state) as base:
+            port = int(base.rsplit(":", 1)[1])
+            url = f"{base}/db/campaign"
+            with contextlib.closing(RemoteBackend(url, owner)) as be:
+                add_app(be, "Nap", "/bin/sh")
+                specs = ({"name": f"nap{i}", "args": "-c 'sleep 1; echo ok'"} for i in range(6))
+                jobs = add_jobs(be, "Nap", *specs)
+                monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+                monkeypatch.setenv("BALSAM_URL", url)
+                monkeypatch.setenv("BALSAM_TOKEN", runner)
+                proc = start_launcher("--consume-all", "--job-mode", "serial", quiet=True)
+                wait_for("a job RUNNING", lambda: any(j.state is S.RUNNING for j in all_jobs(be)))
+        wait_for("a job to end with the server down", lambda: any(_ended(compute, j) for j in jobs))
+        assert proc.poll() is None, f"the launcher gave up: {_logs(compute)}"
+        with uvicorn_server([served], state, port=port):
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the launcher did not finish: {_logs(compute)}")
+            assert proc.returncode == 0, _logs(compute)
+            with contextlib.closing(RemoteBackend(url, owner)) as be:
+                assert [j.state for j in all_jobs(be)] == [S.JOB_FINISHED] * len(jobs)
+                for job in jobs:
+                    ends = [e for e in be.history(job.job_id) if e.to_state == S.JOB_FINISHED]
+                    assert len(ends) == 1, be.history(job.job_id)
+        logs = "".join(p.read_text() for p in (compute / "log").glob("*"))
+        assert "cannot reach the Balsam server" in logs, "the outage went unnoticed"
+    finally:
+        if proc is not None:
+            stop(proc)
+
+
+def test_the_cli_works_through_the_server_within_its_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`balsam app`, `balsam job` and `balsam ls` in a site directory without a database,
+    through a real server; a viewer's `balsam job` is one line and exit 9, and adds nothing."""
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / "laptop" / "campaign")
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    owner = auth.add_user("alice")
+    auth.grant("alice", Role.OWNER, "campaign")
+    viewer = auth.add_user("carol")
+    auth.grant("carol", Role.VIEWER, "campaign")
+    with uvicorn_server([served], state) as base:
+        monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+        monkeypatch.setenv("BALSAM_URL", f"{base}/db/campaign")
+        monkeypatch.setenv("BALSAM_TOKEN", owner)
+        made = balsam("app", "--name", "SayHello", "--executable", "echo hello,")
+        assert made.returncode == 0, made.stderr
+        job = ["job", "--name", "hi", "--workflow", "test", "--application", "SayHello", "--yes"]
+        added = balsam(*job)
+        assert added.returncode == 0, added.stderr
+        monkeypatch.setenv("BALSAM_TOKEN", viewer)
+        refused = balsam(*job[:2], "again", *job[3:])
+        assert refused.returncode == 9
+        assert refused.stderr.count("\n") == 1 and "needs role submitter" in refused.stderr
+        listed = balsam("ls")
+        assert listed.returncode == 0, listed.stderr
+        assert "hi" in listed.stdout and "again" not in listed.stdout
+    assert not (compute / SQLITE_FILE).exists()
+    (log,) = tmp_path.glob("server-*.log")
+    assert "denied user=carol db=campaign role=viewer needed=submitter POST" in log.read_text()
+
+
+SPAWNER = """\
+from balsam.launcher import dag
+
+dag.spawn_child(name="child", application="SayHello", args="from the child")
+print("spawned by", dag.current_job.name)
+"""
+
+
+def test_dag_inside_a_job_reaches_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's own script calls ``dag.spawn_child``: the job inherits the launcher's
+    BALSAM_URL and BALSAM_TOKEN (its BALSAM_DB_PATH has no database), so the child is made
+    through the server, and the same launcher runs it once the parent is done."""
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / "node" / "campaign")
+    script = tmp_path / "spawn.py"
+    script.write_text(SPAWNER)
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    runner = auth.add_user("launcher")
+    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    owner = auth.add_user("alice")
+    auth.grant("alice", Role.OWNER, "campaign")
+    with uvicorn_server([served], state) as base:
+        url = f"{base}/db/campaign"
+        with contextlib.closing(RemoteBackend(url, owner)) as be:
+            add_app(be, "SayHello", "echo hello,")
+            add_app(be, "Spawner", f"{sys.executable} {script}")
+            add_jobs(be, "Spawner", {"name": "parent"})
+            monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+            monkeypatch.setenv("BALSAM_URL", url)
+            monkeypatch.setenv("BALSAM_TOKEN", runner)
+            done = launch("--consume-all", "--job-mode", "serial", timeout=120)
+            assert done.returncode == 0, done.stderr
+            jobs = {j.name: j for j in all_jobs(be)}
+            assert set(jobs) == {"parent", "child"}
+            assert {j.state for j in jobs.values()} == {S.JOB_FINISHED}
+            assert be.children_of(jobs["parent"].job_id) == [jobs["child"].job_id]
+            parent_out = compute / jobs["parent"].working_directory / "parent.out"
+            assert parent_out.read_text() == "spawned by parent\n"
+            child_out = compute / jobs["child"].working_directory / "child.out"
+            assert child_out.read_text() == "hello, from the child\n"
+    assert not (compute / SQLITE_FILE).exists()
