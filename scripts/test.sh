@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check src tests bench
+echo "== ruff format"; ruff format --check src tests bench
 echo "== mypy"; mypy
 echo "== import layers"; lint-imports
 # Two test processes (the machine has two cores; most tests wait on real processes and

@@ -33,14 +33,17 @@ PORT_TAKEN = "Address already in use"
 
 def slurm_installed() -> bool:
     """True when slurmctld, slurmd, sbatch and munged are on this machine."""
-    return all(shutil.which(b) or Path("/usr/sbin", b).exists()
-               for b in ("slurmctld", "slurmd", "sbatch", "munged"))
+    return all(
+        shutil.which(b) or Path("/usr/sbin", b).exists()
+        for b in ("slurmctld", "slurmd", "sbatch", "munged")
+    )
 
 
 def _daemon(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True
+        )
 
 
 @dataclass
@@ -60,8 +63,9 @@ class SlurmCluster:
 
     def run(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a Slurm client command against this cluster."""
-        return subprocess.run(list(cmd), env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def wait_idle(self, timeout: float = 30) -> None:
         """Block until every node reports idle."""
@@ -115,9 +119,19 @@ def _munge(directory: Path, env: dict[str, str]) -> tuple[Path, subprocess.Popen
     for path in (munge_dir, key):
         os.chown(path, user.pw_uid, user.pw_gid)
     sock = munge_dir / "munge.socket"
-    cmd = ["runuser", "-u", "munge", "--", "/usr/sbin/munged", "-F", f"--key-file={key}",
-           f"--socket={sock}", f"--pid-file={munge_dir / 'munged.pid'}",
-           f"--log-file={munge_dir / 'munged.log'}", f"--seed-file={munge_dir / 'seed'}"]
+    cmd = [
+        "runuser",
+        "-u",
+        "munge",
+        "--",
+        "/usr/sbin/munged",
+        "-F",
+        f"--key-file={key}",
+        f"--socket={sock}",
+        f"--pid-file={munge_dir / 'munged.pid'}",
+        f"--log-file={munge_dir / 'munged.log'}",
+        f"--seed-file={munge_dir / 'seed'}",
+    ]
     proc = _daemon(cmd, directory / "munged.log", env)
 
     def listening() -> bool:
@@ -171,22 +185,42 @@ def _write_conf(directory: Path, sock: Path, nodes: int, cpus: int, memory: int)
     ctld_port, *ports = _pick_ports(1 + nodes)
     names = [f"n{i}" for i in range(1, nodes + 1)]
     lines = [
-        "ClusterName=balsamtest", "SlurmctldHost=localhost(127.0.0.1)",
-        f"SlurmctldPort={ctld_port}", "AuthType=auth/munge", "CredType=cred/munge",
-        f"AuthInfo=socket={sock}", "SlurmUser=root", "SlurmdUser=root",
-        f"StateSaveLocation={directory}/state", f"SlurmdSpoolDir={directory}/spool-%n",
-        f"SlurmctldPidFile={directory}/slurmctld.pid", f"SlurmdPidFile={directory}/slurmd-%n.pid",
-        f"SlurmctldLogFile={directory}/slurmctld.log", f"SlurmdLogFile={directory}/slurmd-%n.log",
-        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core", "SchedulerType=sched/backfill",
-        "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
-        "MpiDefault=none", "MailProg=/bin/true", "ReturnToService=2", "KillWait=5",
-        "OverTimeLimit=0", "SlurmdParameters=config_overrides", "InactiveLimit=0",
-        "MinJobAge=300", "SlurmdTimeout=30",
+        "ClusterName=balsamtest",
+        "SlurmctldHost=localhost(127.0.0.1)",
+        f"SlurmctldPort={ctld_port}",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={sock}",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        f"StateSaveLocation={directory}/state",
+        f"SlurmdSpoolDir={directory}/spool-%n",
+        f"SlurmctldPidFile={directory}/slurmctld.pid",
+        f"SlurmdPidFile={directory}/slurmd-%n.pid",
+        f"SlurmctldLogFile={directory}/slurmctld.log",
+        f"SlurmdLogFile={directory}/slurmd-%n.log",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "SchedulerType=sched/backfill",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "MpiDefault=none",
+        "MailProg=/bin/true",
+        "ReturnToService=2",
+        "KillWait=5",
+        "OverTimeLimit=0",
+        "SlurmdParameters=config_overrides",
+        "InactiveLimit=0",
+        "MinJobAge=300",
+        "SlurmdTimeout=30",
     ]
     for name, port in zip(names, ports, strict=True):
-        lines.append(f"NodeName={name} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} "
-                     f"RealMemory={memory} State=UNKNOWN")
+        lines.append(
+            f"NodeName={name} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} "
+            f"RealMemory={memory} State=UNKNOWN"
+        )
     lines.append("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
     (directory / "state").mkdir(exist_ok=True)
     (directory / "slurm.conf").write_text("\n".join(lines) + "\n")
@@ -200,12 +234,25 @@ class _PortTaken(Exception):
 def _start_slurm(cluster: SlurmCluster) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """Start slurmctld and one slurmd per node; returns them with their log names."""
     conf, directory = str(cluster.conf), cluster.directory
-    daemons = [("slurmctld", _daemon(["slurmctld", "-D", "-i", "-f", conf],
-                                     directory / "slurmctld.out.log", cluster.env))]
+    daemons = [
+        (
+            "slurmctld",
+            _daemon(
+                ["slurmctld", "-D", "-i", "-f", conf], directory / "slurmctld.out.log", cluster.env
+            ),
+        )
+    ]
     for name in cluster.nodes:
-        daemons.append((f"slurmd-{name}", _daemon(["slurmd", "-D", "-N", name, "-f", conf],
-                                                  directory / f"slurmd-{name}.out.log",
-                                                  cluster.env)))
+        daemons.append(
+            (
+                f"slurmd-{name}",
+                _daemon(
+                    ["slurmd", "-D", "-N", name, "-f", conf],
+                    directory / f"slurmd-{name}.out.log",
+                    cluster.env,
+                ),
+            )
+        )
     cluster.procs.extend(proc for _, proc in daemons)
     return daemons
 
@@ -228,8 +275,9 @@ def _await_idle(cluster: SlurmCluster, daemons: list[tuple[str, subprocess.Popen
         raise RuntimeError(f"slurm nodes not idle after 30s: {cluster.diagnostics()}")
 
 
-def _set_aside(cluster: SlurmCluster, daemons: list[tuple[str, subprocess.Popen[bytes]]],
-               attempt: int) -> None:
+def _set_aside(
+    cluster: SlurmCluster, daemons: list[tuple[str, subprocess.Popen[bytes]]], attempt: int
+) -> None:
     """Kill this attempt's Slurm daemons and move their logs to ``attempt-N/``.
 
     SIGKILL: they have run nothing, and slurmd takes seconds to stop on SIGTERM when it
@@ -244,8 +292,9 @@ def _set_aside(cluster: SlurmCluster, daemons: list[tuple[str, subprocess.Popen[
         log.rename(aside / log.name)
 
 
-def _start_on_new_ports(cluster: SlurmCluster, sock: Path, nodes: int, memory_mb: int,
-                        attempt: int) -> str | None:
+def _start_on_new_ports(
+    cluster: SlurmCluster, sock: Path, nodes: int, memory_mb: int, attempt: int
+) -> str | None:
     """Write a conf with new ports and start Slurm on it; None once every node is idle, else
     why not (a port was taken: this attempt's daemons are stopped again)."""
     cluster.nodes = _write_conf(cluster.directory, sock, nodes, cluster.cpus_per_node, memory_mb)

@@ -29,7 +29,6 @@ MAX_SETTINGS_BYTES = 1 << 20
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-
 def _plain_text(value: str) -> str:
     """A setting's text, refused when it holds a control character or undecodable bytes."""
     found = CONTROL.search(value)

@@ -86,8 +86,12 @@ def test_new_job_fast_forwards_and_records_events(backend: Backend, app: str) ->
     assert out.state is S.PREPROCESSED
     assert out.working_directory == f"data/test/hi_{out.job_id[:8]}"
     hops = [(e.from_state, e.to_state) for e in backend.history(out.job_id)]
-    assert hops == [("", "CREATED"), ("CREATED", "READY"), ("READY", "STAGED_IN"),
-                    ("STAGED_IN", "PREPROCESSED")]
+    assert hops == [
+        ("", "CREATED"),
+        ("CREATED", "READY"),
+        ("READY", "STAGED_IN"),
+        ("STAGED_IN", "PREPROCESSED"),
+    ]
 
 
 def test_unknown_app_creates_nothing(backend: Backend, app: str) -> None:
@@ -131,8 +135,12 @@ def test_a_failed_parent_fails_a_diamond_below_it(backend: Backend, app: str) ->
     (right,) = backend.create_jobs([job("right", parents=[top.job_id])])
     (bottom,) = backend.create_jobs([job("bottom", parents=[left.job_id, right.job_id])])
     run_to(backend, top.job_id, S.RUN_ERROR, rc=1)
-    assert states(backend) == {"top": "FAILED", "left": "FAILED", "right": "FAILED",
-                               "bottom": "FAILED"}
+    assert states(backend) == {
+        "top": "FAILED",
+        "left": "FAILED",
+        "right": "FAILED",
+        "bottom": "FAILED",
+    }
     assert len([e for e in backend.history(bottom.job_id) if e.to_state == "FAILED"]) == 1
 
 
@@ -190,8 +198,13 @@ def test_claims_never_overlap(backend: Backend, app: str) -> None:
 
 
 def test_claim_respects_workflow_and_size(backend: Backend, app: str) -> None:
-    backend.create_jobs([job("small"), job("big", num_nodes=4),
-                         JobCreate(name="other", workflow="wf2", application=app)])
+    backend.create_jobs(
+        [
+            job("small"),
+            job("big", num_nodes=4),
+            JobCreate(name="other", workflow="wf2", application=app),
+        ]
+    )
     sess = backend.open_session("a", "h", 1)
     got = backend.claim_jobs(sess.id, ClaimRequest(workflows=["test"], max_nodes=2))
     assert [j.name for j in got] == ["small"]
@@ -321,8 +334,9 @@ def _shared_prefix(ids: list[str]) -> str:
 
 
 def test_queries_with_lookups(backend: Backend, app: str) -> None:
-    backend.create_jobs([job("alpha", num_nodes=1), job("Beta", num_nodes=2),
-                         job("gamma", num_nodes=3)])
+    backend.create_jobs(
+        [job("alpha", num_nodes=1), job("Beta", num_nodes=2), job("gamma", num_nodes=3)]
+    )
     names = lambda query: sorted(j.name for j in backend.query_jobs(query))  # noqa: E731
     assert names(q(name__icontains="A")) == ["Beta", "alpha", "gamma"]
     assert names(q(name__startswith="a")) == ["alpha"]

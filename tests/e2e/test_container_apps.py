@@ -106,7 +106,7 @@ def test_serial_jobs_run_inside_the_image(container_site: tuple[Site, Backend]) 
     args reach the command as words (no shell on the host, none added inside)."""
     site, be = container_site
     assert not Path("/etc/balsam-image").exists(), "the file must exist only in the image"
-    script = "cat /etc/balsam-image > seen.txt; echo \"$WHO $0 $1\" >> seen.txt; pwd >> seen.txt"
+    script = 'cat /etc/balsam-image > seen.txt; echo "$WHO $0 $1" >> seen.txt; pwd >> seen.txt'
     add_app(be, "InImage", f"sh -c '{script}'", container=IMAGE)
     jobs = add_jobs(
         be, "InImage",

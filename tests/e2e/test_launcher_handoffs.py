@@ -208,4 +208,3 @@ def test_consume_all_waits_for_nothing_it_cannot_take_on(site: Site, backend_of:
     assert state_of(backend_of, job.job_id) is S.RUN_DONE
     run_to_the_end()
     assert state_of(backend_of, job.job_id) is S.JOB_FINISHED
-

@@ -112,7 +112,7 @@ def test_the_sites_template_makes_the_script_and_runs_the_launcher(
     template = site.path / "job-template.sh"
     template.write_text(
         "#!/bin/bash\n${directives}\n# site prologue for ${queue}, ${num_nodes} node(s)\n"
-        "export SITE_MARK=templated\n${environment}\necho \"launch of $${SITE_MARK}\"\n"
+        'export SITE_MARK=templated\n${environment}\necho "launch of $${SITE_MARK}"\n'
         "${launcher}\n"
     )
     settings(site, platform={"batch_script_template": "job-template.sh"})

@@ -26,8 +26,15 @@ def test_shell_metacharacters_in_args_stay_literal() -> None:
 
 @pytest.mark.parametrize(
     ("executable", "expected"),
-    [("python sim.py --n=3", False), ("echo '$HOME'", False), ("echo $HOME", True),
-     ("cat in | wc -l", True), ("ls *.dat", True), ('echo "$X"', True), ("a > b", True)],
+    [
+        ("python sim.py --n=3", False),
+        ("echo '$HOME'", False),
+        ("echo $HOME", True),
+        ("cat in | wc -l", True),
+        ("ls *.dat", True),
+        ('echo "$X"', True),
+        ("a > b", True),
+    ],
 )
 def test_needs_shell_detects_unquoted_syntax(executable: str, expected: bool) -> None:
     assert needs_shell(executable) is expected

@@ -84,9 +84,7 @@ def test_ordinary_jobs_are_accepted_unchanged() -> None:
 def test_fields_are_held_to_their_documented_limits() -> None:
     limit = LIMITS["args"]
     job(args="x" * limit)
-    assert "args is 131,073 bytes, more than the 128 KiB allowed" in refusal(
-        args="x" * (limit + 1)
-    )
+    assert "args is 131,073 bytes, more than the 128 KiB allowed" in refusal(args="x" * (limit + 1))
     # Measured in UTF-8 bytes, not characters.
     assert "args is 131,074 bytes" in refusal(args="é" * (limit // 2 + 1))
     big_env = {f"V{i}": "x" * 1000 for i in range(1100)}

@@ -6,8 +6,9 @@ from balsam.domain.resources import NodeSpec, ResourceRequest, resource_problems
 
 
 def test_cpus_and_gpus_per_node() -> None:
-    req = ResourceRequest(num_nodes=2, ranks_per_node=4, threads_per_rank=2, threads_per_core=2,
-                          gpus_per_rank=1)
+    req = ResourceRequest(
+        num_nodes=2, ranks_per_node=4, threads_per_rank=2, threads_per_core=2, gpus_per_rank=1
+    )
     assert req.total_ranks == 8
     assert req.cpus_per_node == 4
     assert req.gpus_per_node == 4

@@ -62,16 +62,28 @@ def test_every_state_has_a_docstring_of_its_own() -> None:
 
 
 def test_quick_start_path_is_allowed() -> None:
-    path = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING, S.RUN_DONE,
-            S.POSTPROCESSED, S.JOB_FINISHED]
+    path = [
+        S.CREATED,
+        S.READY,
+        S.STAGED_IN,
+        S.PREPROCESSED,
+        S.RUNNING,
+        S.RUN_DONE,
+        S.POSTPROCESSED,
+        S.JOB_FINISHED,
+    ]
     for old, new in itertools.pairwise(path):
         validate_transition(old, new)
 
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(S.CREATED, S.RUNNING), (S.JOB_FINISHED, S.RUNNING), (S.RUN_DONE, S.PREPROCESSED),
-     (S.USER_KILLED, S.JOB_FINISHED)],
+    [
+        (S.CREATED, S.RUNNING),
+        (S.JOB_FINISHED, S.RUNNING),
+        (S.RUN_DONE, S.PREPROCESSED),
+        (S.USER_KILLED, S.JOB_FINISHED),
+    ],
 )
 def test_illegal_moves_are_refused(old: JobState, new: JobState) -> None:
     with pytest.raises(TransitionError, match=f"from {old} to {new}"):

@@ -39,14 +39,13 @@ END_STATES: list[str] = sorted(s.value for s in TERMINAL_STATES)
 PROCESSABLE_STATES: list[str] = [
     s.value
     for s in JobState
-    if s in PROCESSING_STATES or s in (JobState.CREATED, JobState.AWAITING_PARENTS)
+    if s in PROCESSING_STATES
+    or s in (JobState.CREATED, JobState.AWAITING_PARENTS)
     or s in (JobState.READY, JobState.STAGED_IN)
 ]
 #: 0.5's time format in history lines, and the pattern that reads them back.
 TIME_FMT = HISTORY_TIME_FORMAT
-STATE_TIME_PATTERN = re.compile(
-    r"^\[(\d+-\d+-\d{4}\s+\d+:\d+:\d+\.\d+)\s+(\w+)\s*\]", re.MULTILINE
-)
+STATE_TIME_PATTERN = re.compile(r"^\[(\d+-\d+-\d{4}\s+\d+:\d+:\d+\.\d+)\s+(\w+)\s*\]", re.MULTILINE)
 
 
 def get_time_string() -> str:

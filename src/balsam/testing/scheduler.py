@@ -94,4 +94,3 @@ class MemoryScheduler:
     def _answering(self) -> None:
         if self.down:
             raise SchedulerError(self.down)
-
