@@ -45,17 +45,30 @@ def _compute_dir(served: Path, where: Path) -> Path:
     return where
 
 
+def _campaign(
+    tmp_path: Path, node: str, users: dict[str, Role]
+) -> tuple[Path, Path, Path, dict[str, str]]:
+    """The served site ``campaign``, its copy without a database under ``tmp_path/node``, and
+    the server's state directory with each user granted its role: (served, compute, state,
+    the users' first tokens by name)."""
+    served = init_site(tmp_path / "campaign").path
+    compute = _compute_dir(served, tmp_path / node / "campaign")
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    tokens = {}
+    for user, role in users.items():
+        tokens[user] = auth.add_user(user)
+        auth.grant(user, role, "campaign")
+    return served, compute, state, tokens
+
+
 def test_a_launcher_runs_jobs_through_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served = init_site(tmp_path / "campaign").path
-    compute = _compute_dir(served, tmp_path / "node" / "campaign")
-    state = tmp_path / "state"
-    auth = AuthStore.open(state)
-    owner = auth.add_user("alice")
-    auth.grant("alice", Role.OWNER, "campaign")
-    runner = auth.add_user("launcher")
-    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    served, compute, state, tokens = _campaign(
+        tmp_path, "node", {"alice": Role.OWNER, "launcher": Role.SUBMITTER}
+    )
+    owner, runner = tokens["alice"], tokens["launcher"]
     with uvicorn_server([served], state) as base:
         url = f"{base}/db/campaign"
         be = RemoteBackend(url, owner)
@@ -98,14 +111,10 @@ def test_a_launcher_outlives_a_server_restart(
     """The server stops while jobs run and comes back on the same port once a job has ended
     with no server to tell: the launcher's calls fail transiently meanwhile and are repeated
     later, and every job still ends JOB_FINISHED exactly once."""
-    served = init_site(tmp_path / "campaign").path
-    compute = _compute_dir(served, tmp_path / "node" / "campaign")
-    state = tmp_path / "state"
-    auth = AuthStore.open(state)
-    owner = auth.add_user("alice")
-    auth.grant("alice", Role.OWNER, "campaign")
-    runner = auth.add_user("launcher")
-    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    served, compute, state, tokens = _campaign(
+        tmp_path, "node", {"alice": Role.OWNER, "launcher": Role.SUBMITTER}
+    )
+    owner, runner = tokens["alice"], tokens["launcher"]
     proc = None
     try:
         with uvicorn_server([served], state) as base:
@@ -145,14 +154,10 @@ def test_the_cli_works_through_the_server_within_its_role(
 ) -> None:
     """`balsam app`, `balsam job` and `balsam ls` in a site directory without a database,
     through a real server; a viewer's `balsam job` is one line and exit 9, and adds nothing."""
-    served = init_site(tmp_path / "campaign").path
-    compute = _compute_dir(served, tmp_path / "laptop" / "campaign")
-    state = tmp_path / "state"
-    auth = AuthStore.open(state)
-    owner = auth.add_user("alice")
-    auth.grant("alice", Role.OWNER, "campaign")
-    viewer = auth.add_user("carol")
-    auth.grant("carol", Role.VIEWER, "campaign")
+    served, compute, state, tokens = _campaign(
+        tmp_path, "laptop", {"alice": Role.OWNER, "carol": Role.VIEWER}
+    )
+    owner, viewer = tokens["alice"], tokens["carol"]
     with uvicorn_server([served], state) as base:
         monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
         monkeypatch.setenv("BALSAM_URL", f"{base}/db/campaign")
@@ -188,16 +193,12 @@ def test_dag_inside_a_job_reaches_the_server(
     """A job's own script calls ``dag.spawn_child``: the job inherits the launcher's
     BALSAM_URL and BALSAM_TOKEN (its BALSAM_DB_PATH has no database), so the child is made
     through the server, and the same launcher runs it once the parent is done."""
-    served = init_site(tmp_path / "campaign").path
-    compute = _compute_dir(served, tmp_path / "node" / "campaign")
+    served, compute, state, tokens = _campaign(
+        tmp_path, "node", {"launcher": Role.SUBMITTER, "alice": Role.OWNER}
+    )
+    runner, owner = tokens["launcher"], tokens["alice"]
     script = tmp_path / "spawn.py"
     script.write_text(SPAWNER)
-    state = tmp_path / "state"
-    auth = AuthStore.open(state)
-    runner = auth.add_user("launcher")
-    auth.grant("launcher", Role.SUBMITTER, "campaign")
-    owner = auth.add_user("alice")
-    auth.grant("alice", Role.OWNER, "campaign")
     with uvicorn_server([served], state) as base:
         url = f"{base}/db/campaign"
         with contextlib.closing(RemoteBackend(url, owner)) as be:

@@ -250,22 +250,18 @@ class JobQuerySet(FetchedResults["Job"]):
         backend = get_backend()
         matched = backend.query_jobs(self._exact_query())
         live = [j.job_id for j in matched if j.state not in TERMINAL_STATES]
-        killed: list[str] = []
-        seen: set[str] = set()
+        # Ids in the order killed (a dict: a descendant of one match may be another match).
+        killed: dict[str, None] = {}
         for job_id in live:
-            if job_id in seen:
-                continue  # already killed as a descendant of another match
+            if job_id in killed:
+                continue
             try:
                 now_killed = backend.kill_jobs(job_id, recursive)
             except InvalidTransition:
-                # It ended (or was killed) after the query: nothing left to stop.
-                if backend.get_job(job_id).state not in TERMINAL_STATES:
-                    raise
-                continue
-            killed.extend(now_killed)
-            seen.update(now_killed)
+                continue  # kill_jobs refuses only a job that has ended: it did after the query
+            killed.update(dict.fromkeys(now_killed))
         self._cache = None
-        return killed
+        return list(killed)
 
     def delete(self) -> int:
         """Delete every matching job (with its dependencies and history); returns how many."""

@@ -41,6 +41,7 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
+from balsam.private_files import refuse_shared
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
 from balsam.schemas.batchjobs import BatchJobCreate, BatchJobEventOut, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
@@ -131,11 +132,7 @@ def read_token_file(path: Path) -> str:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
-    if mode & 0o077:
-        raise ConfigError(
-            f"token file {path} has mode {mode:04o}: group and others must have no access "
-            f"(chmod 600 {path})"
-        )
+    refuse_shared(path, "token file", mode=mode)
     token = (text.strip().splitlines() or [""])[0].strip()
     if not token:
         raise ConfigError(f"token file {path} is empty")

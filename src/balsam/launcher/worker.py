@@ -145,7 +145,8 @@ class Worker:
         try:
             if message.get("makedirs"):
                 os.makedirs(message["cwd"], exist_ok=True)
-            write_files(Path(message["cwd"]), message.get("files") or {})
+            if message.get("files"):  # only a function job's run is given files
+                write_files(Path(message["cwd"]), message["files"])
             child = self.children.spawn(
                 key,
                 Step.RUN,

@@ -20,6 +20,7 @@ from balsam.backends.base import Backend
 from balsam.backends.factory import open_local_backend
 from balsam.config import Site
 from balsam.errors import ConfigError
+from balsam.private_files import refuse_shared
 from balsam.server import errors
 from balsam.server.auth import AuthStore
 from balsam.server.deps import Limits, ServerState
@@ -174,12 +175,7 @@ def check_tls_files(cert: Path, key: Path) -> None:
     for what, path in (("certificate", cert), ("key", key)):
         if not path.is_file():
             raise ConfigError(f"TLS {what} file {path} does not exist")
-    mode = key.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(
-            f"TLS key file {key} has mode {mode:04o}: group and others must have no access "
-            f"(chmod 600 {key})"
-        )
+    refuse_shared(key, "TLS key file")
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import sqlite3
-import stat
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from balsam.config import balsam_home
 from balsam.errors import AlreadyExists, ConfigError, NotFound, ValidationError
+from balsam.private_files import refuse_shared
 
 #: How long a new token lives unless told otherwise.
 DEFAULT_TOKEN_DAYS = 30.0
@@ -122,12 +122,7 @@ def _now() -> datetime:
 
 def _check_private(path: Path, what: str) -> None:
     """Refuse a state directory or file that group or others may read or write."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"server state {what} {path} has mode {mode:04o}: group and others must have no "
-            f"access (chmod {'700' if what == 'directory' else '600'} {path})"
-        )
+    refuse_shared(path, f"server state {what}", "700" if what == "directory" else "600")
 
 
 def check_name(name: str, what: str = "user name") -> str:
