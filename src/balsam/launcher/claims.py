@@ -144,10 +144,14 @@ class Claimer:
 
     def due(self, now: float, waiting: int) -> bool:
         """Whether a claim is due now: its time has come, or, while idle, the database
-        changed since the last claim."""
+        changed since the last claim. (Asked every launcher turn: the clock is looked at
+        before the budget, which is counted only when a claim could be due.)"""
+        on_time = now >= self.next_claim
+        if not on_time and not self._wake_check_due(now):
+            return False
         if self.budget(waiting) <= 0:
             return False
-        return now >= self.next_claim or self._changed(now)
+        return on_time or self._changed(now)
 
     def next_at(self) -> float:
         """When :meth:`due` may next be true (for a launcher with room to claim)."""
@@ -155,10 +159,16 @@ class Claimer:
             return self.next_claim
         return min(self.next_claim, self._next_wake_check)
 
+    def _wake_check_due(self, now: float) -> bool:
+        """Whether the change marker should be read now (idle, not backing off, period over)."""
+        return (
+            self._marker is not None and not self.backoff.failures and now >= self._next_wake_check
+        )
+
     def _changed(self, now: float) -> bool:
         """Whether the change marker moved since the last idle claim (read at most every
         ``WAKE_CHECK_SECONDS``)."""
-        if self._marker is None or now < self._next_wake_check or self.backoff.failures:
+        if not self._wake_check_due(now):
             return False
         self._next_wake_check = now + WAKE_CHECK_SECONDS
         try:
