@@ -217,6 +217,9 @@ class JobCreate(JobFields):
     #: Balsam 0.5's ``user_workdir``: an absolute directory the job runs in instead of one
     #: made under the workflow database (made by the launcher if missing; fixed at creation).
     user_workdir: str = Field(default="", max_length=4096)
+    #: The edge-service user who made the job. A server sets it from the caller's token
+    #: whatever the request says; on a database reached directly it is whatever is given.
+    created_by: str | None = Field(default=None, max_length=256)
 
     @field_validator("user_workdir")
     @classmethod
@@ -261,6 +264,8 @@ class JobOut(JobFields):
     #: What the function of a function app's job did in its last run: ``{"value": ...}`` or
     #: ``{"exception": {"type", "message", "traceback"}}`` (None: no run has told yet).
     function_outcome: dict[str, Any] | None = None
+    #: The edge-service user who made the job (None: made on the database directly).
+    created_by: str | None = None
 
 
 class JobShape(BaseModel):

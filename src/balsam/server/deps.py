@@ -76,6 +76,43 @@ def authenticated(
     return principal
 
 
+@dataclass(frozen=True)
+class Caller:
+    """An authorized caller of ``/db/{name}``: the database's Backend, who, and their role."""
+
+    backend: Backend
+    name: str
+    user: str
+    role: Role
+
+    @property
+    def changes_any_job(self) -> bool:
+        """Whether the caller may change jobs others made (owners; submitters change their
+        own only)."""
+        return self.role.allows(Role.OWNER)
+
+
+def deny(request: Request, user: str, name: str, role: Role | None, needed: str) -> HTTPException:
+    """The 403 for ``user`` lacking ``needed`` on ``name``, after its audit line."""
+    audit.warning(
+        "denied user=%s db=%s role=%s needed=%s %s %s",
+        user, name, role, needed, request.method, request.url.path,
+    )  # fmt: skip
+    return HTTPException(403, f"user {user!r} needs role {needed} on {name!r}")
+
+
+def authorize(request: Request, name: str, principal: Principal, needed: Role) -> Caller:
+    """The caller of ``/db/{name}`` when it holds ``needed`` or more there (403, 404 else)."""
+    state = server_state(request)
+    role = state.auth.role_of(principal.user, name)
+    if role is None or not role.allows(needed):
+        raise deny(request, principal.user, name, role, needed)
+    backend = state.databases.get(name)
+    if backend is None:
+        raise HTTPException(404, f"workflow database {name!r} is not served here")
+    return Caller(backend, name, principal.user, role)
+
+
 def allow(needed: Role) -> Callable[..., Backend]:
     """A dependency giving the Backend of ``/db/{name}`` to callers with ``needed`` or more."""
 
@@ -84,18 +121,20 @@ def allow(needed: Role) -> Callable[..., Backend]:
         name: str,
         principal: Annotated[Principal, Depends(authenticated)],
     ) -> Backend:
-        state = server_state(request)
-        role = state.auth.role_of(principal.user, name)
-        if role is None or not role.allows(needed):
-            audit.warning(
-                "denied user=%s db=%s role=%s needed=%s %s %s",
-                principal.user, name, role, needed, request.method, request.url.path,
-            )  # fmt: skip
-            raise HTTPException(403, f"user {principal.user!r} needs role {needed} on {name!r}")
-        backend = state.databases.get(name)
-        if backend is None:
-            raise HTTPException(404, f"workflow database {name!r} is not served here")
-        return backend
+        return authorize(request, name, principal, needed).backend
+
+    return dependency
+
+
+def allow_caller(needed: Role) -> Callable[..., Caller]:
+    """As :func:`allow`, giving the whole :class:`Caller` (for routes that check ownership)."""
+
+    def dependency(
+        request: Request,
+        name: str,
+        principal: Annotated[Principal, Depends(authenticated)],
+    ) -> Caller:
+        return authorize(request, name, principal, needed)
 
     return dependency
 
@@ -103,6 +142,19 @@ def allow(needed: Role) -> Callable[..., Backend]:
 Viewer = Annotated[Backend, Depends(allow(Role.VIEWER))]
 Submitter = Annotated[Backend, Depends(allow(Role.SUBMITTER))]
 Owner = Annotated[Backend, Depends(allow(Role.OWNER))]
+#: A submitter or owner, for the routes where a submitter may touch only its own jobs.
+JobChanger = Annotated[Caller, Depends(allow_caller(Role.SUBMITTER))]
+
+
+def check_creator(request: Request, caller: Caller, creators: list[str | None]) -> None:
+    """A 403 (and an audit line) when a submitter would change a job another user made."""
+    if not caller.changes_any_job and any(creator != caller.user for creator in creators):
+        raise not_yours(request, caller)
+
+
+def not_yours(request: Request, caller: Caller) -> HTTPException:
+    """The 403 for a submitter changing jobs another user made, after its audit line."""
+    return deny(request, caller.user, caller.name, caller.role, "owner (a job not made by you)")
 
 
 def check_items(request: Request, count: int) -> None:

@@ -285,6 +285,9 @@ class JobRow(Base):
     function_outcome: Mapped[dict[str, Any] | None] = mapped_column(
         JSON(none_as_null=True), nullable=True
     )
+    #: The edge-service user whose token created the job (NULL: made on the database
+    #: directly, not through a server). A submitter changes only the jobs it made.
+    created_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
 class JobParentRow(Base):

@@ -88,6 +88,7 @@ class JobRecord:
     function_args: list[Any] | None = None
     function_kwargs: dict[str, Any] | None = None
     function_outcome: dict[str, Any] | None = None
+    created_by: str | None = None
 
 
 @dataclass(slots=True)

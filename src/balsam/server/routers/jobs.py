@@ -5,25 +5,42 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from balsam.schemas.jobs import BulkCreated, EventOut, JobCreate, JobOut, JobShape
-from balsam.schemas.queries import JobQuery
+from balsam.schemas.queries import Clause, Condition, JobQuery
 from balsam.schemas.remote import Edge, JobValues, KillRequest, Notes, StateChange
-from balsam.server.deps import Owner, Submitter, Viewer, check_items
+from balsam.server.deps import (
+    Caller,
+    JobChanger,
+    Owner,
+    Submitter,
+    Viewer,
+    check_creator,
+    check_items,
+    not_yours,
+)
 
 router = APIRouter(prefix="/db/{name}", tags=["jobs"])
 
 
 @router.post("/jobs", response_model=list[JobOut])
-def create_jobs(backend: Submitter, request: Request, specs: list[JobCreate]) -> list[JobOut]:
-    """Add jobs, all or nothing."""
+def create_jobs(caller: JobChanger, request: Request, specs: list[JobCreate]) -> list[JobOut]:
+    """Add jobs, all or nothing, as made by the caller."""
     check_items(request, len(specs))
-    return backend.create_jobs(specs)
+    return caller.backend.create_jobs(made_by(caller, specs))
 
 
 @router.post("/jobs/bulk", response_model=BulkCreated)
-def bulk_create_jobs(backend: Submitter, request: Request, specs: list[JobCreate]) -> BulkCreated:
-    """Add many jobs, all or nothing; ids and states only."""
+def bulk_create_jobs(caller: JobChanger, request: Request, specs: list[JobCreate]) -> BulkCreated:
+    """Add many jobs, all or nothing, as made by the caller; ids and states only."""
     check_items(request, len(specs))
-    return backend.bulk_create_jobs(specs)
+    return caller.backend.bulk_create_jobs(made_by(caller, specs))
+
+
+def made_by(caller: Caller, specs: list[JobCreate]) -> list[JobCreate]:
+    """``specs`` as made by the caller, whatever their ``created_by`` said."""
+    for spec in specs:
+        # Assigned, not copied: a bulk create carries up to 20,000 specs, made for this call.
+        spec.created_by = caller.user
+    return specs
 
 
 @router.post("/jobs/query", response_model=list[JobOut])
@@ -51,9 +68,20 @@ def job_shapes(backend: Viewer, query: JobQuery) -> list[JobShape]:
 
 
 @router.post("/jobs/update", response_model=int)
-def update_jobs(backend: Submitter, body: JobValues) -> int:
-    """Change fields (not the state) of matching jobs."""
-    return backend.update_jobs(body.query, body.values)
+def update_jobs(caller: JobChanger, request: Request, body: JobValues) -> int:
+    """Change fields (not the state) of matching jobs (a submitter's: only its own)."""
+    if not caller.changes_any_job:
+        mine = own_jobs(caller, body.query)
+        if caller.backend.count_jobs(mine) != caller.backend.count_jobs(body.query):
+            raise not_yours(request, caller)
+        return caller.backend.update_jobs(mine, body.values)
+    return caller.backend.update_jobs(body.query, body.values)
+
+
+def own_jobs(caller: Caller, query: JobQuery) -> JobQuery:
+    """``query`` narrowed to the jobs the caller made."""
+    mine = Clause(conditions=[Condition(field="created_by", value=caller.user)])
+    return query.model_copy(update={"clauses": [*query.clauses, mine]})
 
 
 @router.post("/jobs/delete", response_model=int)
@@ -88,9 +116,11 @@ def set_state(backend: Submitter, job_id: str, body: StateChange) -> JobOut:
 
 
 @router.post("/jobs/{job_id}/kill", response_model=list[str])
-def kill_jobs(backend: Submitter, job_id: str, body: KillRequest) -> list[str]:
-    """Kill a job (and its descendants)."""
-    return backend.kill_jobs(job_id, body.recursive)
+def kill_jobs(caller: JobChanger, request: Request, job_id: str, body: KillRequest) -> list[str]:
+    """Kill a job (and its descendants); a submitter only a job it made."""
+    if not caller.changes_any_job:
+        check_creator(request, caller, [caller.backend.get_job(job_id).created_by])
+    return caller.backend.kill_jobs(job_id, body.recursive)
 
 
 @router.get("/jobs/{job_id}/children", response_model=list[str])
@@ -112,12 +142,16 @@ def events(backend: Viewer, query: JobQuery) -> list[EventOut]:
 
 
 @router.post("/dependencies", response_model=None)
-def add_dependency(backend: Submitter, edge: Edge) -> None:
-    """Make the child wait for the parent."""
-    backend.add_dependency(edge.parent_id, edge.child_id)
+def add_dependency(caller: JobChanger, request: Request, edge: Edge) -> None:
+    """Make the child wait for the parent; a submitter only for a child it made."""
+    if not caller.changes_any_job:
+        check_creator(request, caller, [caller.backend.get_job(edge.child_id).created_by])
+    caller.backend.add_dependency(edge.parent_id, edge.child_id)
 
 
 @router.post("/dependencies/remove", response_model=None)
-def remove_dependency(backend: Submitter, edge: Edge) -> None:
-    """Stop the child waiting for the parent."""
-    backend.remove_dependency(edge.parent_id, edge.child_id)
+def remove_dependency(caller: JobChanger, request: Request, edge: Edge) -> None:
+    """Stop the child waiting for the parent; a submitter only for a child it made."""
+    if not caller.changes_any_job:
+        check_creator(request, caller, [caller.backend.get_job(edge.child_id).created_by])
+    caller.backend.remove_dependency(edge.parent_id, edge.child_id)
