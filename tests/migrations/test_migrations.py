@@ -258,3 +258,30 @@ def test_a_function_app_fails_cleanly_on_a_launcher_older_than_0008(db_url: str)
         assert "a Balsam too old for function apps" in ran.stderr
     finally:
         engine.dispose()
+
+
+def test_upgrading_to_0009_keeps_every_job_with_no_creator(db_url: str) -> None:
+    """0009 adds jobs.created_by: jobs made before it (and inserted by 0008 code, which does
+    not name the column) have no creator, which only an owner may change through a server."""
+    from balsam.backends.local import LocalBackend
+    from balsam.schemas import AppCreate, JobCreate
+
+    engine = make_engine(db_url)
+    try:
+        backend = LocalBackend(engine)
+        backend.create_app(AppCreate(name="Echo", executable="echo"))
+        (job,) = backend.create_jobs([JobCreate(name="j", workflow="w", application="Echo")])
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0008")
+        assert "created_by" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+        upgrade(engine)
+        made = backend.get_job(job.job_id)
+        assert made.created_by is None and made.name == "j" and made.workflow == "w"
+        (mine,) = backend.create_jobs(
+            [JobCreate(name="k", workflow="w", application="Echo", created_by="alice")]
+        )
+        assert backend.get_job(mine.job_id).created_by == "alice"
+    finally:
+        engine.dispose()
