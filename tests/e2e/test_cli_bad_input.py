@@ -154,9 +154,11 @@ def test_no_active_database(capsys: pytest.CaptureFixture[str], command: str) ->
     code = main(shlex.split(command))
     _out, err = capsys.readouterr()
     assert code != 0
+    # Commands a client of a server can run name 'balsam login' too; 'log' reads the site.
+    hint = "" if command == "log" else " (or 'balsam login URL' to use a Balsam server)"
     assert err == (
         "balsam: error: no active workflow database: "
-        "run 'source balsamactivate NAME' or set BALSAM_DB_PATH\n"
+        f"run 'source balsamactivate NAME' or set BALSAM_DB_PATH{hint}\n"
     )
 
 

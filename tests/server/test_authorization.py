@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from balsam.backends.local import LocalBackend
 from balsam.server.app import create_app
 from balsam.server.auth import AuthStore, Role
-from balsam.server.routers import apps, batchjobs, jobs, service, sessions
+from balsam.server.routers import account, apps, batchjobs, jobs, service, sessions
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 from serverkit import in_process
@@ -42,8 +42,10 @@ POLICY: dict[str, Role] = {
     # service locks and the change signal
     "acquire_service_lock": OWN, "renew_service_lock": OWN, "release_service_lock": OWN,
     "get_service_lock": V, "request_service_stop": OWN, "change_marker": V, "wait_for_change": V,
+    # the caller
+    "whoami": V,
 }  # fmt: skip
-ROUTERS = (apps, batchjobs, jobs, service, sessions)
+ROUTERS = (account, apps, batchjobs, jobs, service, sessions)
 CALLERS = ["none", "bad", "viewer", "submitter", "owner", "other"]
 
 

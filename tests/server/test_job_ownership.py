@@ -43,10 +43,11 @@ def team(tmp_path: Path) -> Iterator[Team]:
     local = LocalBackend(engine)
     local.create_app(AppCreate(name="hello", executable="echo"))
     with in_process({"site": local}, tmp_path / "state") as (client, auth):
+        roles = {"alice": Role.SUBMITTER, "bob": Role.SUBMITTER, "carol": Role.OWNER}
         users = {
             user: remote(client, "http://testserver", "site", owner_token(auth, user, "site", role))
-            for user, role in (("alice", Role.SUBMITTER), ("bob", Role.SUBMITTER), ("carol", Role.OWNER))
-        }  # fmt: skip
+            for user, role in roles.items()
+        }
         yield Team(local, users["alice"], users["bob"], users["carol"])
     local.close()
 
@@ -74,9 +75,11 @@ def test_a_submitter_cannot_kill_another_users_job_and_the_job_is_untouched(
     team: Team, caplog: pytest.LogCaptureFixture
 ) -> None:
     (job,) = team.alice.create_jobs([_job("mine")])
-    with caplog.at_level(logging.WARNING, logger="balsam.server.audit"):
-        with pytest.raises(AccessDenied, match="not made by you"):
-            team.bob.kill_jobs(job.job_id)
+    with (
+        caplog.at_level(logging.WARNING, logger="balsam.server.audit"),
+        pytest.raises(AccessDenied, match="not made by you"),
+    ):
+        team.bob.kill_jobs(job.job_id)
     (line,) = _denials(caplog)
     assert "user=bob" in line and "db=site" in line and "/kill" in line
     assert team.local.get_job(job.job_id).state is not JobState.USER_KILLED

@@ -99,9 +99,9 @@ def _active_binding() -> _Binding:
         return cached
     close_default_backend()
     # Imported here: it pulls in the SQL engine, which plain imports of the API must not pay for.
-    from balsam.backends.factory import open_active_backend
+    from balsam.backends.factory import open_client_backend
 
-    site, backend = open_active_backend()
+    site, backend = open_client_backend()
     binding = _Binding(backend=backend, site=site)
     _default[path] = binding
     _register_atexit()

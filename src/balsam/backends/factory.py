@@ -8,6 +8,7 @@ made by an older Balsam is upgraded with ``balsam db upgrade``, see :func:`upgra
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -38,11 +39,13 @@ def open_backend(site: Site | None, retry: bool = True) -> Backend:
 
     ``site`` may be None only with a remote backend (a client without a site directory).
     """
-    remote = remote_from_env()
+    # The saved login stands in for BALSAM_URL only where no site is active: an activated
+    # workflow database means that one.
+    remote = remote_from_env(use_login=site is None)
     if remote is not None:
         return retrying(remote) if retry else remote
     if site is None:
-        raise ConfigError("no active workflow database and no BALSAM_URL")
+        raise ConfigError("no active workflow database, no BALSAM_URL and no 'balsam login'")
     return open_local_backend(site, retry)
 
 
@@ -118,6 +121,21 @@ def open_active_backend(retry: bool = True) -> tuple[Site, Backend]:
     """The active site (``BALSAM_DB_PATH``) and its Backend (see :func:`open_backend`)."""
     site = load_site()
     return site, open_backend(site, retry)
+
+
+def open_client_backend(retry: bool = True) -> tuple[Site | None, Backend]:
+    """As :func:`open_active_backend`, but a client without a site directory is served too:
+    with ``BALSAM_DB_PATH`` unset, the Backend of ``BALSAM_URL`` or of the saved ``balsam
+    login``, and no site (the error of no active site only when there is neither)."""
+    if not os.environ.get("BALSAM_DB_PATH"):
+        remote = remote_from_env(use_login=True)
+        if remote is None:
+            raise ConfigError(
+                "no active workflow database: run 'source balsamactivate NAME' or set "
+                "BALSAM_DB_PATH (or 'balsam login URL' to use a Balsam server)"
+            )
+        return None, retrying(remote) if retry else remote
+    return open_active_backend(retry)
 
 
 def init_site(path: Path, kind: str = "sqlite", url: str = "") -> Site:

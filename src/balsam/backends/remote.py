@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from balsam.backends.login import load_login
 from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
 from balsam.errors import (
@@ -59,6 +60,7 @@ from balsam.schemas.remote import (
     BatchJobFilter,
     Edge,
     ExpireRequest,
+    Identity,
     JobValues,
     KillRequest,
     LockAcquire,
@@ -102,15 +104,15 @@ TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _SLACK = 30.0
 
 
-def remote_from_env() -> RemoteBackend | None:
+def remote_from_env(use_login: bool = False) -> RemoteBackend | None:
     """A RemoteBackend from ``BALSAM_URL`` and ``BALSAM_TOKEN`` or ``BALSAM_TOKEN_FILE`` (and
-    ``BALSAM_CA_BUNDLE``, the certificates an https server's is checked against); None when
-    none of them is set."""
+    ``BALSAM_CA_BUNDLE``, the certificates an https server's is checked against); when none
+    of them is set, from the saved ``balsam login`` if ``use_login``; else None."""
     url = os.environ.get("BALSAM_URL", "")
     token = os.environ.get("BALSAM_TOKEN", "")
     file = os.environ.get("BALSAM_TOKEN_FILE", "")
     if not (url or token or file):
-        return None
+        return remote_from_login() if use_login else None
     if not url or not (token or file):
         raise ConfigError(
             "set BALSAM_URL and BALSAM_TOKEN (or BALSAM_TOKEN_FILE) to use a Balsam server"
@@ -122,6 +124,14 @@ def remote_from_env() -> RemoteBackend | None:
         ca_bundle=Path(bundle) if bundle else None,
         token_file=Path(file) if file else None,
     )
+
+
+def remote_from_login() -> RemoteBackend | None:
+    """A RemoteBackend on the database ``balsam login`` saved, or None without a login."""
+    saved = load_login()
+    if saved is None:
+        return None
+    return RemoteBackend(saved.url, "", ca_bundle=saved.ca_bundle, token_file=saved.token_file)
 
 
 def read_token_file(path: Path) -> str:
@@ -282,6 +292,11 @@ class RemoteBackend:
 
     def _get(self, kind: Any, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         return _parse(kind, self._send(method, path, body, **kw))
+
+    def whoami(self) -> Identity:
+        """Who the token is, its role on the database and its expiry (not a Backend call:
+        ``balsam login`` checks a token with it)."""
+        return _parse(Identity, self._send("GET", "/whoami"))
 
     # apps
     def create_app(self, spec: AppCreate) -> AppOut:
@@ -495,3 +510,10 @@ def _seg(value: str) -> str:
 
     text = quote(str(value), safe="")
     return text.replace(".", "%2E") if text in ("", ".", "..") else text
+
+
+def served_url(backend: object) -> str | None:
+    """The database URL ``backend`` (or the RemoteBackend a retry layer wraps) calls; None
+    for a Backend on a local database."""
+    inner = getattr(backend, "inner", backend)
+    return inner.url if isinstance(inner, RemoteBackend) else None

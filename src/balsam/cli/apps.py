@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from balsam.cli.common import BalsamCommand, WordsOption, active_backend, validated
+from balsam.cli.common import BalsamCommand, WordsOption, client_backend, validated
 from balsam.schemas.apps import AppCreate
 
 
@@ -110,7 +110,7 @@ def app_command(
             "description": description,
         },
     )
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         app = backend.create_app(spec)
     where = f" (in container {app.container})" if app.container else ""
     if app.function:

@@ -208,6 +208,20 @@ def active_backend() -> Iterator[tuple[Site, Backend]]:
         backend.close()
 
 
+@contextmanager
+def client_backend() -> Iterator[tuple[Site | None, Backend]]:
+    """The Backend of a command that needs no site directory (listing, adding and changing
+    jobs and apps, waiting), and the active site if there is one: without one, the server of
+    ``BALSAM_URL`` or of the saved ``balsam login``. Closed when the block ends."""
+    from balsam.backends.factory import open_client_backend
+
+    site, backend = open_client_backend()
+    try:
+        yield site, backend
+    finally:
+        backend.close()
+
+
 def validation_message(exc: PydanticValidationError, limit: int = 3) -> str:
     """One line describing what pydantic refused, naming each field."""
     parts = []

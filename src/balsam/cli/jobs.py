@@ -18,7 +18,7 @@ from balsam.backends.base import Backend
 from balsam.cli.common import (
     BalsamCommand,
     WordsOption,
-    active_backend,
+    client_backend,
     format_value,
     job_query,
     make_table,
@@ -201,7 +201,7 @@ def job_fields(options: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _summary(spec: JobCreate, app: AppOut, site: Site, in_workflow: int) -> None:
+def _summary(spec: JobCreate, app: AppOut, site: Site | None, in_workflow: int) -> None:
     """Print what is about to be added: set fields, the command line it will run and the
     directory it will run in (as Balsam 0.5's prompt did)."""
     table = make_table("FIELD", "VALUE")
@@ -222,14 +222,16 @@ def _summary(spec: JobCreate, app: AppOut, site: Site, in_workflow: int) -> None
     click.echo(f"The workflow {spec.workflow!r} has {in_workflow} job(s) in the database now")
 
 
-def planned_workdir(site: Site, spec: JobCreate) -> Path:
-    """Where the job will run: the rule the store applies when it adds the job.
+def planned_workdir(site: Site | None, spec: JobCreate) -> Path:
+    """Where the job will run: the rule the store applies when it adds the job (relative to
+    the launcher's site directory for a client that has none).
 
     The CLI holds only a Backend, so the rule is restated here; a test checks that the
     directory shown is the one the job then gets.
     """
     job_id = spec.job_id or ""
-    return site.path / "data" / spec.workflow / f"{spec.name}_{job_id[:8]}"
+    under = Path("data") / spec.workflow / f"{spec.name}_{job_id[:8]}"
+    return under if site is None else site.path / under
 
 
 def _default_or_none(field: str) -> Any:
@@ -255,7 +257,7 @@ def job_command(**options: Any) -> None:
 def _add_job(options: dict[str, Any], ask: bool, parent: str | None = None) -> str:
     """Add the job ``options`` describe (waiting for ``parent`` too); its id."""
     spec = validated(JobCreate, job_fields(options))
-    with active_backend() as (site, backend):
+    with client_backend() as (site, backend):
         app = backend.get_app(spec.application)
         # Before asking: the backend would refuse it after the confirmation.
         has_call = spec.function_args is not None or spec.function_kwargs is not None
@@ -308,7 +310,7 @@ def make_dummies_command(num: int) -> None:
     Example:
       balsam make_dummies 100
     """
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         try:
             backend.get_app("dummy")
         except NotFound:
@@ -339,7 +341,7 @@ def dep_command(parent: str, child: str) -> None:
     Example:
       balsam dep 3f2a1b4c 9e8d7c6b
     """
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         parent_id = backend.resolve_job_id(parent)
         child_id = backend.resolve_job_id(child)
         backend.add_dependency(parent_id, child_id)
@@ -361,7 +363,7 @@ def kill_command(job_id: str, recursive: bool) -> None:
     Example:
       balsam kill --id 3f2a1b4c --recursive
     """
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         full_id = backend.resolve_job_id(job_id)
         killed = backend.kill_jobs(full_id, recursive=recursive)
     click.echo(f"Killed {len(killed)} job(s): {', '.join(k[:8] for k in killed)}")

@@ -28,7 +28,7 @@ from rich.tree import Tree
 from balsam.backends.base import Backend
 from balsam.cli.common import (
     BalsamCommand,
-    active_backend,
+    client_backend,
     format_time,
     format_value,
     id_width,
@@ -99,7 +99,7 @@ def ls_command(objects: str, **opts: Any) -> None:
         _refuse_job_flags(objects, opts)
     if opts["interval"] is not None and not opts["watch"]:
         raise ValidationError("--interval applies only with --watch")
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         if opts["watch"]:
             watch(
                 backend,

@@ -23,9 +23,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from balsam.cli import commands, db, launch, queues, server, service, status, transfer
+    from balsam.cli import commands, db, launch, login, queues, server, service, status, transfer
 
-    for module in (commands, db, launch, queues, server, service, status, transfer):
+    modules = (commands, db, launch, login, queues, server, service, status, transfer)
+    for module in modules:
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -19,7 +19,7 @@ import click
 from balsam.backends.base import Backend
 from balsam.cli.common import (
     BalsamCommand,
-    active_backend,
+    client_backend,
     job_query,
     make_table,
     show,
@@ -142,12 +142,12 @@ def modify_command(job_id: str, attr: str, value: str, kind: str) -> None:
             state = parse_state(value)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
-        with active_backend() as (_site, backend):
+        with client_backend() as (_site, backend):
             job = backend.set_state(backend.resolve_job_id(job_id), state, "set by user")
         click.echo(f"Job {job.job_id[:8]} ({job.name}) is now {job.state}")
         return
     coerced = coerce_field(attr, value)
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         full_id = backend.resolve_job_id(job_id)
         backend.update_jobs(_by_id(full_id), {attr: coerced})
         job = backend.get_job(full_id)
@@ -160,7 +160,7 @@ def _modify_app(ident: str, attr: str, value: str) -> None:
     if attr not in fields:
         raise ValidationError(f"unknown app attribute {attr!r} (one of: {', '.join(fields)})")
     changes = validated(AppUpdate, {attr: value})
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         app = _one_app(backend, ident)
         changed = backend.update_app(app.name, changes)
     click.echo(f"App {changed.name}: {attr} = {getattr(changed, attr)!r}")
@@ -206,7 +206,7 @@ def rm_command(
         raise ValidationError("--wf-filter selects jobs: it does not apply to 'balsam rm apps'")
     if everything == bool(name or ident or wf):
         raise ValidationError("say what to remove: --name, --id and/or --wf-filter, or --all")
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         if apps:
             _rm_apps(backend, name, ident, yes)
         else:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import click
 
 from balsam.backends.base import Backend
-from balsam.cli.common import BalsamCommand, active_backend, format_time, print_rows
+from balsam.cli.common import BalsamCommand, client_backend, format_time, print_rows
 from balsam.cli.queues import QUEUE_COLUMNS, queue_rows
 from balsam.config import Site
 from balsam.domain.batchjobs import ENDED_BATCH_STATES
@@ -46,14 +46,14 @@ def status_command(error_count: int) -> None:
       balsam status
       watch balsam status --errors 10
     """
-    with active_backend() as (site, backend):
+    with client_backend() as (site, backend):
         _print_status(site, backend, error_count)
 
 
-def _print_status(site: Site, backend: Backend, error_count: int) -> None:
+def _print_status(site: Site | None, backend: Backend, error_count: int) -> None:
     counts = backend.count_by_state(JobQuery())
     total = sum(counts.values())
-    click.echo(f"Workflow database {site.path} ({_kind(site)}): {total} job(s)")
+    click.echo(f"Workflow database {_where(site, backend)}: {total} job(s)")
     _section("Jobs per state")
     if total:
         cells = [(state.value, str(counts[state.value])) for state in S if counts.get(state.value)]
@@ -106,6 +106,17 @@ def _print_status(site: Site, backend: Backend, error_count: int) -> None:
 def _section(title: str) -> None:
     click.echo("")
     click.secho(title, bold=True)
+
+
+def _where(site: Site | None, backend: Backend) -> str:
+    """The database's path and kind, or its URL on a server."""
+    from balsam.backends.remote import served_url  # httpx only for this command
+
+    url = served_url(backend)
+    if url is not None:
+        return f"{url} (Balsam server)"
+    assert site is not None, "a local Backend always has its site"
+    return f"{site.path} ({_kind(site)})"
 
 
 def _kind(site: Site) -> str:

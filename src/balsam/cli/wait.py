@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from balsam.backends.base import Backend
-from balsam.cli.common import BalsamCommand, active_backend, parse_pairs, select_workflows
+from balsam.cli.common import BalsamCommand, client_backend, parse_pairs, select_workflows
 from balsam.domain.states import TERMINAL_STATES, JobState, parse_state
 from balsam.errors import NotFound, ValidationError
 from balsam.schemas.queries import JobQuery, clause_from_kwargs
@@ -82,7 +82,7 @@ def wait_command(
     }
     states = _states(state_filter)
     deadline = math.inf if timeout is None else time.monotonic() + timeout
-    with active_backend() as (_site, backend):
+    with client_backend() as (_site, backend):
         if wf:
             conditions["workflow__in"] = select_workflows(backend, wf)
         count = _counter(backend, conditions, states)

@@ -3,6 +3,7 @@ than one model, shared by the server's routers and :mod:`balsam.backends.remote`
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,3 +118,13 @@ class LockHolder(_Body):
     """``release_service_lock``."""
 
     holder: str
+
+
+class Identity(BaseModel):
+    """``whoami``: who a token belongs to and what it may do on the database."""
+
+    user: str
+    role: str
+    database: str
+    #: When the token sent expires (None: not known to the server any more).
+    token_expires: datetime | None = None

@@ -24,7 +24,7 @@ from balsam.private_files import refuse_shared
 from balsam.server import errors
 from balsam.server.auth import AuthStore
 from balsam.server.deps import Limits, ServerState
-from balsam.server.routers import apps, batchjobs, jobs, service, sessions
+from balsam.server.routers import account, apps, batchjobs, jobs, service, sessions
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def create_app(
     )
     app.state.balsam = ServerState(databases=databases, auth=auth, limits=limits)
     errors.install(app)
-    for module in (apps, jobs, sessions, batchjobs, service):
+    for module in (apps, jobs, sessions, batchjobs, service, account):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])

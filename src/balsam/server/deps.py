@@ -84,6 +84,8 @@ class Caller:
     name: str
     user: str
     role: Role
+    #: The id of the token the caller sent (never the token).
+    token_id: int
 
     @property
     def changes_any_job(self) -> bool:
@@ -110,7 +112,7 @@ def authorize(request: Request, name: str, principal: Principal, needed: Role) -
     backend = state.databases.get(name)
     if backend is None:
         raise HTTPException(404, f"workflow database {name!r} is not served here")
-    return Caller(backend, name, principal.user, role)
+    return Caller(backend, name, principal.user, role, principal.token_id)
 
 
 def allow(needed: Role) -> Callable[..., Backend]:
