@@ -219,3 +219,80 @@ def test_dag_inside_a_job_reaches_the_server(
             child_out = compute / jobs["child"].working_directory / "child.out"
             assert child_out.read_text() == "hello, from the child\n"
     assert not (compute / SQLITE_FILE).exists()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_two_launchers_outlive_a_server_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, database: str
+) -> None:
+    """Issue 12's test: uvicorn restarted under two running launchers on two "nodes" (each a
+    site directory without a database) sharing one served database, SQLite or PostgreSQL.
+    Each job ends JOB_FINISHED exactly once and ran on exactly one node."""
+    url_of_db = ""
+    if database == "postgres":
+        from pgserver import new_pg_database
+
+        url_of_db = new_pg_database(request.getfixturevalue("pg_server"))
+    served = (
+        init_site(tmp_path / "campaign", kind="url", url=url_of_db)
+        if url_of_db
+        else init_site(tmp_path / "campaign")
+    ).path
+    nodes = [_compute_dir(served, tmp_path / f"node{i}" / "campaign") for i in (1, 2)]
+    state = tmp_path / "state"
+    auth = AuthStore.open(state)
+    owner, runner = auth.add_user("alice"), auth.add_user("launcher")
+    auth.grant("alice", Role.OWNER, "campaign")
+    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        with uvicorn_server([served], state) as base:
+            port = int(base.rsplit(":", 1)[1])
+            url = f"{base}/db/campaign"
+            with contextlib.closing(RemoteBackend(url, owner)) as be:
+                add_app(be, "Nap", "/bin/sh")
+                specs = ({"name": f"nap{i}", "args": "-c 'sleep 1; echo ok'"} for i in range(16))
+                jobs = add_jobs(be, "Nap", *specs)
+                monkeypatch.setenv("BALSAM_URL", url)
+                monkeypatch.setenv("BALSAM_TOKEN", runner)
+                for node in nodes:
+                    monkeypatch.setenv("BALSAM_DB_PATH", str(node))
+                    procs.append(
+                        start_launcher("--consume-all", "--job-mode", "serial", quiet=True)
+                    )
+
+                def both_run() -> bool:
+                    running = [j for j in all_jobs(be) if j.state is S.RUNNING]
+                    return len({j.session_id for j in running}) == 2
+
+                wait_for("jobs RUNNING under both launchers", both_run, timeout=60)
+        # The server is down: wait until a job has ended unreported on each node.
+        for node in nodes:
+            wait_for(
+                f"a job to end on {node.parent.name} with the server down",
+                lambda node=node: any(_ended(node, j) for j in jobs),
+            )
+        assert all(p.poll() is None for p in procs), "a launcher gave up: " + "".join(
+            _logs(n) for n in nodes
+        )
+        with uvicorn_server([served], state, port=port):
+            for proc, node in zip(procs, nodes, strict=True):
+                try:
+                    proc.wait(timeout=180)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"a launcher did not finish: {_logs(node)}")
+                assert proc.returncode == 0, _logs(node)
+            with contextlib.closing(RemoteBackend(url, owner)) as be:
+                finished = all_jobs(be)
+                assert [j.state for j in finished] == [S.JOB_FINISHED] * len(jobs)
+                for job in finished:
+                    history = be.history(job.job_id)
+                    assert [e.to_state for e in history].count(S.RUNNING) == 1, history
+                    assert [e.to_state for e in history].count(S.JOB_FINISHED) == 1, history
+                    ran_on = [n for n in nodes if _ended(n, job)]
+                    assert len(ran_on) == 1, f"{job.name} ran on {ran_on}"
+        for node in nodes:
+            assert "cannot reach the Balsam server" in _logs(node), "an outage went unnoticed"
+    finally:
+        for proc in procs:
+            stop(proc)
