@@ -79,8 +79,11 @@ def _bulk_client(target: Target, barrier: Any, jobs: int, chunk: int, tag: int) 
     return took
 
 
-def _claim_client(target: Target, barrier: Any, claims: int, tag: int) -> list[float]:
-    """Seconds per claim of one job (each followed by its RUNNING update)."""
+def _claim_client(target: Target, barrier: Any, claims: int, pace: float, tag: int) -> list[float]:
+    """Seconds per claim of one job (each followed by its RUNNING update); ``pace``: the
+    mean pause between a client's claims (0: back to back), as a launcher between turns."""
+    import random
+
     from balsam.domain.states import JobState
     from balsam.schemas.jobs import StateUpdate
     from balsam.schemas.sessions import ClaimRequest
@@ -97,6 +100,8 @@ def _claim_client(target: Target, barrier: Any, claims: int, tag: int) -> list[f
         seq += 1
         updates = [StateUpdate(job_id=j.job_id, state=JobState.RUNNING, seq=seq) for j in claimed]
         backend.record_updates(session.id, updates)
+        if pace:
+            time.sleep(random.uniform(0.5, 1.5) * pace)  # think time, not a wait on a result
     backend.close_session(session.id)
     backend.close()
     return took
@@ -175,6 +180,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5_000)
     parser.add_argument("--clients", default="1,10,50")
     parser.add_argument("--claims", type=int, default=40, help="per client")
+    parser.add_argument(
+        "--pace",
+        default="0",
+        help="mean seconds between one client's claims, comma-separated for several runs "
+        "(0: back to back, saturating; 0.5: a launcher claiming twice a second)",
+    )
     parser.add_argument("--launcher-jobs", type=int, default=2_000)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--skip", default="", help="parts to skip: bulk,claims,launcher")
@@ -213,14 +224,14 @@ def main() -> None:
                     print(f"bulk   {kind:6s} {args.bulk_clients} clients x {args.bulk_jobs} "
                           f"jobs in calls of {args.chunk}: {rate:8.0f} jobs/s")  # fmt: skip
             if "claims" not in skip:
-                for clients in counts:
+                paces = [float(p) for p in args.pace.split(",") if p]
+                for pace, clients in ((p, c) for p in paces for c in counts):
                     for kind, target in targets.items():
                         _fill(target, clients * args.claims)
-                        lat = [t for r in _together(_claim_client, clients, target, args.claims)
-                               for t in r]  # fmt: skip
-                        p50, p99 = _pcts(lat)
-                        print(f"claims {kind:6s} {clients:3d} clients x {args.claims}: "
-                              f"p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")  # fmt: skip
+                        runs = _together(_claim_client, clients, target, args.claims, pace)
+                        p50, p99 = _pcts([t for r in runs for t in r])
+                        print(f"claims {kind:6s} {clients:3d} clients x {args.claims}, pause "
+                              f"{pace:.1f} s: p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")  # fmt: skip
             if "launcher" not in skip:
                 compute = root / "node" / "runserved"
                 shutil.copytree(run_served, compute)
