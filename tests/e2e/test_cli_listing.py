@@ -270,3 +270,29 @@ def test_listings_have_no_trailing_blanks(
     assert code == 0
     assert len(out.splitlines()) > 2
     assert [line for line in out.splitlines() if line != line.rstrip()] == []
+
+
+def test_ls_pages_with_a_cursor_cover_every_job_once(
+    db: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`balsam ls --limit 3` then `--after CURSOR` until no cursor: every job, once, in the
+    order of the whole listing; a cursor made up or of another order is one line."""
+    for i in range(8):
+        add(db, f"p{i}")
+    whole = [r[1] for r in rows(run(capsys, "ls")[1])]
+    seen: list[str] = []
+    args = ["ls", "--limit", "3"]
+    for _ in range(5):
+        code, out, err = run(capsys, *args)
+        assert code == 0, err
+        lines = out.splitlines()
+        cursor = re.search(r"the next page: --after (\S+)\)$", lines[-1]) if lines else None
+        table = "\n".join(lines[:-1]) if cursor else out
+        seen += [r[1] for r in rows(table)]
+        if cursor is None:
+            break
+        assert ("more job(s) not shown" in lines[-1]) == (args == ["ls", "--limit", "3"])
+        args = ["ls", "--limit", "3", "--after", cursor.group(1)]
+    assert seen == whole and len(whole) == 8
+    code, _out, err = run(capsys, "ls", "--after", "nonsense")
+    assert code == 2 and err.startswith("balsam: error: not a job cursor")

@@ -54,7 +54,7 @@ from balsam.schemas.jobs import (
     StateUpdate,
     UpdateResult,
 )
-from balsam.schemas.queries import Clause, JobQuery
+from balsam.schemas.queries import Clause, JobQuery, cursor_after, order_keys
 from balsam.schemas.remote import (
     AppFilter,
     BatchJobFilter,
@@ -100,6 +100,14 @@ _BY_STATUS: dict[int, type[BalsamError]] = {
     422: ValidationError,
 }
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
+#: Jobs asked for per ``query_jobs`` request (the server's page limit is above it).
+QUERY_PAGE = 5_000
+#: Job fields that may be empty, which a cursor cannot page by (SQL orders NULL apart).
+NULLABLE_JOB_FIELDS = frozenset(
+    name
+    for name, info in JobOut.model_fields.items()
+    if not info.is_required() and info.default is None
+)
 #: Read timeout beyond a long-poll's own wait.
 _SLACK = 30.0
 
@@ -322,7 +330,33 @@ class RemoteBackend:
         return _parse(BulkCreated, self._send("POST", "/jobs/bulk", list(specs)))
 
     def query_jobs(self, query: JobQuery) -> list[JobOut]:
+        if query.limit is not None and query.limit <= QUERY_PAGE:
+            return self._query_page(query)
+        return self._all_pages(query)
+
+    def _query_page(self, query: JobQuery) -> list[JobOut]:
         return self._get(list[JobOut], "POST", "/jobs/query", query)  # type: ignore[no-any-return]
+
+    def _all_pages(self, query: JobQuery) -> list[JobOut]:
+        """Every job of ``query`` in pages of :data:`QUERY_PAGE` (the server answers no more
+        in one call): by cursor, or by offset for an order a cursor cannot keep."""
+        by_cursor = all(name not in NULLABLE_JOB_FIELDS for name, _ in order_keys(query))
+        found: list[JobOut] = []
+        page_query = query
+        while query.limit is None or len(found) < query.limit:
+            wanted = (
+                QUERY_PAGE if query.limit is None else min(QUERY_PAGE, query.limit - len(found))
+            )
+            page = self._query_page(page_query.model_copy(update={"limit": wanted}))
+            found += page
+            if len(page) < wanted:
+                break
+            if by_cursor:
+                after = cursor_after(query, page[-1])
+                page_query = query.model_copy(update={"after": after, "offset": 0})
+            else:
+                page_query = query.model_copy(update={"offset": query.offset + len(found)})
+        return found
 
     def count_jobs(self, query: JobQuery) -> int:
         return int(self._send("POST", "/jobs/count", query))

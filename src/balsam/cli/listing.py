@@ -45,7 +45,7 @@ from balsam.domain.functions import outcome_summary, raised
 from balsam.domain.states import JobState, parse_state
 from balsam.errors import NotFound, ValidationError
 from balsam.schemas.jobs import JobOut
-from balsam.schemas.queries import clause_from_kwargs
+from balsam.schemas.queries import JobQuery, clause_from_kwargs, cursor_after
 
 #: ``ls --watch``: the longest wait between redraws unless --interval says, and the shortest.
 WATCH_INTERVAL = 2.0
@@ -70,6 +70,17 @@ JOB_COLUMN_FIELDS = ("job_id", "name", "workflow", "application", "state")
 @click.option("--history", is_flag=True, help="State history of each job, with messages.")
 @click.option("--verbose", "-v", is_flag=True, help="Every field, full ids.")
 @click.option("--tree", is_flag=True, help="Jobs with their children as a tree.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="List at most this many jobs (a page) [default: BALSAM_LS_LIMIT, else all].",
+)
+@click.option(
+    "--after",
+    metavar="CURSOR",
+    help="The page after the one that printed this cursor (as fast however deep).",
+)
 @click.option(
     "--watch",
     is_flag=True,
@@ -186,8 +197,8 @@ def _list_jobs(backend: Backend, opts: dict[str, Any], view: str) -> None:
         show(_state_counts(backend.count_by_state(query)))
         return
     fields = extra_fields(os.environ.get("BALSAM_LS_FIELDS", ""))
-    limit = ls_limit(os.environ.get("BALSAM_LS_LIMIT", ""))
-    jobs = backend.query_jobs(query.model_copy(update={"limit": limit}))
+    limit = opts["limit"] or ls_limit(os.environ.get("BALSAM_LS_LIMIT", ""))
+    jobs = backend.query_jobs(query.model_copy(update={"limit": limit, "after": opts["after"]}))
     width = 36 if opts["verbose"] else id_width(j.job_id for j in jobs)
     if view == "history":
         for job in jobs:
@@ -203,9 +214,22 @@ def _list_jobs(backend: Backend, opts: dict[str, Any], view: str) -> None:
             (_job_row(j, width, fields) for j in jobs),
         )
     if limit is not None and len(jobs) == limit:
-        hidden = backend.count_jobs(query) - limit
-        if hidden > 0:
-            click.echo(f"({hidden} more job(s) not shown: BALSAM_LS_LIMIT is {limit})")
+        why = f"--limit {limit}" if opts["limit"] else f"BALSAM_LS_LIMIT is {limit}"
+        _next_page_hint(backend, query, jobs, why, opts["after"] is not None)
+
+
+def _next_page_hint(
+    backend: Backend, query: JobQuery, page: list[JobOut], why: str, paged: bool
+) -> None:
+    """Say that more jobs match than a full page shows (Balsam 0.5's line), and the cursor
+    of the next page."""
+    cursor = cursor_after(query, page[-1])
+    if paged:  # a count would read every match, and tell nothing about what is left
+        click.echo(f"(the next page: --after {cursor})")
+        return
+    hidden = backend.count_jobs(query) - len(page)
+    if hidden > 0:
+        click.echo(f"({hidden} more job(s) not shown: {why}; the next page: --after {cursor})")
 
 
 def _job_row(job: JobOut, width: int, fields: list[str]) -> list[str]:

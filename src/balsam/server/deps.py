@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from balsam.backends.base import Backend
+from balsam.schemas.queries import JobQuery
 from balsam.server.auth import AuthStore, Principal, Role
 
 audit = logging.getLogger("balsam.server.audit")
@@ -31,6 +32,9 @@ class Limits:
     max_body_bytes: int = 32 * 1024 * 1024
     #: Jobs in one create or bulk create, updates in one record call (413 above).
     max_items: int = 20_000
+    #: Jobs one query answers: a query must ask at most these (``limit``), and pages on
+    #: with a cursor (``after``), so that no request makes the server build a million jobs.
+    max_page: int = 10_000
     #: Longest ``wait_for_change`` long-poll, seconds (longer asks are cut to this).
     max_wait_seconds: float = 25.0
     #: Long-polls waiting at once, in threads of their own (more get the marker at once),
@@ -164,3 +168,14 @@ def check_items(request: Request, count: int) -> None:
     limit = server_state(request).limits.max_items
     if count > limit:
         raise HTTPException(413, f"{count} items in one request; the limit is {limit}")
+
+
+def check_page(request: Request, query: JobQuery) -> None:
+    """A 413 for a job query without a ``limit`` or with one above the server's page."""
+    page = server_state(request).limits.max_page
+    if query.limit is None or query.limit > page:
+        raise HTTPException(
+            413,
+            f"a query through the server answers at most {page} jobs: give a limit of at "
+            "most that, and page on with the cursor of the last job (after)",
+        )

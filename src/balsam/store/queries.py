@@ -9,7 +9,15 @@ from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, true
 from sqlalchemy.orm import InstrumentedAttribute
 
 from balsam.errors import ValidationError
-from balsam.schemas.queries import WHOLE_JSON_FIELDS, Clause, Condition, JobQuery, Lookup
+from balsam.schemas.queries import (
+    WHOLE_JSON_FIELDS,
+    Clause,
+    Condition,
+    JobQuery,
+    Lookup,
+    cursor_values,
+    order_keys,
+)
 from balsam.store.jsonpath import json_condition
 from balsam.store.likes import LIKE_LOOKUPS, like_sql
 from balsam.store.tables import Base, JobRow, UTCDateTime
@@ -94,15 +102,37 @@ def apply_job_query(stmt: Select[Any], query: JobQuery, paginate: bool = True) -
     stmt = stmt.where(where_sql(JobRow, query.clauses))
     if not paginate:
         return stmt
-    for key in query.order_by or ["created_at", "job_id"]:
-        desc = key.startswith("-")
-        col = column_of(JobRow, key.lstrip("-"))
+    for name, desc in order_keys(query):
+        col = column_of(JobRow, name)
         stmt = stmt.order_by(col.desc() if desc else col.asc())
+    if query.after is not None:
+        stmt = stmt.where(after_sql(query))
     if query.offset:
         stmt = stmt.offset(query.offset)
     if query.limit is not None:
         stmt = stmt.limit(query.limit)
     return stmt
+
+
+def after_sql(query: JobQuery) -> ColumnElement[bool]:
+    """The jobs after the query's cursor in its order: for keys k1..kn and the cursor's
+    values v1..vn, (k1 beyond v1) or (k1 = v1 and k2 beyond v2) or ...; with k1 at or beyond
+    v1 said first as well, so the database starts its index range scan there."""
+    keys = []
+    for name, desc, value in cursor_values(query):
+        col = column_of(JobRow, name)
+        if JobRow.__table__.c[name].nullable:
+            raise ValidationError(f"cannot page by {name!r} with a cursor: it may be empty")
+        if isinstance(col.type, UTCDateTime):
+            value = _as_datetimes(name, value)
+        keys.append((col, desc, value))
+    beyond = []
+    for i, (col, desc, value) in enumerate(keys):
+        ties = [c == v for c, _, v in keys[:i]]
+        beyond.append(and_(*ties, col < value if desc else col > value))
+    first, first_desc, first_value = keys[0]
+    start = first <= first_value if first_desc else first >= first_value
+    return and_(start, or_(*beyond))
 
 
 def any_of(exprs: list[ColumnElement[bool]]) -> ColumnElement[bool]:

@@ -60,7 +60,7 @@ def bulk_create_jobs(store: Store, specs: Iterable[JobCreate]) -> BulkCreated:
 
 
 #: The query fields the fake acts on; a newer one set to anything but its default is refused.
-_QUERY_FIELDS = frozenset({"clauses", "order_by", "limit", "offset"})
+_QUERY_FIELDS = frozenset({"clauses", "order_by", "limit", "offset", "after"})
 
 
 def matching(store: Store, query: JobQuery) -> list[JobRecord]:

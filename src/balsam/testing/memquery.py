@@ -22,7 +22,15 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from pydantic import BaseModel
 
 from balsam.errors import DatabaseError, ValidationError
-from balsam.schemas.queries import WHOLE_JSON_FIELDS, Clause, Condition, JobQuery, Lookup
+from balsam.schemas.queries import (
+    WHOLE_JSON_FIELDS,
+    Clause,
+    Condition,
+    JobQuery,
+    Lookup,
+    cursor_values,
+    order_keys,
+)
 from balsam.testing.memchecks import INT32_MAX, INT32_MIN, check_text, disagree
 from balsam.testing.memstore import as_utc
 
@@ -268,14 +276,15 @@ class Ordering:
 def ordering(columns: dict[str, Column], query: JobQuery) -> Ordering:
     """The query's order (default: created_at, then job_id), its fields checked."""
     keys = []
-    for key in query.order_by or ["created_at", "job_id"]:
-        name = key.lstrip("-")
+    for name, descending in order_keys(query):
         column = columns.get(name)
         if column is None or name.startswith("_"):
             raise ValidationError(f"unknown field {name!r} in query")
         if column.kind is Kind.JSON:
             raise disagree(f"ordering by JSON field {name!r}", "orders its text", "refuses it")
-        keys.append((name, key.startswith("-")))
+        if query.after is not None and column.nullable:
+            raise ValidationError(f"cannot page by {name!r} with a cursor: it may be empty")
+        keys.append((name, descending))
     if query.offset < 0 or (query.limit is not None and query.limit < 0):
         raise disagree("a negative limit or offset", "ignores it", "refuses it")
     return Ordering(tuple(keys))
@@ -295,8 +304,31 @@ def ordered(records: list[T], order: Ordering, query: JobQuery) -> list[T]:
         if nulls:
             raise disagree(f"ordering by {name} with NULLs", "puts them first", "puts them last")
         result.sort(key=lambda r: getattr(r, name), reverse=descending)
+    if query.after is not None:
+        result = _after_cursor(result, query)
     end = None if query.limit is None else query.offset + query.limit
     return result[query.offset : end]
+
+
+def _after_cursor(records: list[T], query: JobQuery) -> list[T]:
+    """The sorted ``records`` past the query's cursor (the rule of the SQL keyset)."""
+    keys = []
+    for name, descending, value in cursor_values(query):
+        if records and isinstance(getattr(records[0], name), datetime):
+            try:
+                value = as_utc(datetime.fromisoformat(str(value)))
+            except ValueError:
+                raise ValidationError(f"{name}: {value!r} is not an ISO 8601 time") from None
+        keys.append((name, descending, value))
+
+    def beyond(record: Any) -> bool:
+        for name, descending, value in keys:
+            mine = getattr(record, name)
+            if mine != value:
+                return bool(mine < value) if descending else bool(mine > value)
+        return False  # the cursor's own job
+
+    return [r for r in records if beyond(r)]
 
 
 # ---- key lookups into JSON fields (the rules of balsam.store.jsonpath) ----------------------

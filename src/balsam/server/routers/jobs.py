@@ -15,6 +15,7 @@ from balsam.server.deps import (
     Viewer,
     check_creator,
     check_items,
+    check_page,
     not_yours,
 )
 
@@ -44,8 +45,10 @@ def made_by(caller: Caller, specs: list[JobCreate]) -> list[JobCreate]:
 
 
 @router.post("/jobs/query", response_model=list[JobOut])
-def query_jobs(backend: Viewer, query: JobQuery) -> list[JobOut]:
-    """Jobs matching the query."""
+def query_jobs(backend: Viewer, request: Request, query: JobQuery) -> list[JobOut]:
+    """Jobs matching the query, at most the server's page of them (``limit`` is required;
+    page on with ``after``)."""
+    check_page(request, query)
     return backend.query_jobs(query)
 
 
