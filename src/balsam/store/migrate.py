@@ -23,7 +23,7 @@ VERSION_TABLE = "alembic_version"
 #: Every revision Balsam ships, oldest first (tests/migrations checks it against the scripts).
 #: Kept here so that opening a database, which every command and launcher does, need not
 #: import Alembic (a fifth of a second) just to read the newest revision.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010")
 
 
 class SchemaState(StrEnum):
