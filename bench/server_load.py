@@ -24,6 +24,7 @@ root, venv with the ``server`` extra active:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -122,7 +123,9 @@ def _pcts(seconds: list[float]) -> tuple[float, float]:
     return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
 
 
-def _site(root: Path, name: str, db: str, slots: int) -> Path:
+def _site(root: Path, name: str, args: argparse.Namespace) -> Path:
+    """A fresh site ``name`` (on ``args.db``), one node of ``args.slots``, with app T."""
+    db, slots = args.db, args.slots
     from balsam.backends.factory import init_site, open_local_backend
     from balsam.config import save_settings
     from balsam.schemas.apps import AppCreate
@@ -175,6 +178,7 @@ def _launch(site: Path, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="sqlite", help="'sqlite' or a PostgreSQL URL")
+    parser.add_argument("--workers", default="1", help="server processes, e.g. 1,2: each a run")
     parser.add_argument("--bulk-clients", type=int, default=4)
     parser.add_argument("--bulk-jobs", type=int, default=20_000, help="per client")
     parser.add_argument("--chunk", type=int, default=5_000)
@@ -192,68 +196,78 @@ def main() -> None:
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     counts = [int(c) for c in args.clients.split(",") if c]
-    with tempfile.TemporaryDirectory() as tmp:
+    workers = [int(w) for w in args.workers.split(",") if w]
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         root = Path(tmp)
         os.environ["BALSAM_HOME"] = str(root / "home")
         from balsam.server.auth import AuthStore, Role
         from serverkit import uvicorn_server
 
-        local_path = _site(root, "local", args.db, args.slots)
-        served_path = _site(root, "served", args.db, args.slots)
-        # The launcher part starts from empty databases of its own (the others hold the
-        # bulk part's jobs, which a --consume-all launcher would run too).
-        run_local = _site(root, "runlocal", args.db, args.slots)
-        run_served = _site(root, "runserved", args.db, args.slots)
         auth = AuthStore.open(root / "state")
         token = auth.add_user("bench")
-        auth.grant("bench", Role.OWNER, "served")
+        targets: dict[str, Target] = {"local": ("local", str(_site(root, "local", args)), "")}
+        # The launcher part starts from empty databases of its own (the others hold the
+        # bulk part's jobs, which a --consume-all launcher would run too).
+        run_local, run_served = _site(root, "runlocal", args), _site(root, "runserved", args)
         auth.grant("bench", Role.OWNER, "runserved")
+        first_base = ""
+        for count in workers:
+            name = f"served{count}"
+            served = _site(root, name, args)
+            auth.grant("bench", Role.OWNER, name)
+            paths = [served, run_served] if not first_base else [served]
+            base = servers.enter_context(
+                uvicorn_server(paths, root / "state", args=("--workers", str(count)))
+            )
+            first_base = first_base or base
+            targets[f"server/{count}w"] = ("server", f"{base}/db/{name}", token)
         print(f"database: {'SQLite' if args.db == 'sqlite' else 'PostgreSQL'}; cores: "
-              f"{os.cpu_count()}; clients are processes")  # fmt: skip
-        with uvicorn_server([served_path, run_served], root / "state") as base:
-            targets: dict[str, Target] = {
-                "local": ("local", str(local_path), ""),
-                "server": ("server", f"{base}/db/served", token),
-            }
-            if "bulk" not in skip:
-                for kind, target in targets.items():
-                    took = _together(
-                        _bulk_client, args.bulk_clients, target, args.bulk_jobs, args.chunk
-                    )
-                    rate = args.bulk_clients * args.bulk_jobs / max(took)
-                    print(f"bulk   {kind:6s} {args.bulk_clients} clients x {args.bulk_jobs} "
-                          f"jobs in calls of {args.chunk}: {rate:8.0f} jobs/s")  # fmt: skip
-            if "claims" not in skip:
-                paces = [float(p) for p in args.pace.split(",") if p]
-                for pace, clients in ((p, c) for p in paces for c in counts):
-                    for kind, target in targets.items():
-                        _fill(target, clients * args.claims)
-                        runs = _together(_claim_client, clients, target, args.claims, pace)
-                        p50, p99 = _pcts([t for r in runs for t in r])
-                        print(f"claims {kind:6s} {clients:3d} clients x {args.claims}, pause "
-                              f"{pace:.1f} s: p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")  # fmt: skip
-            if "launcher" not in skip:
-                compute = root / "node" / "runserved"
-                shutil.copytree(run_served, compute)
-                for file in compute.glob("balsam.db*"):
-                    file.unlink()
-                rates = {}
-                runs: dict[str, tuple[Target, Path, dict[str, str]]] = {
-                    "local": (("local", str(run_local), ""), run_local, {}),
-                    "server": (
-                        ("server", f"{base}/db/runserved", token),
-                        compute,
-                        {"BALSAM_URL": f"{base}/db/runserved", "BALSAM_TOKEN": token},
-                    ),
-                }
-                for kind, (target, site, env) in runs.items():
-                    _fill(target, args.launcher_jobs, n=args.slots)
-                    rates[kind] = args.launcher_jobs / _launch(site, env)
-                    print(f"launcher {kind:6s} {args.launcher_jobs} x /bin/true on {args.slots} "
-                          f"slots: {rates[kind]:6.0f} jobs/s")  # fmt: skip
-                print(
-                    f"launcher through the server / local: {rates['server'] / rates['local']:.2f}"
+              f"{os.cpu_count()}; clients are processes; server/Nw: N server workers")  # fmt: skip
+        if "bulk" not in skip:
+            for kind, target in targets.items():
+                took = _together(
+                    _bulk_client, args.bulk_clients, target, args.bulk_jobs, args.chunk
                 )
+                rate = args.bulk_clients * args.bulk_jobs / max(took)
+                print(f"bulk     {kind:10s} {args.bulk_clients} clients x {args.bulk_jobs} "
+                      f"jobs in calls of {args.chunk}: {rate:8.0f} jobs/s")  # fmt: skip
+        if "claims" not in skip:
+            paces = [float(p) for p in args.pace.split(",") if p]
+            for pace, clients in ((p, c) for p in paces for c in counts):
+                for kind, target in targets.items():
+                    _fill(target, clients * args.claims)
+                    runs = _together(_claim_client, clients, target, args.claims, pace)
+                    p50, p99 = _pcts([t for r in runs for t in r])
+                    print(f"claims   {kind:10s} {clients:3d} clients x {args.claims}, pause "
+                          f"{pace:.1f} s: p50 {p50:7.1f} ms  p99 {p99:7.1f} ms")  # fmt: skip
+        if "launcher" not in skip:
+            _launcher_part(root, args, run_local, run_served, f"{first_base}/db/runserved", token)
+
+
+def _launcher_part(
+    root: Path, args: argparse.Namespace, run_local: Path, run_served: Path, url: str, token: str
+) -> None:
+    """/bin/true jobs under one launcher: its database local, then through the server
+    (whose first worker count serves ``run_served``)."""
+    compute = root / "node" / "runserved"
+    shutil.copytree(run_served, compute)
+    for file in compute.glob("balsam.db*"):
+        file.unlink()
+    rates = {}
+    runs: dict[str, tuple[Target, Path, dict[str, str]]] = {
+        "local": (("local", str(run_local), ""), run_local, {}),
+        "server": (
+            ("server", url, token),
+            compute,
+            {"BALSAM_URL": url, "BALSAM_TOKEN": token},
+        ),
+    }
+    for kind, (target, site, env) in runs.items():
+        _fill(target, args.launcher_jobs, n=args.slots)
+        rates[kind] = args.launcher_jobs / _launch(site, env)
+        print(f"launcher {kind:10s} {args.launcher_jobs} x /bin/true on {args.slots} "
+              f"slots: {rates[kind]:6.0f} jobs/s")  # fmt: skip
+    print(f"launcher through the server / local: {rates['server'] / rates['local']:.2f}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,13 @@ def server_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The certificate's private key (PEM, mode 0600).",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port (about one per core for many clients).",
+)
 @_state_option
 def server_start(
     paths: tuple[Path, ...],
@@ -59,6 +66,7 @@ def server_start(
     port: int,
     tls_cert: Path | None,
     tls_key: Path | None,
+    workers: int,
     state: Path | None,
 ) -> None:
     """Serve the workflow databases at PATHS (the active one by default), in the foreground."""
@@ -72,7 +80,7 @@ def server_start(
         ) from None
     sites: list[Site] = [load_site(p) for p in paths] if paths else [load_site()]
     tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
-    serve(sites, state, host, port, tls)
+    serve(sites, state, host, port, tls, workers)
 
 
 @server_group.command("add-user")

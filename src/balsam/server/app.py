@@ -9,6 +9,7 @@ and they say nothing about any database.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -125,12 +126,30 @@ def open_databases(sites: list[Site]) -> dict[str, Backend]:
     return databases
 
 
+#: Where the worker processes of ``balsam server start --workers N`` find what to serve:
+#: the site directories (``os.pathsep``-separated) and the server's state directory.
+SITES_ENV = "BALSAM_SERVER_SITES"
+STATE_ENV = "BALSAM_SERVER_STATE"
+
+
+def app_from_environment() -> FastAPI:
+    """The application one worker process serves, from :data:`SITES_ENV` and
+    :data:`STATE_ENV`: uvicorn starts its workers as new interpreters, which import this by
+    name (an application object, with its open databases, cannot be handed over)."""
+    from balsam.config import load_site
+
+    sites = [load_site(path) for path in os.environ[SITES_ENV].split(os.pathsep)]
+    auth = AuthStore.open(Path(os.environ[STATE_ENV]), create=False)
+    return create_app(open_databases(sites), auth)
+
+
 def serve(
     sites: list[Site],
     state_dir: Path | None,
     host: str,
     port: int,
     tls: tuple[Path, Path] | None = None,
+    workers: int = 1,
 ) -> None:
     """Run the service on uvicorn in the foreground until interrupted (ConfigError, before
     anything starts, without a state directory made by ``balsam server add-user``).
@@ -138,6 +157,8 @@ def serve(
     The socket is bound here, so ``port`` 0 lets the kernel choose; the address actually
     bound is printed on stdout (``balsam server: serving NAMES on http://HOST:PORT``).
     ``tls`` (certificate file, key file) serves HTTPS; the key must be private (0600).
+    ``workers`` above 1 serves from that many processes sharing the socket (uvicorn's
+    supervisor restarts one that dies), so requests are not queued behind one interpreter.
     """
     import uvicorn
 
@@ -157,14 +178,29 @@ def serve(
             f"balsam server: serving {', '.join(databases)} on {scheme}://{where}:{bound_port}",
             flush=True,
         )
+        options: dict[str, Any] = {
+            "log_level": "warning",
+            "access_log": False,
+            "ssl_certfile": str(tls[0]) if tls else None,
+            "ssl_keyfile": str(tls[1]) if tls else None,
+        }
+        if workers == 1:
+            uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+            return
+        # Checked and opened here, so a bad site fails before anything is served; each
+        # worker opens its own connections.
+        for backend in databases.values():
+            backend.close()
+        os.environ[SITES_ENV] = os.pathsep.join(str(site.path) for site in sites)
+        os.environ[STATE_ENV] = str(auth.path.parent)
         config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            ssl_certfile=str(tls[0]) if tls else None,
-            ssl_keyfile=str(tls[1]) if tls else None,
+            f"{__name__}:app_from_environment", factory=True, workers=workers, **options
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        # The supervisor `uvicorn.run(..., workers=N)` runs, given the socket bound above so
+        # that port 0 works and the address printed is the one served.
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[sock]).run()
     finally:
         for backend in databases.values():
             backend.close()

@@ -202,9 +202,12 @@ class JobRow(Base):
         Index("ix_jobs_state_workflow", "state", "workflow"),
         Index("ix_jobs_workflow_name", "workflow", "name"),
         Index("ix_jobs_session_id", "session_id"),
-        # The listing order (oldest first, job_id breaking ties): a page of `balsam ls`, and
-        # each keyset page after it, is a walk of its own rows, not a sort of every job.
-        Index("ix_jobs_created_job", "created_at", "job_id"),
+        # The listing order (oldest first; job_id breaks ties, sorted within one created_at):
+        # a page of `balsam ls`, and each keyset page after it, starts where it should in
+        # this index instead of sorting every job. created_at alone, not with job_id: new
+        # jobs land at its end (their time only grows), where random ids would land anywhere
+        # and slow every bulk create as the primary key already does.
+        Index("ix_jobs_created_at", "created_at"),
         # Claims scan one of these in claim order, one GPU class at a time (an equality on
         # gpus_needed, then a range on num_nodes), and stop after `limit` rows, so their cost
         # does not grow with the table: the first for any workflow, the second for one.
