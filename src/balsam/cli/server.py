@@ -52,6 +52,14 @@ def server_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The certificate's private key (PEM, mode 0600).",
 )
+@click.option(
+    "--max-wait",
+    default=25.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Longest wait_for_change long-poll, seconds: keep it below a reverse proxy's read "
+    "timeout.",
+)
 @_state_option
 def server_start(
     paths: tuple[Path, ...],
@@ -59,6 +67,7 @@ def server_start(
     port: int,
     tls_cert: Path | None,
     tls_key: Path | None,
+    max_wait: float,
     state: Path | None,
 ) -> None:
     """Serve the workflow databases at PATHS (the active one by default), in the foreground."""
@@ -66,13 +75,14 @@ def server_start(
         raise ValidationError("--tls-cert and --tls-key go together")
     try:
         from balsam.server.app import serve
+        from balsam.server.deps import Limits
     except ImportError as exc:
         raise ConfigError(
             f"the server needs FastAPI and uvicorn: pip install 'balsam[server]' ({exc})"
         ) from None
     sites: list[Site] = [load_site(p) for p in paths] if paths else [load_site()]
     tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
-    serve(sites, state, host, port, tls)
+    serve(sites, state, host, port, tls, Limits(max_wait_seconds=max_wait))
 
 
 @server_group.command("add-user")

@@ -131,6 +131,7 @@ def serve(
     host: str,
     port: int,
     tls: tuple[Path, Path] | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Run the service on uvicorn in the foreground until interrupted (ConfigError, before
     anything starts, without a state directory made by ``balsam server add-user``).
@@ -138,6 +139,7 @@ def serve(
     The socket is bound here, so ``port`` 0 lets the kernel choose; the address actually
     bound is printed on stdout (``balsam server: serving NAMES on http://HOST:PORT``).
     ``tls`` (certificate file, key file) serves HTTPS; the key must be private (0600).
+    ``limits`` defaults to :class:`Limits`' defaults.
     """
     import uvicorn
 
@@ -149,7 +151,7 @@ def serve(
     databases = open_databases(sites)
     try:
         sock = _bind(host, port)
-        app = create_app(databases, auth)
+        app = create_app(databases, auth, limits)
         bound_host, bound_port = sock.getsockname()[:2]
         where = f"[{bound_host}]" if ":" in bound_host else bound_host
         scheme = "https" if tls else "http"
