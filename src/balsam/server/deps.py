@@ -2,7 +2,8 @@
 
 Every route under ``/db/{name}`` takes one of :data:`Viewer`, :data:`Submitter` or
 :data:`Owner`: a missing, unknown, expired or revoked token is a 401; a user without the role
-on ``name`` (or with no grant on it, whether or not it is served) a 403 with an audit line.
+on ``name`` (or with no grant on it, whether or not it is served) a 403. Each denial is a line
+in the ``balsam.server.audit`` log and a row in the auth store's audit table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from balsam.backends.base import Backend
-from balsam.server.auth import AuthStore, Principal, Role
+from balsam.server.auth import AuditEvent, AuthStore, Principal, Role
 
 audit = logging.getLogger("balsam.server.audit")
 _bearer = HTTPBearer(auto_error=False, description="an API token from `balsam server add-user`")
@@ -66,14 +67,43 @@ def authenticated(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The token's owner, or a 401."""
+    """The token's owner, or a 401 (audited)."""
     challenge = {"WWW-Authenticate": "Bearer"}
+    auth = server_state(request).auth
     if credentials is None or credentials.scheme.lower() != "bearer":
+        _deny(request, 401, "missing bearer token")
         raise HTTPException(401, "missing bearer token", headers=challenge)
-    principal = server_state(request).auth.authenticate(credentials.credentials)
+    principal = auth.authenticate(credentials.credentials)
     if principal is None:
+        # An expired or revoked token is still someone's: the row says whose.
+        known = auth.owner_of(credentials.credentials)
+        _deny(request, 401, "invalid, expired or revoked token", known)
         raise HTTPException(401, "invalid, expired or revoked token", headers=challenge)
     return principal
+
+
+def _deny(
+    request: Request,
+    status: int,
+    detail: str,
+    principal: Principal | None = None,
+    role: Role | None = None,
+    needed: Role | None = None,
+) -> None:
+    """The audit line and row of a denial (the token itself is never written)."""
+    name = request.path_params.get("name")
+    user = principal.user if principal else None
+    audit.warning(
+        "denied user=%s db=%s role=%s needed=%s %s %s status=%d",
+        user, name, role, needed, request.method, request.url.path, status,
+    )  # fmt: skip
+    server_state(request).auth.record(
+        AuditEvent(
+            "denied", status=status, user=user, db=name, role=role and role.value,
+            needed=needed and needed.value, method=request.method, path=request.url.path,
+            token_id=principal.token_id if principal else None, detail=detail,
+        )
+    )  # fmt: skip
 
 
 def allow(needed: Role) -> Callable[..., Backend]:
@@ -87,11 +117,9 @@ def allow(needed: Role) -> Callable[..., Backend]:
         state = server_state(request)
         role = state.auth.role_of(principal.user, name)
         if role is None or not role.allows(needed):
-            audit.warning(
-                "denied user=%s db=%s role=%s needed=%s %s %s",
-                principal.user, name, role, needed, request.method, request.url.path,
-            )  # fmt: skip
-            raise HTTPException(403, f"user {principal.user!r} needs role {needed} on {name!r}")
+            detail = f"user {principal.user!r} needs role {needed} on {name!r}"
+            _deny(request, 403, detail, principal, role, needed)
+            raise HTTPException(403, detail)
         backend = state.databases.get(name)
         if backend is None:
             raise HTTPException(404, f"workflow database {name!r} is not served here")
