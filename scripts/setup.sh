@@ -26,10 +26,12 @@ if [[ "${1:-}" == "--tests" ]]; then
     # HOST:PATH staging; the tests run their own rsync daemon), openssh-server (the tests run
     # their own sshd on a loopback port for rsync over ssh), and podman with runc, catatonit
     # (the init process of `podman run --init`; only a recommendation of the podman package,
-    # so a minimal install lacks it) and busybox-static (container apps run in an image
-    # imported from a busybox root filesystem).
+    # so a minimal install lacks it), busybox-static (container apps run in an image
+    # imported from a busybox root filesystem) and nginx-light (the edge service is tested
+    # behind a real nginx terminating TLS, as docs/server.md deploys it; the tests run their
+    # own nginx on a loopback port, never the package's service).
     apt_install postgresql-15 util-linux slurm-wlm munge zsh openssh-client rsync openssh-server \
-        podman runc catatonit busybox-static
+        podman runc catatonit busybox-static nginx-light
 fi
 
 PYTHON=${PYTHON:-python3}

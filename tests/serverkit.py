@@ -125,6 +125,19 @@ def _wait_ready(
     raise RuntimeError(f"server not ready after {timeout}s: {log.read_text()[-2000:]}")
 
 
+def self_signed(where: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (0600) in ``where``: (cert, key)."""
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
 class SitePool:
     """Fresh workflow databases behind one real uvicorn: ``count`` copies of one migrated site
     (copying a file is much quicker than migrating one), served together, one per test."""

@@ -9,16 +9,20 @@ must end JOB_FINISHED, exactly once in its history.
 from __future__ import annotations
 
 import contextlib
+import json
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from balsam.backends.factory import init_site
 from balsam.backends.remote import RemoteBackend
 from balsam.config import SQLITE_FILE
+from balsam.domain.commands import split_words
 from balsam.schemas.jobs import JobOut
 from balsam.server.auth import AuthStore, Role
 from launchkit import (
@@ -296,3 +300,81 @@ def test_two_launchers_outlive_a_server_restart(
     finally:
         for proc in procs:
             stop(proc)
+
+
+#: The app of the injection test: its argv and the environment variables it is told to show,
+#: as JSON, so the test compares exact strings.
+SHOW_ARGV = """\
+import json, os, sys
+
+names = os.environ["SHOW_ENV"].split(",")
+print(json.dumps({"argv": sys.argv[1:], "env": {n: os.environ.get(n) for n in names}}))
+"""
+
+
+def _payloads(marker: Path) -> list[str]:
+    """Strings that a shell would turn into the creation of a file starting with ``marker``."""
+    return [
+        f"; touch {marker}1",
+        f"$(touch {marker}2)",
+        f"`touch {marker}3`",
+        f"&& touch {marker}4",
+        f"x\ntouch {marker}5",
+        f"'; touch {marker}6; '",
+        f'"; touch {marker}7; "',
+        f"| touch {marker}8",
+        f"${{IFS}}touch${{IFS}}{marker}9",
+    ]
+
+
+def test_job_parameters_never_reach_a_shell_through_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs made through a real server carry shell syntax in their args and environment,
+    for an app exec'd directly and for one that needs a shell (an envscript): a real launcher
+    runs them, nothing the syntax asks for happens, and the app sees the exact strings.
+    Job names cannot carry it at all: the server refuses them."""
+    served, compute, state, tokens = _campaign(
+        tmp_path, "node", {"alice": Role.OWNER, "launcher": Role.SUBMITTER}
+    )
+    marker = tmp_path / "pwned"
+    payloads = _payloads(marker)
+    script = tmp_path / "show_argv.py"
+    script.write_text(SHOW_ARGV)
+    envscript = tmp_path / "env.sh"
+    envscript.write_text("export FROM_ENVSCRIPT=yes\n")
+    executable = shlex.join([sys.executable, str(script)])
+    shown_env = {f"PAYLOAD{i}": p for i, p in enumerate(payloads)}
+    env = {**shown_env, "SHOW_ENV": ",".join([*shown_env, "FROM_ENVSCRIPT"])}
+    words = [*payloads, *(w for p in payloads for w in split_words(p, "args"))]
+    with uvicorn_server([served], state) as base:
+        url = f"{base}/db/campaign"
+        with contextlib.closing(RemoteBackend(url, tokens["alice"])) as be:
+            add_app(be, "Direct", executable)
+            add_app(be, "Sourced", executable, envscript=str(envscript))
+            # Each payload once as one quoted argument and once bare, split into words.
+            args = shlex.join(payloads) + " " + " ".join(payloads).replace("\n", " ")
+            jobs = add_jobs(
+                be,
+                "Direct",
+                {"name": "direct", "args": args, "environ_vars": env},
+            ) + add_jobs(be, "Sourced", {"name": "sourced", "args": args, "environ_vars": env})
+            # Sent raw: the client's own JobCreate would refuse these names before the server.
+            auth = {"Authorization": f"Bearer {tokens['alice']}"}
+            for bad in ("a;b", "$(x)", "`x`", "a&&b", "a\nb", "a'b", 'a"b'):
+                body = [{"workflow": "test", "application": "Direct", "name": bad}]
+                refused = httpx.post(f"{url}/jobs", json=body, headers=auth, timeout=30)
+                assert refused.status_code == 422 and "name" in refused.text, refused.text
+            monkeypatch.setenv("BALSAM_DB_PATH", str(compute))
+            monkeypatch.setenv("BALSAM_URL", url)
+            monkeypatch.setenv("BALSAM_TOKEN", tokens["launcher"])
+            done = launch("--consume-all", "--job-mode", "serial", timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert [j.state for j in all_jobs(be)] == [S.JOB_FINISHED] * 2, _logs(compute)
+    assert sorted(p.name for p in tmp_path.rglob("pwned*")) == [], "a shell ran a payload"
+    for job, sourced in zip(jobs, (None, "yes"), strict=True):
+        shown = json.loads((compute / job.working_directory / f"{job.name}.out").read_text())
+        assert shown["argv"] == split_words(args, "args")
+        assert shown["argv"][: len(payloads)] == payloads  # the quoted ones, exactly
+        assert set(shown["argv"]) <= set(words)
+        assert shown["env"] == {**shown_env, "FROM_ENVSCRIPT": sourced}

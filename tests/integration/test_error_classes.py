@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from balsam.errors import DatabaseError, DatabaseUnavailable
+from balsam.backends.local import LocalBackend
+from balsam.errors import DatabaseError, DatabaseUnavailable, NotFound, ValidationError
+from balsam.schemas.queries import JobQuery, clause_from_kwargs
 from balsam.store.engine import database_errors
 from pgserver import PgServer
 
@@ -69,3 +71,14 @@ def test_a_refused_postgresql_login_is_permanent(pg_server: PgServer) -> None:
         assert "no_such_role" in str(caught.value)
     finally:
         engine.dispose()
+
+
+def test_a_number_the_database_cannot_hold_is_the_callers_error(backend: LocalBackend) -> None:
+    # Beyond 64 bits sqlite3 refuses to bind it; beyond 32 bits PostgreSQL's integer columns
+    # refuse it (SQLSTATE 22003). Both are bad input (422 through the server), not a failed
+    # database (500).
+    huge = JobQuery(clauses=[clause_from_kwargs({"num_nodes__gt": 2**70})])
+    with pytest.raises(ValidationError, match=r"out of range|does not fit"):
+        backend.query_jobs(huge)
+    with pytest.raises((ValidationError, NotFound)):
+        backend.get_batch_job(2**40)  # SQLite holds the id (and finds no row); PostgreSQL not

@@ -5,7 +5,6 @@ a RemoteBackend that trusts it (BALSAM_CA_BUNDLE) works; one that does not is re
 from __future__ import annotations
 
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,26 +14,14 @@ from balsam.backends.remote import RemoteBackend, remote_from_env
 from balsam.errors import BalsamError, ConfigError
 from balsam.server.auth import AuthStore, Role
 from launchkit import cli
-from serverkit import uvicorn_server
-
-
-def _self_signed(where: Path) -> tuple[Path, Path]:
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    key.chmod(0o600)
-    return cert, key
+from serverkit import self_signed, uvicorn_server
 
 
 def test_https_with_a_trusted_self_signed_certificate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = init_site(tmp_path / "wf")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     auth = AuthStore.open(tmp_path / "state")
     token = auth.add_user("alice")
     auth.grant("alice", Role.VIEWER, "wf")
@@ -63,7 +50,7 @@ def test_a_key_others_can_read_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     site = init_site(tmp_path / "wf")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     key.chmod(0o644)
     state = ["--state", str(tmp_path / "state")]
     cli(capsys, "server", "add-user", "alice", *state)

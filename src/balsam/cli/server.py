@@ -1,4 +1,4 @@
-"""``balsam server start|add-user|grant|revoke`` and ``balsam token create|list|revoke``.
+"""``balsam server start|add-user|grant|revoke|users|audit``, ``balsam token create|list|revoke``.
 
 The edge service (docs/server.md). The admin commands act on the server's state directory
 (``--state DIR``, default ``~/.balsam/server``) directly, on the machine that runs the server:
@@ -8,15 +8,16 @@ they need no running server and no token. This is the one CLI module that import
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from balsam.cli.common import BalsamGroup, print_rows
+from balsam.cli.common import BalsamGroup, format_time, print_rows
 from balsam.config import Site, load_site
 from balsam.errors import ConfigError, ValidationError
-from balsam.server.auth import AuthStore, Role
+from balsam.server.auth import AuditEvent, AuthStore, Role
 
 _STATE_HELP = "The server's state directory (users, tokens, grants). [default: ~/.balsam/server]"
 _ROLES = click.Choice(["owner", "submitter", "viewer"])
@@ -59,6 +60,14 @@ def server_group() -> None:
     type=click.IntRange(1, 64),
     help="Server processes sharing the port (about one per core for many clients).",
 )
+@click.option(
+    "--max-wait",
+    default=25.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Longest wait_for_change long-poll, seconds: keep it below a reverse proxy's read "
+    "timeout.",
+)
 @_state_option
 def server_start(
     paths: tuple[Path, ...],
@@ -67,6 +76,7 @@ def server_start(
     tls_cert: Path | None,
     tls_key: Path | None,
     workers: int,
+    max_wait: float,
     state: Path | None,
 ) -> None:
     """Serve the workflow databases at PATHS (the active one by default), in the foreground."""
@@ -74,13 +84,14 @@ def server_start(
         raise ValidationError("--tls-cert and --tls-key go together")
     try:
         from balsam.server.app import serve
+        from balsam.server.deps import Limits
     except ImportError as exc:
         raise ConfigError(
             f"the server needs FastAPI and uvicorn: pip install 'balsam[server]' ({exc})"
         ) from None
     sites: list[Site] = [load_site(p) for p in paths] if paths else [load_site()]
     tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
-    serve(sites, state, host, port, tls, workers)
+    serve(sites, state, host, port, tls, Limits(max_wait_seconds=max_wait), workers)
 
 
 @server_group.command("add-user")
@@ -124,6 +135,54 @@ def users(state: Path | None) -> None:
     for user, db_name, role in store.grants():
         roles.setdefault(user, []).append(f"{db_name}:{role}")
     print_rows(["user", "roles"], [(u, " ".join(r) or "-") for u, r in roles.items()])
+
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``--since``: an ISO date or time (local time unless it names its zone) or an age,
+    ``90s``, ``30m``, ``12h``, ``7d`` (ValidationError otherwise)."""
+    ago = _AGO.match(text.strip())
+    if ago:
+        delta = timedelta(**{_UNITS[ago.group(2)]: float(ago.group(1))})
+        return (now or datetime.now(UTC)) - delta
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(
+            f"--since {text!r}: give an ISO date or time (2024-05-01, 2024-05-01T12:00) "
+            "or an age (30m, 12h, 7d)"
+        ) from None
+    return when if when.tzinfo else when.astimezone()
+
+
+def _audit_row(event: AuditEvent) -> tuple[str, ...]:
+    request = f"{event.method} {event.path}" if event.method else ""
+    what = f"{event.event} {event.status}" if event.status else event.event
+    return (
+        format_time(event.at), what, event.user or "-", event.db or "-", event.role or "-",
+        event.needed or "-", request, "-" if event.token_id is None else str(event.token_id),
+        event.detail,
+    )  # fmt: skip
+
+
+@server_group.command("audit")
+@click.option("--since", default=None, help="From this time (ISO) or age (30m, 12h, 7d) on.")
+@click.option("--user", default=None, help="Only this user's rows.")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1), help="The newest N rows."
+)
+@_state_option
+def audit(since: str | None, user: str | None, limit: int, state: Path | None) -> None:
+    """Denials (401, 403) and admin changes, oldest first: the newest LIMIT of them."""
+    start = parse_since(since) if since is not None else None
+    events = _store(state).audit(since=start, user=user, limit=limit)
+    print_rows(
+        ["time", "event", "user", "db", "role", "needed", "request", "token", "detail"],
+        [_audit_row(e) for e in events],
+    )
 
 
 @click.group("token", cls=BalsamGroup)

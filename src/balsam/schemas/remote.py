@@ -4,15 +4,18 @@ than one model, shared by the server's routers and :mod:`balsam.backends.remote`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from balsam.domain.batchjobs import BatchJobState
 from balsam.domain.states import JobState
-from balsam.schemas.jobs import StateUpdate
+from balsam.schemas.jobs import INT_MAX, StateUpdate
 from balsam.schemas.queries import Clause, JobQuery
 from balsam.schemas.sessions import ClaimRequest
+
+#: A lease in seconds: 0 up to about 68 years (longer ones overflow the date arithmetic).
+LeaseSeconds = Annotated[float, Field(ge=0, le=INT_MAX, allow_inf_nan=False)]
 
 
 class _Body(BaseModel):
@@ -72,7 +75,7 @@ class SessionOpen(_Body):
 class ExpireRequest(_Body):
     """``expire_sessions``."""
 
-    lease_seconds: float = Field(allow_inf_nan=False)
+    lease_seconds: LeaseSeconds
     dead: list[int] | None = None
 
 
@@ -102,7 +105,7 @@ class LockAcquire(_Body):
     holder: str
     hostname: str
     pid: int
-    lease_seconds: float = Field(allow_inf_nan=False)
+    lease_seconds: LeaseSeconds
     take_from: str | None = None
 
 
@@ -110,7 +113,7 @@ class LockRenew(_Body):
     """``renew_service_lock``."""
 
     holder: str
-    lease_seconds: float = Field(allow_inf_nan=False)
+    lease_seconds: LeaseSeconds
     status: str
 
 

@@ -130,6 +130,8 @@ def open_databases(sites: list[Site]) -> dict[str, Backend]:
 #: the site directories (``os.pathsep``-separated) and the server's state directory.
 SITES_ENV = "BALSAM_SERVER_SITES"
 STATE_ENV = "BALSAM_SERVER_STATE"
+#: The workers' long-poll cap (``--max-wait``), seconds.
+MAX_WAIT_ENV = "BALSAM_SERVER_MAX_WAIT"
 
 
 def app_from_environment() -> FastAPI:
@@ -140,7 +142,8 @@ def app_from_environment() -> FastAPI:
 
     sites = [load_site(path) for path in os.environ[SITES_ENV].split(os.pathsep)]
     auth = AuthStore.open(Path(os.environ[STATE_ENV]), create=False)
-    return create_app(open_databases(sites), auth)
+    limits = Limits(max_wait_seconds=float(os.environ[MAX_WAIT_ENV]))
+    return create_app(open_databases(sites), auth, limits)
 
 
 def serve(
@@ -149,6 +152,7 @@ def serve(
     host: str,
     port: int,
     tls: tuple[Path, Path] | None = None,
+    limits: Limits | None = None,
     workers: int = 1,
 ) -> None:
     """Run the service on uvicorn in the foreground until interrupted (ConfigError, before
@@ -157,6 +161,7 @@ def serve(
     The socket is bound here, so ``port`` 0 lets the kernel choose; the address actually
     bound is printed on stdout (``balsam server: serving NAMES on http://HOST:PORT``).
     ``tls`` (certificate file, key file) serves HTTPS; the key must be private (0600).
+    ``limits`` defaults to :class:`Limits`' defaults.
     ``workers`` above 1 serves from that many processes sharing the socket (uvicorn's
     supervisor restarts one that dies), so requests are not queued behind one interpreter.
     """
@@ -170,7 +175,7 @@ def serve(
     databases = open_databases(sites)
     try:
         sock = _bind(host, port)
-        app = create_app(databases, auth)
+        app = create_app(databases, auth, limits)
         bound_host, bound_port = sock.getsockname()[:2]
         where = f"[{bound_host}]" if ":" in bound_host else bound_host
         scheme = "https" if tls else "http"
@@ -193,6 +198,7 @@ def serve(
             backend.close()
         os.environ[SITES_ENV] = os.pathsep.join(str(site.path) for site in sites)
         os.environ[STATE_ENV] = str(auth.path.parent)
+        os.environ[MAX_WAIT_ENV] = str((limits or Limits()).max_wait_seconds)
         config = uvicorn.Config(
             f"{__name__}:app_from_environment", factory=True, workers=workers, **options
         )

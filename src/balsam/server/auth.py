@@ -12,10 +12,17 @@ server secret: nothing is signed, so there is nothing to leave at a default valu
 Roles are granted per workflow database (its site directory's name), weakest first:
 ``viewer`` (reads), ``submitter`` (reads, jobs, launcher sessions, batch jobs) and ``owner``
 (everything, apps, deletes and service locks included).
+
+The ``audit`` table records every denial (401 and 403: time, user when known, database, role
+held and needed, method, path, token id when known; never a token) and every change the admin
+commands make (users, tokens, grants), each in the transaction of the change itself. It keeps
+the newest :data:`AUDIT_KEEP` rows: each insert deletes what falls beyond that, so a flood of
+bad requests costs at most that many rows (tens of MB), never an unbounded file.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import re
@@ -23,7 +30,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -35,6 +42,8 @@ from balsam.private_files import refuse_shared
 #: How long a new token lives unless told otherwise.
 DEFAULT_TOKEN_DAYS = 30.0
 STATE_FILE = "auth.db"
+#: Audit rows kept: the newest this many (older ones are deleted as new ones come).
+AUDIT_KEEP = 100_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 _SCHEMA = """
@@ -57,6 +66,21 @@ CREATE TABLE IF NOT EXISTS grants (
     role TEXT NOT NULL,
     PRIMARY KEY (user, db)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    status INTEGER,
+    user TEXT,
+    db TEXT,
+    role TEXT,
+    needed TEXT,
+    method TEXT,
+    path TEXT,
+    token_id INTEGER,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_user ON audit (user, id);
 """
 
 
@@ -106,6 +130,38 @@ class TokenInfo:
         return "expired" if self.expires_at <= now else "valid"
 
 
+@dataclass(frozen=True)
+class AuditEvent:
+    """One row of the audit table: a denial (``event`` ``denied``, with ``status`` 401 or
+    403) or an admin change (``add-user``, ``grant``, ``revoke``, ``token-create``,
+    ``token-revoke``; ``detail`` names the account that ran the command)."""
+
+    event: str
+    user: str | None = None
+    db: str | None = None
+    role: str | None = None
+    needed: str | None = None
+    method: str | None = None
+    path: str | None = None
+    token_id: int | None = None
+    status: int | None = None
+    detail: str = ""
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The row's id (0 before it is stored).
+    id: int = 0
+
+
+_AUDIT_COLUMNS = "at, event, status, user, db, role, needed, method, path, token_id, detail"
+
+
+def _admin() -> str:
+    """Who runs an admin command (the account, for the audit row)."""
+    try:
+        return f"by {getpass.getuser()}"
+    except (KeyError, OSError):  # no name for the uid (a container)
+        return f"by uid {os.getuid()}"
+
+
 def default_state_dir() -> Path:
     """``server`` in Balsam's per-user directory (``BALSAM_HOME`` or ``~/.balsam``)."""
     return balsam_home() / "server"
@@ -137,13 +193,17 @@ def check_name(name: str, what: str = "user name") -> str:
 class AuthStore:
     """Users, tokens and grants in ``STATE_DIR/auth.db`` (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, audit_keep: int = AUDIT_KEEP) -> None:
         self.path = path
+        self.audit_keep = audit_keep
 
     @classmethod
-    def open(cls, state_dir: Path | None = None, create: bool = True) -> AuthStore:
+    def open(
+        cls, state_dir: Path | None = None, create: bool = True, audit_keep: int = AUDIT_KEEP
+    ) -> AuthStore:
         """The store in ``state_dir``, made 0700/0600 when ``create`` and missing; refused
-        (ConfigError) when either is readable by group or others."""
+        (ConfigError) when either is readable by group or others. Tables missing from an
+        older ``auth.db`` (the audit table) are added."""
         state_dir = (state_dir or default_state_dir()).expanduser()
         file = state_dir / STATE_FILE
         if not state_dir.exists():
@@ -156,7 +216,7 @@ class AuthStore:
                 raise ConfigError(f"no server state at {file}: run 'balsam server add-user'")
             os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         _check_private(file, "file")
-        store = cls(file)
+        store = cls(file, audit_keep)
         with store._connect() as db:
             db.executescript(_SCHEMA)
         return store
@@ -181,7 +241,9 @@ class AuthStore:
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"user {name} exists already") from None
-            return self._insert_token(db, name, days, "first")[1]
+            token_id, token = self._insert_token(db, name, days, "first")
+            self._audit(db, AuditEvent("add-user", user=name, token_id=token_id, detail=_admin()))
+            return token
 
     def users(self) -> list[str]:
         """Every user name, sorted."""
@@ -199,7 +261,10 @@ class AuthStore:
         """A new token for ``user``: (its id, the token, shown only now)."""
         with self._connect() as db:
             self._require_user(db, user)
-            return self._insert_token(db, user, days, label)
+            token_id, token = self._insert_token(db, user, days, label)
+            event = AuditEvent("token-create", user=user, token_id=token_id, detail=_admin())
+            self._audit(db, event)
+            return token_id, token
 
     def _insert_token(
         self, db: sqlite3.Connection, user: str, days: float, label: str
@@ -245,6 +310,10 @@ class AuthStore:
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"no token {token_id}")
+            (user,) = db.execute("SELECT user FROM tokens WHERE id = ?", (token_id,)).fetchone()
+            self._audit(
+                db, AuditEvent("token-revoke", user=user, token_id=token_id, detail=_admin())
+            )
 
     def authenticate(self, token: str) -> Principal | None:
         """Who ``token`` belongs to; None when unknown, expired or revoked."""
@@ -261,6 +330,16 @@ class AuthStore:
             return None
         return Principal(user=row[1], token_id=row[0])
 
+    def owner_of(self, token: str) -> Principal | None:
+        """Whose ``token`` is, valid or not (for the audit row of a refused one)."""
+        if not token or len(token) > 256:
+            return None
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT id, user FROM tokens WHERE digest = ?", (digest(token),)
+            ).fetchone()
+        return Principal(user=row[1], token_id=row[0]) if row else None
+
     # grants
     def grant(self, user: str, role: Role, db_name: str) -> None:
         """Give ``user`` ``role`` on the workflow database ``db_name`` (replacing any)."""
@@ -272,6 +351,8 @@ class AuthStore:
                 "ON CONFLICT (user, db) DO UPDATE SET role = excluded.role",
                 (user, db_name, Role(role).value),
             )
+            event = AuditEvent("grant", user=user, db=db_name, role=Role(role).value)
+            self._audit(db, event, detail=_admin())
 
     def revoke_grant(self, user: str, db_name: str) -> None:
         """Take away ``user``'s role on ``db_name`` (NotFound if none)."""
@@ -279,6 +360,7 @@ class AuthStore:
             cursor = db.execute("DELETE FROM grants WHERE user = ? AND db = ?", (user, db_name))
             if cursor.rowcount == 0:
                 raise NotFound(f"user {user!r} has no role on {db_name!r}")
+            self._audit(db, AuditEvent("revoke", user=user, db=db_name), detail=_admin())
 
     def role_of(self, user: str, db_name: str) -> Role | None:
         """``user``'s role on ``db_name``, None without a grant."""
@@ -293,3 +375,49 @@ class AuthStore:
         with self._connect() as db:
             rows = db.execute("SELECT user, db, role FROM grants ORDER BY user, db").fetchall()
         return [(row[0], row[1], Role(row[2])) for row in rows]
+
+    # audit
+    def record(self, event: AuditEvent) -> None:
+        """Store ``event`` (a denial: the server calls this from its threads)."""
+        with self._connect() as db:
+            self._audit(db, event)
+
+    def _audit(self, db: sqlite3.Connection, event: AuditEvent, detail: str | None = None) -> None:
+        db.execute(
+            f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.at.isoformat(timespec="microseconds"), event.event, event.status,
+                event.user, event.db, event.role, event.needed, event.method, event.path,
+                event.token_id, event.detail if detail is None else detail,
+            ),
+        )  # fmt: skip
+        # The id is the insertion order (AUTOINCREMENT never reuses one): deleting below the
+        # newest id minus the limit keeps the newest rows, through the primary key's index.
+        db.execute(
+            "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (self.audit_keep,)
+        )
+
+    def audit(
+        self, since: datetime | None = None, user: str | None = None, limit: int = 50
+    ) -> list[AuditEvent]:
+        """The newest ``limit`` audit rows (from ``since``, of ``user``), oldest first."""
+        where, args = [], []
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since.astimezone(UTC).isoformat(timespec="microseconds"))
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        sql = f"SELECT id, {_AUDIT_COLUMNS} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [
+            AuditEvent(
+                id=row[0], at=datetime.fromisoformat(row[1]), event=row[2], status=row[3],
+                user=row[4], db=row[5], role=row[6], needed=row[7], method=row[8],
+                path=row[9], token_id=row[10], detail=row[11],
+            )
+            for row in reversed(rows)
+        ]  # fmt: skip

@@ -2,7 +2,8 @@
 
 Every route under ``/db/{name}`` takes one of :data:`Viewer`, :data:`Submitter` or
 :data:`Owner`: a missing, unknown, expired or revoked token is a 401; a user without the role
-on ``name`` (or with no grant on it, whether or not it is served) a 403 with an audit line.
+on ``name`` (or with no grant on it, whether or not it is served) a 403. Each denial is a line
+in the ``balsam.server.audit`` log and a row in the auth store's audit table.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from balsam.backends.base import Backend
 from balsam.schemas.queries import JobQuery
-from balsam.server.auth import AuthStore, Principal, Role
+from balsam.server.auth import AuditEvent, AuthStore, Principal, Role
 
 audit = logging.getLogger("balsam.server.audit")
 _bearer = HTTPBearer(auto_error=False, description="an API token from `balsam server add-user`")
@@ -70,14 +71,43 @@ def authenticated(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The token's owner, or a 401."""
+    """The token's owner, or a 401 (audited)."""
     challenge = {"WWW-Authenticate": "Bearer"}
+    auth = server_state(request).auth
     if credentials is None or credentials.scheme.lower() != "bearer":
+        _deny(request, 401, "missing bearer token")
         raise HTTPException(401, "missing bearer token", headers=challenge)
-    principal = server_state(request).auth.authenticate(credentials.credentials)
+    principal = auth.authenticate(credentials.credentials)
     if principal is None:
+        # An expired or revoked token is still someone's: the row says whose.
+        known = auth.owner_of(credentials.credentials)
+        _deny(request, 401, "invalid, expired or revoked token", known)
         raise HTTPException(401, "invalid, expired or revoked token", headers=challenge)
     return principal
+
+
+def _deny(
+    request: Request,
+    status: int,
+    detail: str,
+    principal: Principal | None = None,
+    role: Role | None = None,
+    needed: str | None = None,
+) -> None:
+    """The audit line and row of a denial (the token itself is never written)."""
+    name = request.path_params.get("name")
+    user = principal.user if principal else None
+    audit.warning(
+        "denied user=%s db=%s role=%s needed=%s %s %s status=%d",
+        user, name, role, needed, request.method, request.url.path, status,
+    )  # fmt: skip
+    server_state(request).auth.record(
+        AuditEvent(
+            "denied", status=status, user=user, db=name, role=role and role.value,
+            needed=needed, method=request.method, path=request.url.path,
+            token_id=principal.token_id if principal else None, detail=detail,
+        )
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,10 +116,18 @@ class Caller:
 
     backend: Backend
     name: str
-    user: str
+    principal: Principal
     role: Role
-    #: The id of the token the caller sent (never the token).
-    token_id: int
+
+    @property
+    def user(self) -> str:
+        """The caller's user name."""
+        return self.principal.user
+
+    @property
+    def token_id(self) -> int:
+        """The id of the token the caller sent (never the token)."""
+        return self.principal.token_id
 
     @property
     def changes_any_job(self) -> bool:
@@ -98,13 +136,13 @@ class Caller:
         return self.role.allows(Role.OWNER)
 
 
-def deny(request: Request, user: str, name: str, role: Role | None, needed: str) -> HTTPException:
-    """The 403 for ``user`` lacking ``needed`` on ``name``, after its audit line."""
-    audit.warning(
-        "denied user=%s db=%s role=%s needed=%s %s %s",
-        user, name, role, needed, request.method, request.url.path,
-    )  # fmt: skip
-    return HTTPException(403, f"user {user!r} needs role {needed} on {name!r}")
+def deny(
+    request: Request, principal: Principal, name: str, role: Role | None, needed: str
+) -> HTTPException:
+    """The 403 for ``principal`` lacking ``needed`` on ``name``, audited."""
+    detail = f"user {principal.user!r} needs role {needed} on {name!r}"
+    _deny(request, 403, detail, principal, role, needed)
+    return HTTPException(403, detail)
 
 
 def authorize(request: Request, name: str, principal: Principal, needed: Role) -> Caller:
@@ -112,11 +150,11 @@ def authorize(request: Request, name: str, principal: Principal, needed: Role) -
     state = server_state(request)
     role = state.auth.role_of(principal.user, name)
     if role is None or not role.allows(needed):
-        raise deny(request, principal.user, name, role, needed)
+        raise deny(request, principal, name, role, needed.value)
     backend = state.databases.get(name)
     if backend is None:
         raise HTTPException(404, f"workflow database {name!r} is not served here")
-    return Caller(backend, name, principal.user, role, principal.token_id)
+    return Caller(backend, name, principal, role)
 
 
 def allow(needed: Role) -> Callable[..., Backend]:
@@ -160,7 +198,9 @@ def check_creator(request: Request, caller: Caller, creators: list[str | None]) 
 
 def not_yours(request: Request, caller: Caller) -> HTTPException:
     """The 403 for a submitter changing jobs another user made, after its audit line."""
-    return deny(request, caller.user, caller.name, caller.role, "owner (a job not made by you)")
+    return deny(
+        request, caller.principal, caller.name, caller.role, "owner (a job not made by you)"
+    )
 
 
 def check_items(request: Request, count: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import (
+    DataError,
     DBAPIError,
     InterfaceError,
     OperationalError,
@@ -23,7 +24,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from balsam.errors import DatabaseError, DatabaseUnavailable
+from balsam.errors import DatabaseError, DatabaseUnavailable, ValidationError
 from balsam.store.pgsecrets import check_private
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -104,10 +105,21 @@ def database_errors() -> Iterator[None]:
 
     :class:`DatabaseUnavailable` (transient: retrying may help) for a lost or refused
     connection, a server shutting down or restarting, a lock or statement timeout, a
-    serialization failure or deadlock; :class:`DatabaseError` (permanent) for the rest.
+    serialization failure or deadlock; :class:`ValidationError` for a value the database's
+    columns cannot hold (a number out of range, text that is not a number where one is
+    compared): the caller's mistake, not the database's; :class:`DatabaseError` (permanent)
+    for the rest.
     """
     try:
         yield
+    except OverflowError as exc:
+        # sqlite3 refuses to bind an integer beyond 64 bits, before anything reaches SQLite.
+        raise ValidationError(f"a number is out of range for the workflow database: {exc}") from exc
+    except DataError as exc:
+        # PostgreSQL's SQLSTATE class 22 (data exception): the statement's values do not fit.
+        raise ValidationError(
+            f"a value does not fit the workflow database: {_first_line(exc)}"
+        ) from exc
     except SQLAlchemyError as exc:
         if is_transient_error(exc):
             raise DatabaseUnavailable(f"workflow database unavailable: {_first_line(exc)}") from exc

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from balsam.schemas.remote import Identity
 from balsam.server.auth import Role
 from balsam.server.deps import Caller, allow_caller, server_state
+from balsam.server.responses import DB_ROUTE
 
-router = APIRouter(prefix="/db/{name}", tags=["account"])
+router = APIRouter(prefix="/db/{name}", tags=["account"], responses=DB_ROUTE)
 
 
 @router.get("/whoami", response_model=Identity)

@@ -7,11 +7,12 @@ from fastapi import APIRouter
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
 from balsam.schemas.remote import AppFilter
 from balsam.server.deps import Owner, Viewer
+from balsam.server.responses import CONFLICT, DB_ROUTE
 
-router = APIRouter(prefix="/db/{name}", tags=["apps"])
+router = APIRouter(prefix="/db/{name}", tags=["apps"], responses=DB_ROUTE)
 
 
-@router.post("/apps", response_model=AppOut)
+@router.post("/apps", response_model=AppOut, responses=CONFLICT)
 def create_app(backend: Owner, spec: AppCreate) -> AppOut:
     """Register an app."""
     return backend.create_app(spec)
@@ -29,13 +30,13 @@ def get_app(backend: Viewer, app: str) -> AppOut:
     return backend.get_app(app)
 
 
-@router.patch("/apps/{app}", response_model=AppOut)
+@router.patch("/apps/{app}", response_model=AppOut, responses=CONFLICT)
 def update_app(backend: Owner, app: str, changes: AppUpdate) -> AppOut:
     """Change an app."""
     return backend.update_app(app, changes)
 
 
-@router.delete("/apps/{app}", response_model=None)
+@router.delete("/apps/{app}", response_model=None, responses=CONFLICT)
 def delete_app(backend: Owner, app: str) -> None:
     """Remove an app no job uses."""
     backend.delete_app(app)

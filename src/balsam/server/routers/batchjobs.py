@@ -7,11 +7,12 @@ from fastapi import APIRouter
 from balsam.schemas.batchjobs import BatchJobCreate, BatchJobEventOut, BatchJobOut, BatchJobUpdate
 from balsam.schemas.remote import BatchJobFilter
 from balsam.server.deps import Submitter, Viewer
+from balsam.server.responses import CONFLICT, DB_ROUTE
 
-router = APIRouter(prefix="/db/{name}", tags=["batch jobs"])
+router = APIRouter(prefix="/db/{name}", tags=["batch jobs"], responses=DB_ROUTE)
 
 
-@router.post("/batch-jobs", response_model=BatchJobOut)
+@router.post("/batch-jobs", response_model=BatchJobOut, responses=CONFLICT)
 def create_batch_job(backend: Submitter, spec: BatchJobCreate) -> BatchJobOut:
     """Record a batch job (the same row for a repeated client key)."""
     return backend.create_batch_job(spec)

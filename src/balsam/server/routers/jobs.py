@@ -18,18 +18,19 @@ from balsam.server.deps import (
     check_page,
     not_yours,
 )
+from balsam.server.responses import CONFLICT, DB_ROUTE
 
-router = APIRouter(prefix="/db/{name}", tags=["jobs"])
+router = APIRouter(prefix="/db/{name}", tags=["jobs"], responses=DB_ROUTE)
 
 
-@router.post("/jobs", response_model=list[JobOut])
+@router.post("/jobs", response_model=list[JobOut], responses=CONFLICT)
 def create_jobs(caller: JobChanger, request: Request, specs: list[JobCreate]) -> list[JobOut]:
     """Add jobs, all or nothing, as made by the caller."""
     check_items(request, len(specs))
     return caller.backend.create_jobs(made_by(caller, specs))
 
 
-@router.post("/jobs/bulk", response_model=BulkCreated)
+@router.post("/jobs/bulk", response_model=BulkCreated, responses=CONFLICT)
 def bulk_create_jobs(caller: JobChanger, request: Request, specs: list[JobCreate]) -> BulkCreated:
     """Add many jobs, all or nothing, as made by the caller; ids and states only."""
     check_items(request, len(specs))
@@ -70,7 +71,7 @@ def job_shapes(backend: Viewer, query: JobQuery) -> list[JobShape]:
     return backend.job_shapes(query)
 
 
-@router.post("/jobs/update", response_model=int)
+@router.post("/jobs/update", response_model=int, responses=CONFLICT)
 def update_jobs(caller: JobChanger, request: Request, body: JobValues) -> int:
     """Change fields (not the state) of matching jobs (a submitter's: only its own)."""
     if not caller.changes_any_job:
@@ -87,7 +88,7 @@ def own_jobs(caller: Caller, query: JobQuery) -> JobQuery:
     return query.model_copy(update={"clauses": [*query.clauses, mine]})
 
 
-@router.post("/jobs/delete", response_model=int)
+@router.post("/jobs/delete", response_model=int, responses=CONFLICT)
 def delete_jobs(backend: Owner, query: JobQuery) -> int:
     """Delete matching jobs (not running ones)."""
     return backend.delete_jobs(query)
@@ -100,7 +101,7 @@ def note_jobs(backend: Submitter, request: Request, body: Notes) -> int:
     return backend.note_jobs(body.job_ids, body.message)
 
 
-@router.get("/job-ids/{prefix}", response_model=str)
+@router.get("/job-ids/{prefix}", response_model=str, responses=CONFLICT)
 def resolve_job_id(backend: Viewer, prefix: str) -> str:
     """The full id of the one job whose id starts with the prefix."""
     return backend.resolve_job_id(prefix)
@@ -112,13 +113,13 @@ def get_job(backend: Viewer, job_id: str) -> JobOut:
     return backend.get_job(job_id)
 
 
-@router.post("/jobs/{job_id}/state", response_model=JobOut)
+@router.post("/jobs/{job_id}/state", response_model=JobOut, responses=CONFLICT)
 def set_state(backend: Submitter, job_id: str, body: StateChange) -> JobOut:
     """A user's validated state change."""
     return backend.set_state(job_id, body.state, body.message)
 
 
-@router.post("/jobs/{job_id}/kill", response_model=list[str])
+@router.post("/jobs/{job_id}/kill", response_model=list[str], responses=CONFLICT)
 def kill_jobs(caller: JobChanger, request: Request, job_id: str, body: KillRequest) -> list[str]:
     """Kill a job (and its descendants); a submitter only a job it made."""
     if not caller.changes_any_job:
@@ -144,7 +145,7 @@ def events(backend: Viewer, query: JobQuery) -> list[EventOut]:
     return backend.events(query)
 
 
-@router.post("/dependencies", response_model=None)
+@router.post("/dependencies", response_model=None, responses=CONFLICT)
 def add_dependency(caller: JobChanger, request: Request, edge: Edge) -> None:
     """Make the child wait for the parent; a submitter only for a child it made."""
     if not caller.changes_any_job:
@@ -152,7 +153,7 @@ def add_dependency(caller: JobChanger, request: Request, edge: Edge) -> None:
     caller.backend.add_dependency(edge.parent_id, edge.child_id)
 
 
-@router.post("/dependencies/remove", response_model=None)
+@router.post("/dependencies/remove", response_model=None, responses=CONFLICT)
 def remove_dependency(caller: JobChanger, request: Request, edge: Edge) -> None:
     """Stop the child waiting for the parent; a submitter only for a child it made."""
     if not caller.changes_any_job:

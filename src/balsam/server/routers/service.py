@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Request
 from balsam.schemas.remote import LockAcquire, LockHolder, LockRenew
 from balsam.schemas.service import ServiceLockOut
 from balsam.server.deps import Owner, Viewer, server_state, wait_limiter
+from balsam.server.responses import DB_ROUTE
 
-router = APIRouter(prefix="/db/{name}", tags=["service"])
+router = APIRouter(prefix="/db/{name}", tags=["service"], responses=DB_ROUTE)
 
 
 @router.post("/service-locks/{lock}/acquire", response_model=ServiceLockOut)

@@ -8,8 +8,9 @@ from balsam.schemas.jobs import JobOut, StateUpdate, UpdateResult
 from balsam.schemas.remote import ExpireRequest, RecordAndClaim, Release, SessionOpen
 from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 from balsam.server.deps import Submitter, Viewer, check_items
+from balsam.server.responses import DB_ROUTE
 
-router = APIRouter(prefix="/db/{name}", tags=["sessions"])
+router = APIRouter(prefix="/db/{name}", tags=["sessions"], responses=DB_ROUTE)
 
 
 @router.post("/sessions", response_model=SessionOut)
