@@ -9,6 +9,7 @@ connection and one tiny query).
 
     python bench/listing_scale.py --jobs 1000000
     python bench/listing_scale.py --jobs 1000000 --db postgresql://postgres@127.0.0.1:5432/bench
+    python bench/listing_scale.py --jobs 1000000 --without-index
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchlib import CHUNK, fresh_pg_database, job_row
@@ -65,12 +66,15 @@ def fill(site: Path, jobs: int) -> float:
     backend = open_backend(load_site(site), retry=False)
     backend.create_app(AppCreate(name="T", executable="true"))
     engine = backend.engine  # type: ignore[attr-defined]
-    now = datetime.now(UTC)
+    first = datetime.now(UTC)
     states = itertools.cycle(STATE_MIX)
     started = time.perf_counter()
     with engine.begin() as conn:
         for start in range(0, jobs, CHUNK):
             n = min(CHUNK, jobs - start)
+            # One created_at per chunk, later for each: as a campaign made by bulk creates
+            # of CHUNK jobs each (one call's jobs share their creation time).
+            now = first + timedelta(seconds=start // CHUNK)
             conn.execute(insert(JobRow), [job_row(next(states), now) for _ in range(n)])
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -97,16 +101,46 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--db", default="sqlite", help="'sqlite' or a PostgreSQL URL")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--without-index",
+        action="store_true",
+        help="then drop the listing index and time the pages again (an A/B on one database)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         site = make_site(Path(tmp), args.db)
         seconds = fill(site, args.jobs)
         kind = "sqlite" if args.db == "sqlite" else "postgresql"
         print(f"{args.jobs} jobs, db={kind}, filled in {seconds:.1f} s; median of {args.rounds}")
-        for label, argv, extra in COMMANDS:
+        commands = [*COMMANDS, ("ls, a page half way (--after)", _half_way(site), {})]
+        for label, argv, extra in commands:
             took = time_command(site, argv, extra, args.rounds)
             print(f"  {label:<34} {took * 1000:>8.0f} ms")
+        if args.without_index:
+            _drop_listing_index(site)
+            print("without the listing index (ix_jobs_created_at), same database:")
+            for label, argv, extra in commands[3:5] + commands[-1:]:
+                took = time_command(site, argv, extra, args.rounds)
+                print(f"  {label:<34} {took * 1000:>8.0f} ms")
     return 0
+
+
+def _half_way(site: Path) -> list[str]:
+    """``balsam ls --limit 50 --after CURSOR`` for the page after the middle job."""
+    from balsam.schemas.queries import JobQuery, cursor_after
+
+    backend = open_backend(load_site(site), retry=False)
+    count = backend.count_jobs(JobQuery())
+    (middle,) = backend.query_jobs(JobQuery(offset=count // 2, limit=1))
+    backend.close()
+    return ["ls", "--limit", "50", "--after", cursor_after(JobQuery(), middle)]
+
+
+def _drop_listing_index(site: Path) -> None:
+    backend = open_backend(load_site(site), retry=False)
+    with backend.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("DROP INDEX ix_jobs_created_at"))
+    backend.close()
 
 
 if __name__ == "__main__":
