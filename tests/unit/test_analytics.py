@@ -12,6 +12,7 @@ import random
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -366,3 +367,21 @@ def test_since_as_an_iso_time_and_bad_input() -> None:
     for bad in ("", "2", "yesterday", "2h later", "-1h", "2024-13-01"):
         with pytest.raises(ValueError, match="neither a duration"):
             parse_since(bad)
+
+
+def test_plots_are_written_as_png_and_svg(campaign: Campaign, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from balsam.api.analytics.plots import PLOTS, write_plots
+
+    for report, out in (
+        (report_of(campaign), tmp_path / "a"),
+        (campaign_report(MemoryBackend()), tmp_path / "empty"),
+    ):
+        out.mkdir()
+        written = write_plots(report, out)
+        assert sorted(p.name for p in written) == sorted(
+            f"{n}.{s}" for n in PLOTS for s in ("png", "svg")
+        )
+        for path in written:
+            head = path.read_bytes()[:8]
+            assert head == b"\x89PNG\r\n\x1a\n" if path.suffix == ".png" else b"<?xml" in head

@@ -23,9 +23,19 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from balsam.cli import commands, db, launch, queues, server, service, status, transfer
+    from balsam.cli import (
+        commands,
+        db,
+        launch,
+        queues,
+        report,
+        server,
+        service,
+        status,
+        transfer,
+    )
 
-    for module in (commands, db, launch, queues, server, service, status, transfer):
+    for module in (commands, db, launch, queues, report, server, service, status, transfer):
         for command in module.COMMANDS:
             cli.add_command(command)
 
