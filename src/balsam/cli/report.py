@@ -40,7 +40,7 @@ DEFAULT_OUT = "balsam-report"
 @click.option(
     "--interval",
     default=None,
-    help="Width of the time bins (e.g. 30s, 5m); default: at most 240 bins over the window.",
+    help="Width of the time bins (e.g. 30s, 5m); default: at most 120 bins over the window.",
 )
 @click.option(
     "--nodes",

@@ -32,7 +32,7 @@ from balsam.api.analytics.tables import (
     WorkflowRow,
     WorkflowStateRow,
 )
-from balsam.api.analytics.timeline import Bin, Timeline
+from balsam.api.analytics.timeline import MAX_BINS, Bin, Timeline
 from balsam.backends.base import Backend
 from balsam.domain.states import ACTIVE_STATES, JobState
 from balsam.errors import ValidationError
@@ -107,7 +107,7 @@ def campaign_report(
 
     ``since``: only what happened from then on goes into the time-based tables (throughput,
     utilization, time in state, errors); ``interval``: the bin width (seconds or a timedelta;
-    default: chosen to give at most 240 bins); ``nodes``: nodes held throughout, for
+    default: chosen to give at most MAX_BINS (120) bins); ``nodes``: nodes held throughout, for
     launchers that ran outside any recorded batch job; ``backend``: default, the API's.
     """
     if backend is None:
@@ -119,7 +119,7 @@ def campaign_report(
         raise ValidationError(f"the interval must be positive, not {width:g} s")
     if nodes is not None and nodes <= 0:
         raise ValidationError(f"nodes must be a positive number, not {nodes}")
-    limit = 20_000 if width is not None else 240
+    limit = 20_000 if width is not None else MAX_BINS
     timeline = Timeline(tuple(_COUNT_SERIES), ("running", "busy", "held"), limit, width)
     agg = Aggregates(timeline, None if since is None else epoch(since))
     clauses: list[Clause] = [] if workflow is None else [clause_from_kwargs({"workflow": workflow})]

@@ -44,7 +44,7 @@ NICE_WIDTHS: tuple[float, ...] = (
     604800,
 )
 #: Default number of bins a timeline may hold before it widens them.
-MAX_BINS = 240
+MAX_BINS = 120
 
 
 @dataclass(frozen=True, slots=True)
