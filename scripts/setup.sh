@@ -43,7 +43,7 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [[ "${1:-}" == "--tests" ]]; then
-    .venv/bin/python -m pip install -q -e '.[dev,mpi,transfer,server]'
+    .venv/bin/python -m pip install -q -e '.[dev,mpi,transfer,server,plot]'
 else
     .venv/bin/python -m pip install -q -e .
 fi

@@ -4,11 +4,13 @@
 whichever Backend is current: by default the active workflow database (``BALSAM_DB_PATH``),
 opened on first use; :func:`use_backend` injects another. Balsam 0.x names live in
 :mod:`balsam.core.models` (``BalsamJob``, ``ApplicationDefinition``) and
-:mod:`balsam.launcher.dag`.
+:mod:`balsam.launcher.dag`. :func:`campaign_report` turns the event log into analytics tables
+(:mod:`balsam.api.analytics`).
 """
 
 from __future__ import annotations
 
+from balsam.api.analytics import CampaignReport, campaign_report
 from balsam.api.apps import App, AppQuerySet
 from balsam.api.context import (
     BackendScope,
@@ -28,10 +30,12 @@ __all__ = [
     "App",
     "AppQuerySet",
     "BackendScope",
+    "CampaignReport",
     "DoneAndNotDone",
     "Job",
     "JobQuerySet",
     "UnknownField",
+    "campaign_report",
     "close_default_backend",
     "get_backend",
     "get_site",

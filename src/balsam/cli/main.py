@@ -23,9 +23,20 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from balsam.cli import commands, db, launch, login, queues, server, service, status, transfer
+    from balsam.cli import (
+        commands,
+        db,
+        launch,
+        login,
+        queues,
+        report,
+        server,
+        service,
+        status,
+        transfer,
+    )
 
-    modules = (commands, db, launch, login, queues, server, service, status, transfer)
+    modules = (commands, db, launch, login, queues, report, server, service, status, transfer)
     for module in modules:
         for command in module.COMMANDS:
             cli.add_command(command)
