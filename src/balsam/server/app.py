@@ -24,9 +24,12 @@ from balsam.private_files import refuse_shared
 from balsam.server import errors
 from balsam.server.auth import AuthStore
 from balsam.server.deps import Limits, ServerState
-from balsam.server.routers import apps, batchjobs, jobs, service, sessions
+from balsam.server.routers import apps, batchjobs, jobs, service, sessions, stream
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping server lets requests still running finish before it cancels them.
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,8 +100,9 @@ def create_app(
         description="Balsam workflow databases over HTTP (docs/server.md).",
     )
     app.state.balsam = ServerState(databases=databases, auth=auth, limits=limits)
+    app.state.balsam_streams = stream.Streams(limits)
     errors.install(app)
-    for module in (apps, jobs, sessions, batchjobs, service):
+    for module in (apps, jobs, sessions, batchjobs, service, stream):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])
@@ -163,11 +167,25 @@ def serve(
             access_log=False,
             ssl_certfile=str(tls[0]) if tls else None,
             ssl_keyfile=str(tls[1]) if tls else None,
+            # A backstop: requests still running this long after a stop are cancelled.
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        _server_ending_streams(uvicorn, config, app.state.balsam_streams).run(sockets=[sock])
     finally:
         for backend in databases.values():
             backend.close()
+
+
+def _server_ending_streams(uvicorn: Any, config: Any, streams: stream.Streams) -> Any:
+    """A uvicorn server that ends the event streams when it shuts down: uvicorn waits for
+    open responses to finish, and a stream would not finish by itself."""
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        async def shutdown(self, sockets: Any = None) -> None:
+            streams.close()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def check_tls_files(cert: Path, key: Path) -> None:
