@@ -14,12 +14,14 @@ raised at once: repeating cannot help.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 from pydantic import ValidationError as PydanticValidationError
@@ -68,6 +70,7 @@ class EventStream:
         self.connections = 0
         self._stop = stop or threading.Event()
         self._sleep = sleep
+        self._response: httpx.Response | None = None
 
     def __iter__(self) -> Iterator[StreamEvent]:
         failures = 0
@@ -80,6 +83,8 @@ class EventStream:
                         return
                 failures = 0  # the server ended the stream (it is stopping): come back soon
             except TransientError as exc:
+                if self._stop.is_set():
+                    return  # closed under the read
                 failures += 1
                 log.warning("event stream lost (%s); reconnecting", exc)
             pause = min(LONGEST_PAUSE, FIRST_PAUSE * 2.0 ** max(0, failures - 1))
@@ -109,12 +114,29 @@ class EventStream:
                         response.read()
                         raise remote_error(response)
                     self.connections += 1
-                    yield from self._events(response.iter_lines())
+                    self._response = response
+                    try:
+                        yield from self._events(response.iter_lines())
+                    finally:
+                        self._response = None
                     return
             except httpx.TransportError as exc:
                 raise DatabaseUnavailable(
                     f"event stream from {remote.url} interrupted: {exc or type(exc).__name__}"
                 ) from exc
+
+    def close(self) -> None:
+        """Stop, from any thread: a read blocked in the stream ends now (its socket is shut
+        down), and iterating ends."""
+        self._stop.set()
+        response = self._response
+        if response is None:
+            return
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed already
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _events(self, lines: Iterator[str]) -> Iterator[StreamEvent]:
         """Events of an SSE body (https://html.spec.whatwg.org/#event-stream-interpretation);
@@ -191,27 +213,46 @@ def follow_events(
             if not page.events:
                 time.sleep(0.05)  # a transaction in flight holds the next id
             continue
-        marker = backend.wait_for_change(marker, 1.0)
+        marker = backend.wait_for_change(marker, 30.0)
 
 
-def change_waiter(backend: Backend) -> Callable[[float], None]:
-    """A ``wait(timeout)`` that returns when jobs changed since the last return (or at once,
-    the first time, if they changed since this call), or after ``timeout`` s.
+class ChangeWaiter(Protocol):
+    """What :func:`change_waiter` returns."""
 
-    Remote: woken by the server's event stream (one connection, read in a thread); local:
-    the change signal (``wait_for_change``). A permanent error of the stream is raised by
-    the next ``wait``.
-    """
+    def wait(self, timeout: float) -> None:
+        """Until jobs changed since the last return (or since the waiter was made), or
+        ``timeout`` s."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening."""
+        ...
+
+
+def change_waiter(backend: Backend) -> ChangeWaiter:
+    """A waiter for job changes: remote, woken by the server's event stream (one connection,
+    read in a thread); local, the change signal (``wait_for_change``). A permanent error of
+    the stream is raised by the next ``wait``."""
     remote = remote_of(backend)
     marker = backend.change_marker()
     if remote is None:
-        current = [marker]
+        return SignalWaiter(backend, marker)
+    return StreamWaker(remote, marker)
 
-        def wait(timeout: float) -> None:
-            current[0] = backend.wait_for_change(current[0], timeout)
 
-        return wait
-    return StreamWaker(remote, marker).wait
+class SignalWaiter:
+    """Waits on a backend's change signal."""
+
+    def __init__(self, backend: Backend, marker: int) -> None:
+        self.backend = backend
+        self.marker = marker
+
+    def wait(self, timeout: float) -> None:
+        """Until the change marker moves, or ``timeout`` s."""
+        self.marker = self.backend.wait_for_change(self.marker, timeout)
+
+    def close(self) -> None:
+        """Nothing to stop."""
 
 
 class StreamWaker:
@@ -219,8 +260,9 @@ class StreamWaker:
 
     def __init__(self, remote: RemoteBackend, after: int) -> None:
         self._changed = threading.Event()
+        self._stop = threading.Event()
         self._failure: BalsamError | None = None
-        self.stream = EventStream(remote, after=after)
+        self.stream = EventStream(remote, after=after, stop=self._stop)
         threading.Thread(target=self._read, name="balsam-event-stream", daemon=True).start()
 
     def _read(self) -> None:
@@ -230,6 +272,9 @@ class StreamWaker:
         except BalsamError as exc:
             self._failure = exc
             self._changed.set()
+        except Exception:
+            if not self._stop.is_set():  # after close, the client closed under the read
+                raise
 
     def wait(self, timeout: float) -> None:
         """Until an event arrived since the last call, or ``timeout`` s."""
@@ -237,3 +282,7 @@ class StreamWaker:
         self._changed.clear()
         if self._failure is not None:
             raise self._failure
+
+    def close(self) -> None:
+        """Stop reading (the thread's read is cut off)."""
+        self.stream.close()

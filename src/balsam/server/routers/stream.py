@@ -38,9 +38,10 @@ from balsam.server.deps import Limits, Viewer, server_state
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/db/{name}", tags=["events"])
 
-#: How long the hub's leader waits for the marker per call (short: a wait cannot be cut
-#: off, so shutdown may wait for one).
-HUB_WAIT_SECONDS = 5.0
+#: How long the hub's leader waits for the marker per call. Short: a wait in a thread cannot
+#: be cut off, so a stopping server waits for one (and the marker is polled or re-read about
+#: this often during a wait anyway: docs/waiting.md).
+HUB_WAIT_SECONDS = 1.0
 #: Threads the hubs wait in, over all databases (more leaders wait for one, asleep).
 HUB_THREADS = 16
 #: Threads streams read pages in, over all databases.
