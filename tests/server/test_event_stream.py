@@ -6,8 +6,9 @@ use ``follow=false``; tests/e2e/test_event_stream_remote.py follows live ones on
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -146,3 +147,70 @@ def test_the_client_parses_ids_alone_and_skips_comments() -> None:
     stream.last_id = None
     events = list(stream._events(lines))
     assert [e.id for e in events] == [5] and stream.last_id == 5
+
+
+def test_a_live_stream_wakes_on_a_change_keeps_alive_and_ends_on_disconnect(
+    tmp_path: Path,
+) -> None:
+    """The ASGI app called directly (in process, a response is otherwise read whole): a
+    following stream sends keepalives, an event as soon as a job changes, and gives its slot
+    back when the client disconnects."""
+    import anyio
+    import anyio.to_thread
+
+    from balsam.server.app import create_app
+    from balsam.server.auth import AuthStore
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'site.db'}")
+    upgrade(engine)
+    local = LocalBackend(engine)
+    local.create_app(AppCreate(name="A", executable="true"))
+    (job,) = local.create_jobs([JobCreate(name="j", workflow="w", application="A")])
+    auth = AuthStore.open(tmp_path / "state")
+    token = owner_token(auth, "alice", "site")
+    app = create_app({"site": local}, auth, Limits(stream_heartbeat_seconds=0.2))
+    body = bytearray()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/db/site/events/stream", "raw_path": b"/db/site/events/stream",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())],
+    }  # fmt: skip
+
+    async def until(text: bytes) -> None:
+        with anyio.fail_after(20):
+            while text not in body:
+                await anyio.sleep(0.01)
+
+    async def main() -> None:
+        gone = anyio.Event()
+        requested = False
+
+        async def receive() -> MutableMapping[str, Any]:
+            nonlocal requested
+            if not requested:  # the (empty) request body, then nothing until the client goes
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(app, scope, receive, send)
+            await until(b": keepalive\n\n")
+            assert b"event: state" not in body  # from now on: nothing yet
+            await anyio.to_thread.run_sync(local.set_state, job.job_id, JobState.USER_KILLED)
+            await until(b"event: state")
+            gone.set()  # the client goes away; the app must return
+            with anyio.fail_after(20):
+                while app.state.balsam_streams.open:
+                    await anyio.sleep(0.01)
+
+    anyio.run(main)
+    (event,) = _events(body.decode())
+    assert (event.job_id, event.to_state) == (job.job_id, "USER_KILLED")
+    local.close()

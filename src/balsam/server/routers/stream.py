@@ -57,8 +57,18 @@ BUSY_RETRY_SECONDS = 5
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+class _SharedRead:
+    """One page read that every stream asking for it at once waits for."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.page: EventPage | None = None
+        self.error: BalsamError | None = None
+
+
 class ChangeHub:
-    """Wakes every stream of one database when its change marker moves; one thread waits."""
+    """Wakes every stream of one database when its change marker moves (one thread waits),
+    and reads a page once for all the streams at the same position (live streams all are)."""
 
     def __init__(self, backend: Backend, threads: CapacityLimiter) -> None:
         self.backend = backend
@@ -67,6 +77,44 @@ class ChangeHub:
         self._threads = threads
         self._moved = anyio.Event()
         self._leading = False
+        self._reads: dict[tuple[int, str | None, int | None], _SharedRead] = {}
+
+    async def page(self, cursor: int, workflow: str | None, readers: CapacityLimiter) -> EventPage:
+        """``events_since(cursor)``, read once for the streams that ask it while the marker
+        stands. Sound because the read starts after the hub saw the marker: anything committed
+        since moves the marker, and that wakes every stream to read again."""
+        key = (cursor, workflow, self.marker)
+        while True:
+            shared = self._reads.get(key)
+            if shared is None:
+                return await self._read(key, readers)
+            await shared.done.wait()
+            if shared.error is not None:
+                raise shared.error
+            if shared.page is not None:
+                return shared.page
+            # The reader was cancelled (its client left): read here.
+
+    async def _read(
+        self, key: tuple[int, str | None, int | None], readers: CapacityLimiter
+    ) -> EventPage:
+        for old in [k for k, r in self._reads.items() if k[2] != self.marker and r.done.is_set()]:
+            del self._reads[old]
+        shared = self._reads[key] = _SharedRead()
+        try:
+            shared.page = await anyio.to_thread.run_sync(
+                self.backend.events_since, key[0], STREAM_PAGE, key[1], limiter=readers
+            )
+            return shared.page
+        except BalsamError as exc:
+            shared.error = exc
+            raise
+        finally:
+            shared.done.set()
+            # Not kept: a failed read, or a page held back by a transaction in flight (whoever
+            # asks again must read again: the marker does not move when that transaction ends).
+            if shared.page is None or shared.page.more:
+                del self._reads[key]
 
     async def wait(self, seen: int | None, timeout: float) -> int | None:
         """The marker as soon as it differs from ``seen`` (a marker this hub gave, or None),
@@ -229,7 +277,7 @@ async def stream_events(
         start = await anyio.to_thread.run_sync(backend.change_marker, limiter=streams.readers())
     streams.open += 1
     hub = streams.hub(name, backend)
-    return EventStreamResponse(_stream(backend, hub, streams, start, workflow, follow), streams)
+    return EventStreamResponse(_stream(hub, streams, start, workflow, follow), streams)
 
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
@@ -243,7 +291,6 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
 
 
 async def _stream(
-    backend: Backend,
     hub: ChangeHub,
     streams: Streams,
     cursor: int,
@@ -259,9 +306,7 @@ async def _stream(
     sent = cursor
     while not streams.closing:
         try:
-            page = await anyio.to_thread.run_sync(
-                backend.events_since, cursor, STREAM_PAGE, workflow, limiter=streams.readers()
-            )
+            page = await hub.page(cursor, workflow, streams.readers())
         except BalsamError as exc:
             # Ended cleanly: the client reconnects from its last id, with backoff.
             log.warning("event stream ended: %s", exc)
