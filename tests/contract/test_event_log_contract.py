@@ -15,7 +15,7 @@ from balsam.backends.base import Backend
 from balsam.domain.states import JobState
 from balsam.errors import ValidationError
 from balsam.schemas import AppCreate, ClaimRequest, JobCreate, JobQuery, StateUpdate
-from balsam.schemas.jobs import MAX_EVENT_PAGE, StreamEvent
+from balsam.schemas.jobs import MAX_EVENT_ID, MAX_EVENT_PAGE, StreamEvent
 from balsam.schemas.queries import clause_from_kwargs
 
 S = JobState
@@ -127,6 +127,8 @@ def test_a_cursor_beyond_the_newest_falls_back_to_it(backend: Backend) -> None:
     newest = backend.change_marker()
     page = backend.events_since(newest + 1000, 10)
     assert (page.events, page.cursor) == ([], newest)
+    assert backend.events_since(MAX_EVENT_ID, 10).cursor == newest
+    assert backend.events_since(-5, 10).events == backend.events_since(0, 10).events
     backend.set_state(a, S.USER_KILLED)
     assert [e.to_state for e in backend.events_since(page.cursor, 10).events] == ["USER_KILLED"]
 

@@ -289,7 +289,10 @@ def test_ls_watch_over_the_server_redraws_when_a_job_changes(campaign: Campaign)
         # A long interval: a second frame can only come from the stream.
         with _cli(["ls", "--watch", "--interval", "600"], _cli_env(campaign, url)) as (proc, lines):
             wait_until(lambda: any("first" in line for line in lines), what="the first frame")
-            frames = lambda: sum(line.startswith("── balsam ls at") for line in lines)  # noqa: E731
+
+            def frames() -> int:
+                return sum(line.startswith("── balsam ls at") for line in lines)
+
             assert frames() == 1
             add_jobs(be, "A", {"name": "second"})
             wait_until(lambda: any("second" in line for line in lines), what="a redraw")

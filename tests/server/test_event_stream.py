@@ -95,16 +95,21 @@ def test_a_workflow_filter_streams_that_workflow_only(served: Served) -> None:
     assert {(e.job_id, e.workflow) for e in _events(body)} == {(a.job_id, "a")}
 
 
-@pytest.mark.parametrize("value", ["x", "-1", "1.5", "9" * 30 + "z"])
+@pytest.mark.parametrize("value", ["x", "-1", "1.5", "9" * 30 + "z", "9" * 30, "²"])
 def test_a_last_event_id_that_is_no_id_is_refused(served: Served, value: str) -> None:
     client, auth, _ = served
-    response = client.get("/db/site/events/stream", headers={**auth, "Last-Event-ID": value})
+    # Bytes: sent as they are (httpx encodes text headers as ASCII only).
+    headers = {k.encode(): v.encode() for k, v in auth.items()} | {b"Last-Event-ID": value.encode()}
+    response = client.get("/db/site/events/stream", headers=headers)
     assert response.status_code == 422 and "Last-Event-ID" in response.json()["detail"]
 
 
 def test_bad_parameters_are_refused(served: Served) -> None:
     client, auth, _ = served
     assert client.get("/db/site/events/stream?after=-1", headers=auth).status_code == 422
+    huge = "9" * 30
+    assert client.get(f"/db/site/events/stream?after={huge}", headers=auth).status_code == 422
+    assert client.get(f"/db/site/events/since?after={huge}", headers=auth).status_code == 422
     assert client.get("/db/site/events/since?limit=0", headers=auth).status_code == 422
     assert client.get("/db/site/events/since?limit=5001", headers=auth).status_code == 422
 

@@ -45,6 +45,7 @@ from balsam.private_files import refuse_shared
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
 from balsam.schemas.batchjobs import BatchJobCreate, BatchJobEventOut, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
+    MAX_EVENT_ID,
     BulkCreated,
     EventOut,
     EventPage,
@@ -381,7 +382,8 @@ class RemoteBackend:
 
     def events_since(self, after: int, limit: int = 500, workflow: str | None = None) -> EventPage:
         check_event_limit(limit)
-        params: dict[str, Any] = {"after": max(0, int(after)), "limit": int(limit)}
+        after = min(max(0, int(after)), MAX_EVENT_ID)
+        params: dict[str, Any] = {"after": after, "limit": int(limit)}
         if workflow is not None:
             params["workflow"] = workflow
         return _parse(EventPage, self._send("GET", "/events/since", params=params))

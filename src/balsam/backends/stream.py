@@ -145,7 +145,7 @@ class EventStream:
         block_id: str | None = None
         for line in lines:
             if not line:
-                if block_id is not None and block_id.isdigit():
+                if block_id is not None and block_id.isascii() and block_id.isdigit():
                     if data:
                         event = _parse("\n".join(data))
                         self.last_id = event.id

@@ -386,6 +386,8 @@ class EventOut(BaseModel):
 
 #: The most events one ``Backend.events_since`` page may hold.
 MAX_EVENT_PAGE = 5000
+#: The largest event id a database can hold (a signed 64-bit integer on every dialect).
+MAX_EVENT_ID = 2**63 - 1
 
 
 def check_event_limit(limit: int) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from balsam.schemas.jobs import EventPage, check_event_limit
+from balsam.schemas.jobs import MAX_EVENT_ID, EventPage, check_event_limit
 from balsam.store import eventlog
 from balsam.store.engine import is_sqlite, unit_of_work
 
@@ -62,7 +62,7 @@ class EventLog:
     def since(self, after: int, limit: int, workflow: str | None) -> EventPage:
         """The page of events after ``after`` (see ``Backend.events_since``)."""
         check_event_limit(limit)
-        after = max(0, after)
+        after = min(max(0, after), MAX_EVENT_ID)  # beyond: no driver binds it
         with unit_of_work(self.engine, write=False) as session:
             if self._gapped:
                 ids, running = eventlog.ids_after_and_running(session, after, limit)

@@ -10,8 +10,9 @@ whatever it is woken by.
 Waiting costs no thread per stream: a :class:`ChangeHub` per database has one stream at a
 time (the *leader*) wait for the change marker in a thread of the hub's own limiter, and wakes
 every other stream of that database when it moves. Pages are read in threads of a small limiter
-of their own. So streams never take the threads of anyio's default pool that claims and
-heartbeats run in, and opening many costs coroutines, not threads.
+of their own, once for all the streams at the same position (every live stream is at the
+newest event). So streams never take the threads of anyio's default pool that claims and
+heartbeats run in, and opening many costs coroutines, not threads, and one read per change.
 
 A stream ends when the client goes away (starlette cancels it), and when the server shuts down
 (:meth:`Streams.close`, called by :func:`balsam.server.app.serve` before uvicorn waits for
@@ -32,7 +33,7 @@ from fastapi.responses import StreamingResponse
 
 from balsam.backends.base import Backend
 from balsam.errors import BalsamError
-from balsam.schemas.jobs import MAX_EVENT_PAGE, EventPage, StreamEvent
+from balsam.schemas.jobs import MAX_EVENT_ID, MAX_EVENT_PAGE, EventPage, StreamEvent
 from balsam.server.deps import Limits, Viewer, server_state
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class EventStreamResponse(StreamingResponse):
 @router.get("/events/since", response_model=EventPage)
 def events_since(
     backend: Viewer,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 500,
     workflow: str | None = None,
 ) -> EventPage:
@@ -254,7 +255,7 @@ async def stream_events(
     backend: Viewer,
     request: Request,
     name: str,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     workflow: str | None = None,
     follow: bool = True,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
@@ -273,9 +274,13 @@ async def stream_events(
             headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
         )
     start = _resume_point(last_event_id, after)
-    if start is None:
-        start = await anyio.to_thread.run_sync(backend.change_marker, limiter=streams.readers())
-    streams.open += 1
+    streams.open += 1  # taken before any wait, so concurrent requests cannot pass the limit
+    try:
+        if start is None:
+            start = await anyio.to_thread.run_sync(backend.change_marker, limiter=streams.readers())
+    except BaseException:
+        streams.open -= 1
+        raise
     hub = streams.hub(name, backend)
     return EventStreamResponse(_stream(hub, streams, start, workflow, follow), streams)
 
@@ -285,7 +290,7 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return after
     text = last_event_id.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit() and int(text) <= MAX_EVENT_ID):
         raise HTTPException(422, f"Last-Event-ID must be an event id (got {text[:40]!r})")
     return int(text)
 
