@@ -83,3 +83,16 @@ def test_events_follow_prints_changes_as_they_happen(site: Site, backend_of: Bac
         assert proc.stderr is not None and proc.stderr.read() == ""
     printed = [line for line in lines if line.strip()]
     assert len(printed) == 2 and "USER_KILLED (note)  a note" in printed[1]
+
+
+def test_a_reader_that_leaves_early_is_no_error(site: Site, backend_of: Backend) -> None:
+    """``balsam events | head -1``: more output than a pipe holds, the reader gone after a line."""
+    _jobs(backend_of, *["x"] * 600)  # 2,400 events: far more than a pipe's 64 KiB
+    with subprocess.Popen(
+        [str(BALSAM), "events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BALSAM_DB_PATH": str(site.path)},
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline().startswith("1  ")
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 0
+        assert proc.stderr is not None and proc.stderr.read() == ""

@@ -12,6 +12,7 @@ An event's id is where ``--after`` resumes.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -54,6 +55,10 @@ def events_command(wf: str | None, after: int | None, follow: bool, as_json: boo
                 sys.stdout.flush()
         except KeyboardInterrupt:
             click.echo("")
+        except BrokenPipeError:
+            # The reader left (``| head``, ``| grep -m1``): done. Python's docs' recipe, so the
+            # flush at exit does not fail again on the closed pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _recorded(backend: Backend, after: int | None, workflow: str | None) -> Iterator[StreamEvent]:
