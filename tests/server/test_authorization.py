@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from balsam.backends.local import LocalBackend
 from balsam.server.app import create_app
 from balsam.server.auth import AuthStore, Role
-from balsam.server.routers import account, apps, batchjobs, jobs, service, sessions
+from balsam.server.routers import account, apps, batchjobs, jobs, service, sessions, stream
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 from serverkit import in_process
@@ -42,10 +42,12 @@ POLICY: dict[str, Role] = {
     # service locks and the change signal
     "acquire_service_lock": OWN, "renew_service_lock": OWN, "release_service_lock": OWN,
     "get_service_lock": V, "request_service_stop": OWN, "change_marker": V, "wait_for_change": V,
+    # the event log and its stream
+    "events_since": V, "stream_events": V,
     # the caller
     "whoami": V,
 }  # fmt: skip
-ROUTERS = (account, apps, batchjobs, jobs, service, sessions)
+ROUTERS = (account, apps, batchjobs, jobs, service, sessions, stream)
 CALLERS = ["none", "bad", "viewer", "submitter", "owner", "other"]
 
 
@@ -94,9 +96,9 @@ def _url(route: APIRoute) -> str:
     path = re.sub(r"\{name\}", "site", route.path, count=1)
     path = re.sub(r"\{(session_id|batch_id)\}", "1", path)
     path = re.sub(r"\{after\}", "0", path)
-    return re.sub(r"\{[a-z_]+\}", "x", path) + (
-        "?after=0" if route.name == "wait_for_change" else ""
-    )
+    # A stream that ends once it sent what there is (in process, a response is read whole).
+    query = {"wait_for_change": "?after=0", "stream_events": "?follow=false"}
+    return re.sub(r"\{[a-z_]+\}", "x", path) + query.get(route.name, "")
 
 
 @pytest.mark.parametrize("caller", CALLERS)

@@ -43,6 +43,7 @@ from balsam.schemas.batchjobs import (
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
+    EventPage,
     JobCreate,
     JobOut,
     JobShape,
@@ -150,6 +151,14 @@ class Backend(Protocol):
 
     def events(self, query: JobQuery) -> list[EventOut]:
         """The state changes of every job ``query`` selects, oldest first (one read)."""
+        ...
+
+    def events_since(self, after: int, limit: int = 500, workflow: str | None = None) -> EventPage:
+        """Job events with ids above ``after``, in id order, at most ``limit`` (1 to
+        :data:`~balsam.schemas.jobs.MAX_EVENT_PAGE`), of ``workflow``'s jobs only when given;
+        the page's ``cursor`` is the ``after`` of the next read. Reading on from each page's
+        cursor returns every event exactly once, in id order, however many writers commit
+        meanwhile (see :class:`~balsam.schemas.jobs.EventPage` and docs/server.md)."""
         ...
 
     # launcher sessions

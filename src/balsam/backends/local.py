@@ -19,6 +19,7 @@ from balsam.schemas.batchjobs import (
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
+    EventPage,
     JobCreate,
     JobOut,
     JobShape,
@@ -30,6 +31,7 @@ from balsam.schemas.service import ServiceLockOut
 from balsam.schemas.sessions import ClaimRequest, RecordedAndClaimed, SessionOut
 from balsam.services import apps, batchjobs, jobs, service_lock, sessions
 from balsam.services.changes import ChangeSignal
+from balsam.services.eventlog import EventLog
 from balsam.store.engine import make_engine
 from balsam.store.migrate import upgrade
 
@@ -40,6 +42,7 @@ class LocalBackend:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._changes = ChangeSignal(engine)
+        self._log = EventLog(engine)
 
     @classmethod
     def from_url(cls, url: str, migrate: bool = False) -> LocalBackend:
@@ -117,6 +120,9 @@ class LocalBackend:
 
     def events(self, query: JobQuery) -> list[EventOut]:
         return jobs.events(self.engine, query)
+
+    def events_since(self, after: int, limit: int = 500, workflow: str | None = None) -> EventPage:
+        return self._log.since(after, limit, workflow)
 
     def open_session(
         self,

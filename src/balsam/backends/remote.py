@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,13 +46,17 @@ from balsam.private_files import refuse_shared
 from balsam.schemas.apps import AppCreate, AppOut, AppUpdate
 from balsam.schemas.batchjobs import BatchJobCreate, BatchJobEventOut, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
+    MAX_EVENT_ID,
     BulkCreated,
     EventOut,
+    EventPage,
     JobCreate,
     JobOut,
     JobShape,
     StateUpdate,
+    StreamEvent,
     UpdateResult,
+    check_event_limit,
 )
 from balsam.schemas.queries import Clause, JobQuery, cursor_after, order_keys
 from balsam.schemas.remote import (
@@ -261,6 +265,26 @@ class RemoteBackend:
                 ) from None
         raise error_for(response)
 
+    @property
+    def client(self) -> httpx.Client:
+        """The pooled HTTP client (event streams take one of its connections)."""
+        return self._client
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers every request carries (the token)."""
+        return dict(self._headers)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a request may take (connecting, reading)."""
+        return self._timeout
+
+    def renewed_token(self) -> bool:
+        """Whether the token file now holds a token other than the one refused (then used
+        from now on)."""
+        return self._renewed_token()
+
     def _renewed_token(self) -> bool:
         """Whether the token file now holds a token other than the one refused."""
         if self.token_file is None:
@@ -404,6 +428,23 @@ class RemoteBackend:
 
     def events(self, query: JobQuery) -> list[EventOut]:
         return self._get(list[EventOut], "POST", "/events/query", query)  # type: ignore[no-any-return]
+
+    def events_since(self, after: int, limit: int = 500, workflow: str | None = None) -> EventPage:
+        check_event_limit(limit)
+        after = min(max(0, int(after)), MAX_EVENT_ID)
+        params: dict[str, Any] = {"after": after, "limit": int(limit)}
+        if workflow is not None:
+            params["workflow"] = workflow
+        return _parse(EventPage, self._send("GET", "/events/since", params=params))
+
+    def stream_events(
+        self, after: int | None = None, workflow: str | None = None
+    ) -> Iterator[StreamEvent]:
+        """Follow job events over Server-Sent Events, from after ``after`` (None: from now),
+        reconnecting after a lost connection (see :class:`balsam.backends.stream.EventStream`)."""
+        from balsam.backends.stream import EventStream
+
+        return iter(EventStream(self, after=after, workflow=workflow))
 
     # launcher sessions
     def open_session(

@@ -1,10 +1,12 @@
-"""The user-facing commands: apps, jobs, dependencies, listing, changes, removal, logs, wait."""
+"""The user-facing commands: apps, jobs, dependencies, listing, changes, removal, logs, wait,
+events."""
 
 from __future__ import annotations
 
 import click
 
 from balsam.cli.apps import app_command
+from balsam.cli.events import events_command
 from balsam.cli.jobs import (
     dep_command,
     job_command,
@@ -30,4 +32,5 @@ COMMANDS: list[click.Command] = [
     make_dummies_command,
     log_command,
     wait_command,
+    events_command,
 ]

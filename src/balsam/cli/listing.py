@@ -26,6 +26,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from balsam.backends.base import Backend
+from balsam.backends.stream import change_waiter
 from balsam.cli.common import (
     BalsamCommand,
     client_backend,
@@ -129,13 +130,14 @@ def ls_command(objects: str, **opts: Any) -> None:
 
 def watch(backend: Backend, draw: Callable[[], None], interval: float) -> None:
     """Draw, then draw again whenever the database's jobs change (woken by the change signal:
-    NOTIFY on PostgreSQL, a cheap marker read on SQLite) or ``interval`` s pass; until Ctrl-C.
+    NOTIFY on PostgreSQL, a cheap marker read on SQLite; through a server, its event stream)
+    or ``interval`` s pass; until Ctrl-C.
 
     On a terminal each frame replaces the last; piped, frames follow each other, each under a
     line with its time, so a log of the output reads as a record of the campaign.
     """
     tty = sys.stdout.isatty()
-    marker = backend.change_marker()
+    waiter = change_waiter(backend)
     last = 0.0
     try:
         while True:
@@ -150,9 +152,11 @@ def watch(backend: Backend, draw: Callable[[], None], interval: float) -> None:
             click.echo(f"── balsam ls at {stamp} (redraws on change, Ctrl-C stops)")
             draw()
             sys.stdout.flush()
-            marker = backend.wait_for_change(marker, interval)
+            waiter.wait(interval)
     except KeyboardInterrupt:
         click.echo("")
+    finally:
+        waiter.close()
 
 
 def _refuse_job_flags(objects: str, opts: dict[str, Any]) -> None:

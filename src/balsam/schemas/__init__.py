@@ -5,11 +5,13 @@ from balsam.schemas.batchjobs import BatchJobCreate, BatchJobOut, BatchJobUpdate
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
+    EventPage,
     JobCreate,
     JobOut,
     JobUpdate,
     RefusalCode,
     StateUpdate,
+    StreamEvent,
     UpdateOutcome,
     UpdateResult,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "Clause",
     "Condition",
     "EventOut",
+    "EventPage",
     "JobCreate",
     "JobOut",
     "JobQuery",
@@ -36,6 +39,7 @@ __all__ = [
     "RefusalCode",
     "SessionOut",
     "StateUpdate",
+    "StreamEvent",
     "UpdateOutcome",
     "UpdateResult",
 ]

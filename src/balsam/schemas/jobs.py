@@ -27,6 +27,7 @@ from balsam.domain.text import (
     mapping_problem,
     name_problem,
 )
+from balsam.errors import ValidationError as BalsamValidationError
 
 NAME_PATTERN = r"^[A-Za-z0-9_.+=@-]+$"
 
@@ -386,3 +387,42 @@ class EventOut(BaseModel):
     from_state: str
     to_state: str
     message: str
+
+
+#: The most events one ``Backend.events_since`` page may hold.
+MAX_EVENT_PAGE = 5000
+#: The largest event id a database can hold (a signed 64-bit integer on every dialect).
+MAX_EVENT_ID = 2**63 - 1
+
+
+def check_event_limit(limit: int) -> None:
+    """ValidationError unless ``1 <= limit <= MAX_EVENT_PAGE``."""
+    if not 1 <= limit <= MAX_EVENT_PAGE:
+        raise BalsamValidationError(f"limit must be between 1 and {MAX_EVENT_PAGE} (got {limit})")
+
+
+class StreamEvent(BaseModel):
+    """One job event as a stream carries it: its id (the position in the database's event
+    log, which only grows) and the job's workflow, beside the history row's fields."""
+
+    id: int
+    job_id: str
+    workflow: str
+    timestamp: datetime
+    from_state: str
+    to_state: str
+    message: str
+
+
+class EventPage(BaseModel):
+    """One read of the event log after some id (see ``Backend.events_since``)."""
+
+    #: The events found, in id order (those of the asked workflow only, when one was).
+    events: list[StreamEvent] = Field(default_factory=list)
+    #: Where the next read starts (its ``after``): every event up to here was returned or
+    #: did not match the filter. Beyond the last event returned when a filter skipped some.
+    cursor: int = 0
+    #: Whether more events past ``cursor`` exist already: the page hit its limit, or (on
+    #: PostgreSQL) a transaction still in flight holds a lower id, so later events wait for it.
+    #: Read again (at once when the page had events, after a short pause when not).
+    more: bool = False

@@ -25,9 +25,12 @@ from balsam.private_files import refuse_shared
 from balsam.server import errors
 from balsam.server.auth import AuthStore
 from balsam.server.deps import Limits, ServerState
-from balsam.server.routers import account, apps, batchjobs, jobs, service, sessions
+from balsam.server.routers import account, apps, batchjobs, jobs, service, sessions, stream
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping server lets requests still running finish before it cancels them.
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -98,8 +101,9 @@ def create_app(
         description="Balsam workflow databases over HTTP (docs/server.md).",
     )
     app.state.balsam = ServerState(databases=databases, auth=auth, limits=limits)
+    app.state.balsam_streams = stream.Streams(limits)
     errors.install(app)
-    for module in (apps, jobs, sessions, batchjobs, service, account):
+    for module in (apps, jobs, sessions, batchjobs, service, stream, account):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])
@@ -188,9 +192,12 @@ def serve(
             "access_log": False,
             "ssl_certfile": str(tls[0]) if tls else None,
             "ssl_keyfile": str(tls[1]) if tls else None,
+            # A backstop: requests still running this long after a stop are cancelled.
+            "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         }
         if workers == 1:
-            uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+            config = uvicorn.Config(app, **options)
+            _server_ending_streams(uvicorn, config, app.state.balsam_streams).run(sockets=[sock])
             return
         # Checked and opened here, so a bad site fails before anything is served; each
         # worker opens its own connections.
@@ -203,13 +210,27 @@ def serve(
             f"{__name__}:app_from_environment", factory=True, workers=workers, **options
         )
         # The supervisor `uvicorn.run(..., workers=N)` runs, given the socket bound above so
-        # that port 0 works and the address printed is the one served.
+        # that port 0 works and the address printed is the one served. Its workers run
+        # uvicorn's own Server, which does not end the event streams first: a stop with
+        # streams open takes the graceful-shutdown backstop (GRACEFUL_SHUTDOWN_SECONDS).
         from uvicorn.supervisors import Multiprocess
 
         Multiprocess(config, sockets=[sock]).run()
     finally:
         for backend in databases.values():
             backend.close()
+
+
+def _server_ending_streams(uvicorn: Any, config: Any, streams: stream.Streams) -> Any:
+    """A uvicorn server that ends the event streams when it shuts down: uvicorn waits for
+    open responses to finish, and a stream would not finish by itself."""
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        async def shutdown(self, sockets: Any = None) -> None:
+            streams.close()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def check_tls_files(cert: Path, key: Path) -> None:

@@ -41,6 +41,10 @@ class Limits:
     #: Long-polls waiting at once, in threads of their own (more get the marker at once),
     #: so waiters never take the threads that heartbeats and claims need.
     max_waiters: int = 64
+    #: Event streams open at once (``/events/stream``; a 503 with Retry-After above).
+    max_streams: int = 256
+    #: A stream with nothing to send sends a comment this often, so proxies keep it open.
+    stream_heartbeat_seconds: float = 15.0
 
 
 @dataclass

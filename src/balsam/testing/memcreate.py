@@ -81,8 +81,7 @@ class MemoryJobMaker:
         for parent, child in self._edges:
             self.store.add_edge(parent, child)
         for job_id, event in self._events:
-            self.store.events.setdefault(job_id, []).append(event)
-            self.store.last_event_id += 1
+            self.store.append_event(job_id, event)
 
     def _add_chunk(self, specs: list[JobCreate]) -> None:
         ids = [spec.job_id or str(uuid.uuid4()) for spec in specs]

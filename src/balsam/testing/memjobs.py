@@ -23,7 +23,17 @@ from balsam.errors import (
     NotFound,
     ValidationError,
 )
-from balsam.schemas.jobs import BulkCreated, EventOut, JobCreate, JobFields, JobOut, JobShape
+from balsam.schemas.jobs import (
+    BulkCreated,
+    EventOut,
+    EventPage,
+    JobCreate,
+    JobFields,
+    JobOut,
+    JobShape,
+    StreamEvent,
+    check_event_limit,
+)
 from balsam.schemas.problems import first_error
 from balsam.schemas.queries import JobQuery
 from balsam.testing.memchecks import check_known, check_text, disagree, stored_json
@@ -313,6 +323,31 @@ def events(store: Store, query: JobQuery) -> list[EventOut]:
     """The state changes of the jobs ``query`` selects, oldest first."""
     found = [e for job in paged(store, query) for e in store.history(job.job_id)]
     return sorted(found, key=lambda e: e.timestamp)
+
+
+def events_since(store: Store, after: int, limit: int, workflow: str | None) -> EventPage:
+    """The events after id ``after`` in id order, as the SQL backends page them: the first
+    ``limit`` ids are scanned, those of ``workflow`` (when given) are returned."""
+    check_event_limit(limit)
+    after = max(0, after)
+    scanned = [(i, job_id, e) for i, (job_id, e) in store.event_log.items() if i > after][:limit]
+    if not scanned:
+        newest = next(reversed(store.event_log), 0)
+        return EventPage(cursor=min(after, newest))
+    events = [
+        StreamEvent(
+            id=i,
+            job_id=job_id,
+            workflow=store.jobs[job_id].workflow,
+            timestamp=e.timestamp,
+            from_state=e.from_state,
+            to_state=e.to_state,
+            message=e.message,
+        )
+        for i, job_id, e in scanned
+        if workflow is None or store.jobs[job_id].workflow == workflow
+    ]
+    return EventPage(events=events, cursor=scanned[-1][0], more=len(scanned) == limit)
 
 
 def children_of(store: Store, job_id: str) -> list[str]:

@@ -34,6 +34,7 @@ from balsam.schemas.batchjobs import (
 from balsam.schemas.jobs import (
     BulkCreated,
     EventOut,
+    EventPage,
     JobCreate,
     JobOut,
     JobShape,
@@ -191,6 +192,11 @@ class MemoryBackend:
         """The state changes of every job ``query`` selects, oldest first."""
         with self._locked() as store:
             return memjobs.events(store, query)
+
+    def events_since(self, after: int, limit: int = 500, workflow: str | None = None) -> EventPage:
+        """Job events after id ``after``, in id order (see ``Backend.events_since``)."""
+        with self._locked() as store:
+            return memjobs.events_since(store, after, limit, workflow)
 
     # launcher sessions
 

@@ -8,7 +8,7 @@ pydantic models (:meth:`Store.out`) whose dicts and lists are copies.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,6 +117,8 @@ class EventRecord:
     from_state: str
     to_state: str
     message: str
+    #: The position in the event log (given by :meth:`Store.append_event`).
+    id: int = 0
 
 
 @dataclass
@@ -140,8 +142,10 @@ class Store:
     last_app_id: int = 0
     last_session_id: int = 0
     last_batch_job_id: int = 0
-    #: The id of the newest job event (the change marker; events have no other id here).
+    #: The id of the newest job event (the change marker).
     last_event_id: int = 0
+    #: Every job event by id, ascending (the order ``events_since`` reads them in).
+    event_log: dict[int, tuple[str, EventRecord]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A job field added to the schemas but not to JobRecord: say so now, not mid-test.
@@ -191,8 +195,14 @@ class Store:
 
     def add_event(self, job_id: str, old: str, new: str, message: str, when: datetime) -> None:
         """Append one row to a job's history."""
-        self.events.setdefault(job_id, []).append(EventRecord(when, str(old), str(new), message))
+        self.append_event(job_id, EventRecord(when, str(old), str(new), message))
+
+    def append_event(self, job_id: str, event: EventRecord) -> None:
+        """Append ``event`` to a job's history under the next event id."""
         self.last_event_id += 1
+        numbered = replace(event, id=self.last_event_id)
+        self.events.setdefault(job_id, []).append(numbered)
+        self.event_log[numbered.id] = (job_id, numbered)
 
     def insert_job(self, job: JobRecord) -> None:
         """Add a new job (its edges and events are added separately)."""
@@ -201,7 +211,8 @@ class Store:
     def remove_job(self, job_id: str) -> None:
         """Delete a job with its history and every edge that touches it."""
         del self.jobs[job_id]
-        self.events.pop(job_id, None)
+        for event in self.events.pop(job_id, []):
+            del self.event_log[event.id]
         for parent in self.parents.pop(job_id, []):
             self.children[parent].remove(job_id)
         for child in self.children.pop(job_id, []):
