@@ -47,12 +47,14 @@ def fill(backend: LocalBackend, target: int, have: int) -> None:
 
 def claims() -> dict[str, ClaimRequest]:
     """The claims launchers make: serial mode (one-node jobs), mpi mode (a 4-node launcher),
-    saying what their nodes have where the tree's claims can (16 CPUs, no GPUs)."""
+    saying what their nodes have where the tree's claims can (16 CPUs, no GPUs); and a claim
+    that says nothing of its nodes or workflows (an API or benchmark client's)."""
     fits = {"cpus_per_node": 16, "gpus_per_node": 0}
     fits = {k: v for k, v in fits.items() if k in ClaimRequest.model_fields}
     return {
         "serial": ClaimRequest(limit=256, workflows=["bench"], serial_only=True, **fits),
         "mpi": ClaimRequest(limit=256, workflows=["bench"], max_nodes=4, **fits),
+        "any": ClaimRequest(limit=256),
     }
 
 
