@@ -329,7 +329,13 @@ def test_kill_marked_kills_exactly_the_marked_processes(spawn: Spawn) -> None:
     other = mark + "6"
     marked = [spawn(env={**os.environ, MARK_VARIABLE: mark}) for _ in range(2)]
     unmarked = spawn(env={**os.environ, MARK_VARIABLE: other})
-    assert sorted(marked_pids(mark)) == sorted(p.pid for p in marked)
+    # Waited on: once in a loaded full run one of two just-started processes was not found
+    # on the first read of /proc (not reproduced alone; noted in the session's closing note).
+    expected = sorted(p.pid for p in marked)
+    deadline = time.monotonic() + 10
+    while sorted(marked_pids(mark)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(marked_pids(mark)) == expected
     assert kill_marked(mark) == 2
     assert [p.wait(timeout=10) for p in marked] == [KILLED, KILLED]
     assert still_running(unmarked)

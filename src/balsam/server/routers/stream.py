@@ -35,9 +35,10 @@ from balsam.backends.base import Backend
 from balsam.errors import BalsamError
 from balsam.schemas.jobs import MAX_EVENT_ID, MAX_EVENT_PAGE, EventPage, StreamEvent
 from balsam.server.deps import Limits, Viewer, server_state
+from balsam.server.responses import DB_ROUTE
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/db/{name}", tags=["events"])
+router = APIRouter(prefix="/db/{name}", tags=["events"], responses=DB_ROUTE)
 
 #: How long the hub's leader waits for the marker per call. Short: a wait in a thread cannot
 #: be cut off, so a stopping server waits for one (and the marker is polled or re-read about
@@ -240,12 +241,26 @@ def events_since(
     return backend.events_since(after, limit, workflow)
 
 
+#: One message of the stream, as SSE fields: a state change (``id``, ``event: state``,
+#: ``data``: a StreamEvent as JSON), the opening ``retry`` with the starting ``id``, or a
+#: keepalive (a comment, with the ``id`` the stream has read up to when a filter skipped).
+SSE_MESSAGE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "enum": ["state"]},
+        "data": {"type": "string", "description": "a StreamEvent as JSON"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 @router.get(
     "/events/stream",
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_MESSAGE}},
             "description": "the events (`id`, `event: state`, `data`: a StreamEvent as JSON)",
         },
         503: {"description": "every stream slot is taken, or the server is shutting down"},
