@@ -135,3 +135,39 @@ def test_an_active_site_and_balsam_url_come_before_the_login(
             "cannot reach the Balsam server at http://127.0.0.1:9/db/nowhere"
             in (by_url.stderr.strip().splitlines()[-1])
         )
+
+
+def test_an_owner_grants_and_revokes_roles_through_the_server(
+    served: tuple[Site, AuthStore], tmp_path: Path
+) -> None:
+    """`balsam grant USER ROLE`, `balsam grants`, `balsam revoke USER` by an owner through a
+    real server: bob can add jobs once granted and not after; a submitter cannot grant; every
+    change is an audit row naming the owner; an unknown user or role is one line."""
+    site, auth = served
+    carol, bob = auth.add_user("carol"), auth.add_user("bob")
+    auth.grant("carol", Role.OWNER, site.name)
+    with uvicorn_server([site.path], tmp_path / "state") as base:
+        url = f"{base}/db/{site.name}"
+        assert _login(url, carol).returncode == 0
+        done = balsam("grant", "bob", "submitter")
+        assert done.returncode == 0 and done.stdout.strip() == f"bob is submitter of {site.name}"
+        listed = balsam("grants")
+        assert [line.split() for line in listed.stdout.splitlines()[2:]] == [
+            ["bob", "submitter"], ["carol", "owner"],
+        ]  # fmt: skip
+        job = ["job", "--name", "b1", "--workflow", "w", "--application", "hello", "--yes"]
+        env = {**os.environ, "BALSAM_URL": url, "BALSAM_TOKEN": bob}
+        as_bob = subprocess.run([BALSAM, *job], env=env, capture_output=True, text=True)
+        assert as_bob.returncode == 0, as_bob.stderr
+        refused = subprocess.run(
+            [BALSAM, "grant", "bob", "owner"], env=env, capture_output=True, text=True
+        )
+        assert refused.returncode == 9 and "needs role owner" in refused.stderr
+        assert "no user 'nobody'" in _one_error_line(balsam("grant", "nobody", "viewer"))
+        assert _one_error_line(balsam("grant", "bob", "king")).startswith("balsam: error:")
+        assert balsam("revoke", "bob").returncode == 0
+        again = subprocess.run([BALSAM, *job], env=env, capture_output=True, text=True)
+        assert again.returncode == 9, again.stderr
+    rows = [(e.event, e.user, e.detail) for e in auth.audit(limit=200) if e.event != "denied"]
+    assert ("grant", "bob", "by carol (through the server)") in rows
+    assert ("revoke", "bob", "by carol (through the server)") in rows

@@ -44,8 +44,8 @@ POLICY: dict[str, Role] = {
     "get_service_lock": V, "request_service_stop": OWN, "change_marker": V, "wait_for_change": V,
     # the event log and its stream
     "events_since": V, "stream_events": V,
-    # the caller
-    "whoami": V,
+    # the caller, and the grants an owner gives
+    "whoami": V, "list_grants": OWN, "grant": OWN, "revoke": OWN,
 }  # fmt: skip
 ROUTERS = (account, apps, batchjobs, jobs, service, sessions, stream)
 CALLERS = ["none", "bad", "viewer", "submitter", "owner", "other"]

@@ -64,6 +64,8 @@ from balsam.schemas.remote import (
     BatchJobFilter,
     Edge,
     ExpireRequest,
+    Grant,
+    GrantHolder,
     Identity,
     JobValues,
     KillRequest,
@@ -329,6 +331,19 @@ class RemoteBackend:
         """Who the token is, its role on the database and its expiry (not a Backend call:
         ``balsam login`` checks a token with it)."""
         return _parse(Identity, self._send("GET", "/whoami"))
+
+    def grants(self) -> list[Grant]:
+        """Who holds which role on the database (an owner's call; not a Backend call)."""
+        return _parse(list[Grant], self._send("GET", "/grants"))
+
+    def grant(self, user: str, role: str) -> Grant:
+        """Give ``user`` ``role`` on the database (an owner's call)."""
+        body = Grant.model_validate({"user": user, "role": role})
+        return _parse(Grant, self._send("POST", "/grants", body))
+
+    def revoke_grant(self, user: str) -> None:
+        """Take ``user``'s role on the database away (an owner's call)."""
+        self._send("POST", "/grants/remove", GrantHolder(user=user))
 
     # apps
     def create_app(self, spec: AppCreate) -> AppOut:

@@ -8,14 +8,22 @@ API reach that database through the server, as long as neither ``BALSAM_URL`` no
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from balsam.backends.login import remove_login, save_login
-from balsam.backends.remote import RemoteBackend, read_token_file, remote_from_login
-from balsam.cli.common import BalsamCommand, format_time
+from balsam.backends.remote import (
+    RemoteBackend,
+    read_token_file,
+    remote_from_env,
+    remote_from_login,
+)
+from balsam.cli.common import BalsamCommand, format_time, print_rows
 from balsam.errors import ConfigError, ValidationError
 from balsam.schemas.remote import Identity
 
@@ -97,4 +105,68 @@ def _expiry(me: Identity) -> str:
     return f"; the token expires {format_time(me.token_expires)}" if me.token_expires else ""
 
 
-COMMANDS: list[click.Command] = [login_command, logout_command]
+_ROLES = click.Choice(["owner", "submitter", "viewer"])
+
+
+@click.command("grant", cls=BalsamCommand)
+@click.argument("user")
+@click.argument("role", type=_ROLES)
+def grant_command(user: str, role: str) -> None:
+    """Give USER the ROLE on the server's database you are an owner of (replacing any).
+
+    USER must exist on the server (its admin adds users: 'balsam server add-user').
+
+    \b
+    Examples:
+      balsam grant bob submitter
+      balsam grant carol viewer
+    """
+    with _owner_session() as server:
+        server.grant(user, role)
+        click.echo(f"{user} is {role} of {_name(server)}")
+
+
+@click.command("revoke", cls=BalsamCommand)
+@click.argument("user")
+def revoke_command(user: str) -> None:
+    """Take USER's role on the server's database away."""
+    with _owner_session() as server:
+        server.revoke_grant(user)
+        click.echo(f"{user} has no role on {_name(server)}")
+
+
+@click.command("grants", cls=BalsamCommand)
+def grants_command() -> None:
+    """Who holds which role on the server's database (owners may see it)."""
+    with _owner_session() as server:
+        rows = [(g.user, g.role) for g in server.grants()]
+    print_rows(("USER", "ROLE"), rows)
+
+
+@contextmanager
+def _owner_session() -> Iterator[RemoteBackend]:
+    """The RemoteBackend of BALSAM_URL or the login (ConfigError for a local database)."""
+    server = remote_from_env(use_login=not os.environ.get("BALSAM_DB_PATH"))
+    if server is None:
+        raise ConfigError(
+            "roles are given on a Balsam server: set BALSAM_URL or run 'balsam login URL' "
+            "(on the server's machine, 'balsam server grant' works without one)"
+        )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _name(server: RemoteBackend) -> str:
+    """The database's name in the server's URL."""
+    return server.url.rsplit("/db/", 1)[1]
+
+
+COMMANDS: list[click.Command] = [
+    login_command,
+    logout_command,
+    grant_command,
+    revoke_command,
+    grants_command,
+]

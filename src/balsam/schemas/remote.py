@@ -4,7 +4,7 @@ than one model, shared by the server's routers and :mod:`balsam.backends.remote`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,3 +131,15 @@ class Identity(BaseModel):
     database: str
     #: When the token sent expires (None: not known to the server any more).
     token_expires: datetime | None = None
+
+
+class GrantHolder(_Body):
+    """Whose role (``revoke``)."""
+
+    user: str = Field(min_length=1, max_length=128)
+
+
+class Grant(GrantHolder):
+    """A user's role on one database (``grants``, ``grant``)."""
+
+    role: Literal["owner", "submitter", "viewer"]

@@ -162,6 +162,11 @@ def _admin() -> str:
         return f"by uid {os.getuid()}"
 
 
+def _by(user: str | None) -> str:
+    """Who made a change: a server user through the API, else the admin command's account."""
+    return f"by {user} (through the server)" if user else _admin()
+
+
 def default_state_dir() -> Path:
     """``server`` in Balsam's per-user directory (``BALSAM_HOME`` or ``~/.balsam``)."""
     return balsam_home() / "server"
@@ -341,8 +346,9 @@ class AuthStore:
         return Principal(user=row[1], token_id=row[0]) if row else None
 
     # grants
-    def grant(self, user: str, role: Role, db_name: str) -> None:
-        """Give ``user`` ``role`` on the workflow database ``db_name`` (replacing any)."""
+    def grant(self, user: str, role: Role, db_name: str, by: str | None = None) -> None:
+        """Give ``user`` ``role`` on the workflow database ``db_name`` (replacing any);
+        ``by``: the server user (an owner of ``db_name``) who asked, for the audit row."""
         check_name(db_name, "database name")
         with self._connect() as db:
             self._require_user(db, user)
@@ -352,15 +358,16 @@ class AuthStore:
                 (user, db_name, Role(role).value),
             )
             event = AuditEvent("grant", user=user, db=db_name, role=Role(role).value)
-            self._audit(db, event, detail=_admin())
+            self._audit(db, event, detail=_by(by))
 
-    def revoke_grant(self, user: str, db_name: str) -> None:
-        """Take away ``user``'s role on ``db_name`` (NotFound if none)."""
+    def revoke_grant(self, user: str, db_name: str, by: str | None = None) -> None:
+        """Take away ``user``'s role on ``db_name`` (NotFound if none); ``by`` as for
+        :meth:`grant`."""
         with self._connect() as db:
             cursor = db.execute("DELETE FROM grants WHERE user = ? AND db = ?", (user, db_name))
             if cursor.rowcount == 0:
                 raise NotFound(f"user {user!r} has no role on {db_name!r}")
-            self._audit(db, AuditEvent("revoke", user=user, db=db_name), detail=_admin())
+            self._audit(db, AuditEvent("revoke", user=user, db=db_name), detail=_by(by))
 
     def role_of(self, user: str, db_name: str) -> Role | None:
         """``user``'s role on ``db_name``, None without a grant."""
