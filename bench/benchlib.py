@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
@@ -64,3 +67,14 @@ def fresh_pg_database(url: str) -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return url
+
+
+def make_site(root: Path, db: str) -> Path:
+    """A workflow database made as a user makes one (``balsam init``, SQLite or a fresh
+    PostgreSQL database at ``db``) under ``root``; returns its directory."""
+    site = root / "wf"
+    argv = [str(Path(sys.executable).parent / "balsam"), "init", str(site)]
+    if db != "sqlite":
+        argv += ["--db-url", fresh_pg_database(db)]
+    subprocess.run(argv, check=True, capture_output=True)
+    return site

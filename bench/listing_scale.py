@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchlib import CHUNK, fresh_pg_database, job_row
+from benchlib import CHUNK, job_row, make_site
 from sqlalchemy import insert, text
 
 from balsam.backends.factory import open_backend
@@ -49,16 +49,6 @@ COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
     ("ls --state FAILED, first 50", ["ls", "--state", "FAILED"], {"BALSAM_LS_LIMIT": "50"}),
     ("status", ["status"], {}),
 ]
-
-
-def make_site(root: Path, db: str) -> Path:
-    """A workflow database made as a user makes one; returns its directory."""
-    site = root / "wf"
-    argv = [str(BALSAM), "init", str(site)]
-    if db != "sqlite":
-        argv += ["--db-url", fresh_pg_database(db)]
-    subprocess.run(argv, check=True, capture_output=True)
-    return site
 
 
 def fill(site: Path, jobs: int) -> float:

@@ -52,15 +52,10 @@ COMPUTE = (
 
 
 def make_site(root: Path, db: str) -> Path:
-    """A workflow database made as a user makes one; returns its directory."""
-    from benchlib import fresh_pg_database
+    """benchlib's site, imported only here (it pulls in SQLAlchemy)."""
+    from benchlib import make_site as made
 
-    site = root / "wf"
-    argv = [str(BALSAM), "init", str(site)]
-    if db != "sqlite":
-        argv += ["--db-url", fresh_pg_database(db)]
-    subprocess.run(argv, check=True, capture_output=True)
-    return site
+    return made(root, db)
 
 
 def job_and_events(

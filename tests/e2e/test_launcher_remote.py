@@ -50,12 +50,13 @@ def _compute_dir(served: Path, where: Path) -> Path:
 
 
 def _campaign(
-    tmp_path: Path, node: str, users: dict[str, Role]
+    tmp_path: Path, node: str, users: dict[str, Role], db_url: str = ""
 ) -> tuple[Path, Path, Path, dict[str, str]]:
-    """The served site ``campaign``, its copy without a database under ``tmp_path/node``, and
-    the server's state directory with each user granted its role: (served, compute, state,
-    the users' first tokens by name)."""
-    served = init_site(tmp_path / "campaign").path
+    """The served site ``campaign`` (SQLite, or the PostgreSQL database at ``db_url``), its
+    copy without a database under ``tmp_path/node``, and the server's state directory with
+    each user granted its role: (served, compute, state, the users' first tokens by name)."""
+    where = tmp_path / "campaign"
+    served = (init_site(where, kind="url", url=db_url) if db_url else init_site(where)).path
     compute = _compute_dir(served, tmp_path / node / "campaign")
     state = tmp_path / "state"
     auth = AuthStore.open(state)
@@ -237,17 +238,10 @@ def test_two_launchers_outlive_a_server_restart(
         from pgserver import new_pg_database
 
         url_of_db = new_pg_database(request.getfixturevalue("pg_server"))
-    served = (
-        init_site(tmp_path / "campaign", kind="url", url=url_of_db)
-        if url_of_db
-        else init_site(tmp_path / "campaign")
-    ).path
-    nodes = [_compute_dir(served, tmp_path / f"node{i}" / "campaign") for i in (1, 2)]
-    state = tmp_path / "state"
-    auth = AuthStore.open(state)
-    owner, runner = auth.add_user("alice"), auth.add_user("launcher")
-    auth.grant("alice", Role.OWNER, "campaign")
-    auth.grant("launcher", Role.SUBMITTER, "campaign")
+    users = {"alice": Role.OWNER, "launcher": Role.SUBMITTER}
+    served, node1, state, tokens = _campaign(tmp_path, "node1", users, url_of_db)
+    nodes = [node1, _compute_dir(served, tmp_path / "node2" / "campaign")]
+    owner, runner = tokens["alice"], tokens["launcher"]
     procs: list[subprocess.Popen[str]] = []
     try:
         with uvicorn_server([served], state) as base:

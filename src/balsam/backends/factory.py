@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from balsam.backends.base import Backend
 from balsam.backends.local import LocalBackend
-from balsam.backends.remote import remote_from_env
+from balsam.backends.remote import client_remote, remote_from_env
 from balsam.backends.retry import retrying
 from balsam.config import (
     DatabaseSettings,
@@ -128,7 +128,7 @@ def open_client_backend(retry: bool = True) -> tuple[Site | None, Backend]:
     with ``BALSAM_DB_PATH`` unset, the Backend of ``BALSAM_URL`` or of the saved ``balsam
     login``, and no site (the error of no active site only when there is neither)."""
     if not os.environ.get("BALSAM_DB_PATH"):
-        remote = remote_from_env(use_login=True)
+        remote = client_remote()
         if remote is None:
             raise ConfigError(
                 "no active workflow database: run 'source balsamactivate NAME' or set "

@@ -140,6 +140,12 @@ def remote_from_env(use_login: bool = False) -> RemoteBackend | None:
     )
 
 
+def client_remote() -> RemoteBackend | None:
+    """The server a client without a site directory reaches: ``BALSAM_URL`` first, then the
+    saved ``balsam login`` when no site is active (an activated database means that one)."""
+    return remote_from_env(use_login=not os.environ.get("BALSAM_DB_PATH"))
+
+
 def remote_from_login() -> RemoteBackend | None:
     """A RemoteBackend on the database ``balsam login`` saved, or None without a login."""
     saved = load_login()

@@ -8,7 +8,6 @@ API reach that database through the server, as long as neither ``BALSAM_URL`` no
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +18,8 @@ import click
 from balsam.backends.login import remove_login, save_login
 from balsam.backends.remote import (
     RemoteBackend,
+    client_remote,
     read_token_file,
-    remote_from_env,
     remote_from_login,
 )
 from balsam.cli.common import BalsamCommand, format_time, print_rows
@@ -146,7 +145,7 @@ def grants_command() -> None:
 @contextmanager
 def _owner_session() -> Iterator[RemoteBackend]:
     """The RemoteBackend of BALSAM_URL or the login (ConfigError for a local database)."""
-    server = remote_from_env(use_login=not os.environ.get("BALSAM_DB_PATH"))
+    server = client_remote()
     if server is None:
         raise ConfigError(
             "roles are given on a Balsam server: set BALSAM_URL or run 'balsam login URL' "
